@@ -1,0 +1,43 @@
+# Set-up and checks. Every target installs what it needs, so a bare clone works:
+#   make run    start the gateway with its simulated feeds on 127.0.0.1:8000
+#   make test   lint, then every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint pytest bench bench-quick conformance clean
+
+install: $(STAMP)
+
+# Reinstall whenever the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/realtime serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint pytest
+
+bench: install
+	$(BIN)/python -m bench.micro_protocol
+
+bench-quick: bench
+
+URL ?= ws://127.0.0.1:8000
+conformance: install
+	$(BIN)/pytest tests/conformance --server-url=$(URL)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

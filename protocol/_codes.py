@@ -1,0 +1,76 @@
+"""Error codes and close codes of protocol v1, with what each means for a client."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` reply. The connection stays open after every one."""
+
+    #: The frame is not valid JSON (or MessagePack, on a MessagePack connection).
+    INVALID_JSON = "invalid_json"
+    #: The frame parsed but is not a valid message: not an object, or a field is
+    #: missing, mistyped or unknown, or a value is out of range. The text names the field.
+    INVALID_MESSAGE = "invalid_message"
+    #: The ``type`` is not one a client may send (``subscribe``, ``unsubscribe``, ``ping``).
+    UNKNOWN_TYPE = "unknown_type"
+    #: The ``channel`` is not one of the channels listed in ``welcome``.
+    UNKNOWN_CHANNEL = "unknown_channel"
+    #: A symbol is not of the form of a ticker (1-10 of ``A-Z 0-9 . -``, starting with a letter).
+    INVALID_SYMBOL = "invalid_symbol"
+    #: A well-formed symbol that is not in the feed's universe (``welcome.symbols``).
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    #: The request would take the connection past its symbol limit; nothing was changed.
+    TOO_MANY_SYMBOLS = "too_many_symbols"
+    #: The client's credentials do not allow this channel or symbol.
+    FORBIDDEN = "forbidden"
+    #: The client sent more messages than its rate allows; this one was dropped.
+    #: Repeated breaches close the connection with 4429.
+    RATE_LIMITED = "rate_limited"
+    #: ``since`` asked for messages the server no longer holds, or counts in another
+    #: ``epoch``: the client must resync from the current state instead of replaying.
+    HISTORY_UNAVAILABLE = "history_unavailable"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server sends, and whether a client should reconnect."""
+
+    #: Normal closure. Do not reconnect unless the application wants to.
+    NORMAL = 1000
+    #: The server is going away (drain or restart). Reconnect, with jitter, possibly elsewhere.
+    GOING_AWAY = 1001
+    #: The WebSocket framing was violated. A bug in the client: fix before reconnecting.
+    PROTOCOL_ERROR = 1002
+    #: A text frame was not valid UTF-8. A bug in the client.
+    INVALID_DATA = 1007
+    #: An inbound message exceeded the size limit. Reconnecting and resending will fail again.
+    MESSAGE_TOO_BIG = 1009
+    #: The server hit an unexpected condition, or the peer missed its heartbeats. Reconnect.
+    INTERNAL_ERROR = 1011
+    #: The ``client_id`` in the URL is not 1-64 of ``A-Z a-z 0-9 _ . : -``. Never reconnect as is.
+    INVALID_CLIENT_ID = 4400
+    #: Authentication is missing, invalid or expired. Reconnect only with new credentials.
+    UNAUTHORIZED = 4401
+    #: The origin or a channel is not allowed for this client. Never reconnect as is.
+    FORBIDDEN = 4403
+    #: A newer connection with the same ``client_id`` replaced this one. Never reconnect:
+    #: the newer one would be replaced in turn.
+    REPLACED = 4409
+    #: The client kept exceeding its message rate. Reconnect after backing off.
+    RATE_LIMITED = 4429
+    #: The client read too slowly and its outbox overflowed. Reconnect and resume with ``since``.
+    SLOW_CONSUMER = 4499
+
+
+#: Close codes after which a client should reconnect with backoff. 1006 is never sent
+#: (it stands for a connection lost without a close frame) but counts here too.
+RECONNECT_CLOSE_CODES = frozenset({1001, 1006, 1011, 4429, 4499})
+
+#: Close codes after which a client must never reconnect on its own.
+FATAL_CLOSE_CODES = frozenset({4400, 4403, 4409})
+
+
+def should_reconnect(code: int) -> bool:
+    """Whether a client should reconnect (with backoff) after a close with ``code``."""
+    return code in RECONNECT_CLOSE_CODES
