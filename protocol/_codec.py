@@ -393,7 +393,7 @@ def decode_client(
     try:
         message = _structure_tagged(impl.strict, obj, _CLIENT_TAGS, "a client")
         if isinstance(message, Subscribe | Unsubscribe):
-            _check_symbols(message, limits)
+            _check_request(message, limits)
         _check_constraints(message)
     except RemoteProtocolError as exc:
         exc.request_id = request_id
@@ -565,7 +565,13 @@ def _check_value(value: Any, constraints: Any, path: tuple[str | int, ...]) -> N
         )
 
 
-def _check_symbols(message: Subscribe | Unsubscribe, limits: Limits) -> None:
+def _check_request(message: Subscribe | Unsubscribe, limits: Limits) -> None:
+    if isinstance(message, Subscribe) and (message.since is None) != (message.epoch is None):
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            "Fields 'since' and 'epoch' go together: resume with the seq and the epoch "
+            "(from welcome) it counts in",
+        )
     symbols = message.symbols
     if symbols is None:
         return

@@ -74,14 +74,13 @@ MESSAGES: dict[type[Any], st.SearchStrategy[Any]] = {
         p.Subscribe,
         channel=st.just(p.Channel.PRICES),
         symbols=st.none() | symbol_tuples,
-        since=st.none() | seqs,
-        epoch=st.none() | st.text(max_size=64),
         id=optional_ids,
     )
     | st.builds(
         p.Subscribe,
         channel=st.sampled_from(p.Channel),
-        since=st.none() | seqs,
+        since=seqs,
+        epoch=st.text(max_size=64),
         id=optional_ids,
     ),
     p.Unsubscribe: st.builds(
