@@ -1,0 +1,460 @@
+"""One TCP listener per port, serving our WebSockets and hypercorn's HTTP.
+
+Theory of operation
+-------------------
+`serve` binds the port(s) and reports a `Listener` handle through
+``task_status.started``. Each accepted connection gets its own task, which:
+
+1. wraps the stream in `trio.SSLStream` when an ``ssl_context`` is given, so
+   both paths below get TLS (a client that negotiated ``h2`` by ALPN goes
+   straight to hypercorn);
+2. reads the HTTP request head, bounded by ``max_head_size`` (431) and
+   ``head_timeout`` (408; that deadline also covers the TLS handshake);
+3. routes: a ``GET`` under ``websocket_prefix`` (``/ws/``) that asks for
+   ``Upgrade: websocket`` is ours. It is validated (400/426 otherwise), counted
+   against ``max_websockets`` (503 beyond it) and handed to
+   ``websocket_handler(stream, request)``, with any bytes read past the head in
+   ``request.trailing``. Everything else -- including ``GET /ws/stats``,
+   which is not an upgrade -- is handed to hypercorn's trio ``TCPServer`` with
+   every byte already read replayed first, and hypercorn owns the connection
+   from then on (keep-alive, pipelining, its own timeouts).
+
+Refusals are written with `reject_websocket` under ``reject_timeout``.
+
+Shutdown: `Listener.stop_accepting` closes the listening sockets at once (new
+connects are refused by the kernel) while accepted connections carry on.
+hypercorn is then told it is terminating, so it finishes requests in flight
+and closes idle keep-alive connections; WebSocket connections are left to
+their handler (the session closes them with 1001). `serve` returns when the
+last connection task has finished; cancelling it tears everything down.
+
+hypercorn runs without ASGI lifespan: the server's own nursery starts and
+stops the hub and feeds, so the app has nothing to do at startup. Its access
+log is off unless the caller's ``http_config`` sets one; its error log goes to
+the ``realtime.http`` logger.
+
+Depends on hypercorn internals (pinned to 0.18.0 and covered by tests):
+``hypercorn.trio.tcp_server.TCPServer(app, config, context, state, stream)``,
+``hypercorn.trio.worker_context.WorkerContext`` and
+``hypercorn.app_wrappers.ASGIWrapper``, the same pieces
+``hypercorn.trio.run.worker_serve`` assembles.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import attrs
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+
+from realtime._websocket import (
+    BadRequest,
+    ConnectionClosed,
+    RequestHead,
+    check_websocket_upgrade,
+    parse_request_head,
+    reject_websocket,
+)
+
+__all__ = [
+    "ASGIApp",
+    "Listener",
+    "ListenerStatistics",
+    "WebSocketHandler",
+    "serve",
+]
+
+logger = logging.getLogger("realtime.listener")
+
+#: ``async def handler(stream, request)``: owns ``stream`` until it returns
+#: (the listener closes it afterwards in any case). ``request`` is a valid
+#: WebSocket upgrade; accept it with `accept_websocket` or refuse it with
+#: `reject_websocket`.
+WebSocketHandler = Callable[[trio.abc.Stream, RequestHead], Awaitable[None]]
+
+#: An ASGI 3 application (``async def app(scope, receive, send)``).
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+DEFAULT_MAX_WEBSOCKETS: Final = 50_000
+DEFAULT_MAX_HEAD_SIZE: Final = 16 * 1024
+DEFAULT_HEAD_TIMEOUT: Final = 10.0
+DEFAULT_REJECT_TIMEOUT: Final = 2.0
+
+_RECEIVE_SIZE: Final = 64 * 1024
+_HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
+_SERVER_FULL: Final = BadRequest(
+    503, "Server is at capacity; retry later", [(b"Retry-After", b"5")]
+)
+
+
+@attrs.frozen
+class ListenerStatistics:
+    """A snapshot of a `Listener`'s counters.
+
+    ``connections``: accepted TCP connections still being served, any kind.
+    ``websockets``: connections inside the WebSocket handler.
+    ``http_connections``: connections owned by hypercorn.
+    ``accepted_total``: connections accepted since start.
+    ``refused_full_total``: handshakes refused with 503 at ``max_websockets``.
+    ``refused_total``: requests refused with any HTTP error before hand-off
+    (including the 503s).
+    """
+
+    accepting: bool
+    connections: int
+    websockets: int
+    http_connections: int
+    accepted_total: int
+    refused_full_total: int
+    refused_total: int
+
+
+class _ReplayStream(trio.abc.Stream):
+    """A stream that first returns bytes already read, then reads the real one.
+
+    hypercorn's ``TCPServer`` probes its stream duck-typed: ``do_handshake``,
+    ``selected_alpn_protocol`` and ``transport_stream`` exist only on TLS
+    streams (an AttributeError means plain TCP), ``socket`` gives the
+    addresses, and ``send_eof`` exists only on half-closeable streams.
+    ``__getattr__`` forwards all of those to the wrapped stream unchanged.
+    """
+
+    __slots__ = ("_prefix", "_stream")
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        prefix = self._prefix
+        if not prefix:
+            return await self._stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        if max_bytes is None or max_bytes >= len(prefix):
+            self._prefix = b""
+            return prefix
+        self._prefix = prefix[max_bytes:]
+        return prefix[:max_bytes]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _default_http_config() -> Config:
+    config = Config()
+    config.accesslog = None
+    config.errorlog = logging.getLogger("realtime.http")
+    return config
+
+
+def _peer_address(stream: trio.SocketStream) -> tuple[str, int] | None:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return None
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (str(address[0]), int(address[1]))
+    return None
+
+
+class Listener:
+    """Handle on a running `serve`: its addresses, counters and the drain switch."""
+
+    def __init__(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        websocket_handler: WebSocketHandler,
+        asgi_app: ASGIApp,
+        ssl_context: ssl.SSLContext | None,
+        websocket_prefix: str,
+        max_websockets: int,
+        max_head_size: int,
+        head_timeout: float,
+        reject_timeout: float,
+        http_config: Config | None,
+    ) -> None:
+        self._listeners = listeners
+        self._websocket_handler = websocket_handler
+        self._ssl_context = ssl_context
+        self._websocket_prefix = websocket_prefix
+        self._max_websockets = max_websockets
+        self._max_head_size = max_head_size
+        self._head_timeout = head_timeout
+        self._reject_timeout = reject_timeout
+        self._http_config = http_config if http_config is not None else _default_http_config()
+        self._http_app = ASGIWrapper(asgi_app)
+        self._http_context = WorkerContext(None)
+        # hypercorn shares one state dict per listener (``scope["state"]``);
+        # without lifespan it stays empty.
+        self._http_state: dict[str, Any] = {}
+        self._accept_scope = trio.CancelScope()
+        self._connections = 0
+        self._websockets = 0
+        self._http_connections = 0
+        self._accepted_total = 0
+        self._refused_full_total = 0
+        self._refused_total = 0
+        addresses: list[tuple[str, int]] = []
+        for listener in listeners:
+            sockname = listener.socket.getsockname()
+            addresses.append((str(sockname[0]), int(sockname[1])))
+        #: The bound ``(host, port)`` of every listening socket.
+        self.addresses: tuple[tuple[str, int], ...] = tuple(addresses)
+
+    @property
+    def port(self) -> int:
+        """The bound port (of the first socket, if several were bound)."""
+        return self.addresses[0][1]
+
+    @property
+    def accepting(self) -> bool:
+        """False once `stop_accepting` was called."""
+        return not self._accept_scope.cancel_called
+
+    def stop_accepting(self) -> None:
+        """Stop accepting: close the listening sockets; keep serving the rest.
+
+        Does not block. Connections already accepted carry on (a WebSocket
+        handshake already being read still reaches the handler); hypercorn
+        closes its idle keep-alive connections and each busy one after its
+        response. `serve` returns once every connection has ended.
+        Idempotent.
+        """
+        self._accept_scope.cancel()
+
+    def statistics(self) -> ListenerStatistics:
+        """A snapshot of the counters; see `ListenerStatistics`."""
+        return ListenerStatistics(
+            accepting=self.accepting,
+            connections=self._connections,
+            websockets=self._websockets,
+            http_connections=self._http_connections,
+            accepted_total=self._accepted_total,
+            refused_full_total=self._refused_full_total,
+            refused_total=self._refused_total,
+        )
+
+    async def _run(self) -> None:
+        try:
+            async with trio.open_nursery() as connections:
+                with self._accept_scope:
+                    await trio.serve_listeners(
+                        self._handle_connection, self._listeners, handler_nursery=connections
+                    )
+                # Close at once so new connects are refused rather than left
+                # queued in the backlog while existing connections drain.
+                self._close_listeners()
+                await self._http_context.terminated.set()
+                logger.info("Stopped accepting on %s", self._describe())
+        finally:
+            self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        # serve_listeners closes the sockets it got to serve, but not those it
+        # never started on (cancelled early); closing twice is harmless.
+        for listener in self._listeners:
+            listener.socket.close()
+
+    def _describe(self) -> str:
+        return ", ".join(f"{host}:{port}" for host, port in self.addresses)
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        # trio.serve_listeners closes ``stream`` forcefully after we return.
+        # The WebSocket handler is called from here rather than from a helper
+        # so that an idle connection's task keeps as few coroutine frames alive
+        # as possible.
+        self._connections += 1
+        self._accepted_total += 1
+        try:
+            upgrade = await self._route(stream)
+            if upgrade is not None:
+                transport, request = upgrade
+                del upgrade
+                if self._websockets >= self._max_websockets:
+                    self._refused_full_total += 1
+                    await self._refuse(transport, _SERVER_FULL)
+                else:
+                    self._websockets += 1
+                    try:
+                        await self._websocket_handler(transport, request)
+                    finally:
+                        self._websockets -= 1
+        except ConnectionClosed as closed:
+            logger.debug("Connection closed: %s", closed)
+        except Exception:
+            # One connection's failure must never take the server down.
+            logger.exception("Unhandled error on connection from %s", _peer_address(stream))
+        finally:
+            self._connections -= 1
+
+    async def _route(self, stream: trio.SocketStream) -> tuple[trio.abc.Stream, RequestHead] | None:
+        """Serve everything but a valid WebSocket upgrade, which is returned.
+
+        Does the TLS handshake, reads the head, refuses bad requests and runs
+        hypercorn for HTTP connections until they end.
+        """
+        client = _peer_address(stream)
+        deadline = trio.current_time() + self._head_timeout
+        transport: trio.abc.Stream = stream
+        if self._ssl_context is not None:
+            tls = trio.SSLStream(stream, self._ssl_context, server_side=True, https_compatible=True)
+            with trio.move_on_at(deadline) as handshake_scope:
+                try:
+                    await tls.do_handshake()
+                except trio.BrokenResourceError:
+                    return None
+            if handshake_scope.cancelled_caught:
+                return None
+            if tls.selected_alpn_protocol() == "h2":
+                await self._serve_http(tls, b"")
+                return None
+            transport = tls
+        try:
+            head = await self._read_head(transport, deadline)
+            if head is None:
+                return None
+            data, end = head
+            if data.startswith(_HTTP2_PREFACE):
+                # HTTP/2 with prior knowledge: hypercorn speaks it, we do not.
+                await self._serve_http(transport, data)
+                return None
+            request = parse_request_head(data[:end], trailing=data[end:], client=client)
+            if not (
+                request.path.startswith(self._websocket_prefix) and request.is_websocket_upgrade
+            ):
+                await self._serve_http(transport, data)
+                return None
+            check_websocket_upgrade(request)
+        except BadRequest as error:
+            await self._refuse(transport, error)
+            return None
+        return transport, request
+
+    async def _read_head(
+        self, stream: trio.abc.Stream, deadline: float
+    ) -> tuple[bytes, int] | None:
+        """Read until the end of the request head.
+
+        Returns ``(bytes read, index just past the head)``, or None when the
+        peer went away or stayed silent. Raises `BadRequest` 431 / 408.
+        """
+        buffer = bytearray()
+        with trio.move_on_at(deadline):
+            while True:
+                try:
+                    chunk = await stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return None
+                if not chunk:
+                    return None
+                search_from = max(0, len(buffer) - 3)
+                buffer += chunk
+                # RFC 9112 section 2.2: ignore empty lines before the request line.
+                while buffer.startswith(b"\r\n"):
+                    del buffer[:2]
+                    search_from = 0
+                end = buffer.find(b"\r\n\r\n", search_from)
+                if end >= 0:
+                    if end + 4 > self._max_head_size:
+                        raise BadRequest(431, "Request header fields too large")
+                    return bytes(buffer), end + 4
+                if len(buffer) >= self._max_head_size:
+                    raise BadRequest(431, "Request header fields too large")
+        if not buffer:
+            return None  # An idle connect (health probe, preconnect): nothing to answer.
+        raise BadRequest(408, "Request head not received in time")
+
+    async def _refuse(self, stream: trio.abc.Stream, error: BadRequest) -> None:
+        self._refused_total += 1
+        logger.debug("Refused request: %s", error)
+        with trio.move_on_after(self._reject_timeout):
+            await reject_websocket(stream, error.status_code, error.message, headers=error.headers)
+
+    async def _serve_http(self, stream: trio.abc.Stream, data: bytes) -> None:
+        self._http_connections += 1
+        try:
+            server = TCPServer(
+                self._http_app,
+                self._http_config,
+                self._http_context,
+                self._http_state,
+                # TCPServer is annotated with SSLStream but duck-types plain
+                # streams (see _ReplayStream).
+                _ReplayStream(stream, data),  # type: ignore[arg-type]
+            )
+            await server.run()
+        finally:
+            self._http_connections -= 1
+
+
+async def serve(
+    host: str | None,
+    port: int,
+    *,
+    websocket_handler: WebSocketHandler,
+    asgi_app: ASGIApp,
+    ssl_context: ssl.SSLContext | None = None,
+    websocket_prefix: str = "/ws/",
+    max_websockets: int = DEFAULT_MAX_WEBSOCKETS,
+    max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    reject_timeout: float = DEFAULT_REJECT_TIMEOUT,
+    http_config: Config | None = None,
+    task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` and serve WebSockets and HTTP on it.
+
+    Start with ``listener = await nursery.start(partial(serve, ...))``: the
+    sockets are bound and listening when the `Listener` is reported. ``port``
+    0 picks a free port (see `Listener.port`); ``host`` None binds every
+    interface, possibly one socket per address family.
+
+    ``websocket_handler`` gets upgrade requests under ``websocket_prefix``
+    (validated; 503 beyond ``max_websockets`` handlers at once); ``asgi_app``
+    gets everything else through hypercorn configured by ``http_config``
+    (default: hypercorn's defaults, access log off, errors to the
+    ``realtime.http`` logger). ``ssl_context`` makes every connection TLS.
+
+    Runs until cancelled, or until `Listener.stop_accepting` was called and
+    every accepted connection has ended. Exceptions from one connection
+    (handler included) are logged and contained. Raises OSError if the
+    address cannot be bound.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listener = Listener(
+            listeners,
+            websocket_handler=websocket_handler,
+            asgi_app=asgi_app,
+            ssl_context=ssl_context,
+            websocket_prefix=websocket_prefix,
+            max_websockets=max_websockets,
+            max_head_size=max_head_size,
+            head_timeout=head_timeout,
+            reject_timeout=reject_timeout,
+            http_config=http_config,
+        )
+    except Exception:
+        for socket_listener in listeners:
+            socket_listener.socket.close()
+        raise
+    logger.info("Listening on %s", listener._describe())
+    task_status.started(listener)
+    await listener._run()

@@ -1,0 +1,398 @@
+"""The shared listener: hand-off to hypercorn, WebSockets beside it, limits, drain."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+
+import h2.config
+import h2.connection
+import h2.events
+import h11
+import pytest
+import trio
+import trio_websocket
+import trustme
+from wsproto import WSConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import Request
+
+from realtime._listener import Listener, serve
+from realtime._websocket import (
+    ConnectionClosed,
+    RequestHead,
+    accept_websocket,
+)
+
+StartListener = Callable[..., Awaitable[Listener]]
+OpenClient = Callable[..., AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
+HOST = "127.0.0.1"
+TIMEOUT = 5
+
+
+async def echo(stream: trio.abc.Stream, request: RequestHead) -> None:
+    ws = await accept_websocket(stream, request)
+    try:
+        while True:
+            await ws.send_message(await ws.receive_message())
+    except ConnectionClosed:
+        pass
+    finally:
+        await ws.aclose()
+
+
+async def read_until_closed(stream: trio.abc.Stream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
+async def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection and return all the server says."""
+    async with await trio.open_tcp_stream(HOST, port) as stream:
+        await stream.send_all(data)
+        return await read_until_closed(stream)
+
+
+async def http_exchange(
+    stream: trio.abc.Stream,
+    connection: h11.Connection,
+    method: bytes,
+    target: bytes,
+    body: bytes = b"",
+) -> tuple[h11.Response, bytes]:
+    """Send one request with h11 on a kept-alive connection; read its response."""
+    headers = [(b"host", b"test"), (b"content-length", str(len(body)).encode())]
+    data = connection.send(h11.Request(method=method, target=target, headers=headers)) or b""
+    if body:
+        data += connection.send(h11.Data(data=body)) or b""
+    data += connection.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
+    response: h11.Response | None = None
+    content = b""
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(bytes(await stream.receive_some()))
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            content += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            assert response is not None
+            connection.start_next_cycle()
+            return response, content
+        else:  # pragma: no cover - diagnostic
+            raise AssertionError(f"unexpected {event!r}")
+
+
+def ws_url(port: int, path: str = "/ws/client-1") -> str:
+    return f"ws://{HOST}:{port}{path}"
+
+
+async def test_health_over_a_raw_socket(start_listener: StartListener) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        response = await raw_exchange(
+            listener.port, b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert response.startswith(b"HTTP/1.1 200 \r\n")
+        assert response.endswith(b'\r\n\r\n{"status":"ok"}')
+
+
+async def test_keep_alive_requests_on_one_connection(start_listener: StartListener) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        connection = h11.Connection(h11.CLIENT)
+        async with await trio.open_tcp_stream(HOST, listener.port) as stream:
+            response, body = await http_exchange(stream, connection, b"GET", b"/health")
+            assert (response.status_code, body) == (200, b'{"status":"ok"}')
+            response, body = await http_exchange(stream, connection, b"GET", b"/ws/stats")
+            assert (response.status_code, body) == (200, b'{"total_connections":0}')
+            response, body = await http_exchange(stream, connection, b"POST", b"/echo", b"hi")
+            assert (response.status_code, body) == (200, b"hi")
+            response, body = await http_exchange(stream, connection, b"GET", b"/missing")
+            assert (response.status_code, body) == (404, b"not found")
+            response, body = await http_exchange(stream, connection, b"GET", b"/health")
+            assert response.status_code == 200
+            stats = listener.statistics()
+            assert (stats.accepted_total, stats.http_connections, stats.websockets) == (1, 1, 0)
+
+
+async def test_post_with_a_large_body(start_listener: StartListener) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        payload = bytes(range(256)) * 1000  # larger than any single read of the listener
+        connection = h11.Connection(h11.CLIENT)
+        async with await trio.open_tcp_stream(HOST, listener.port) as stream:
+            response, body = await http_exchange(stream, connection, b"POST", b"/echo", payload)
+        assert response.status_code == 200
+        assert body == payload
+
+
+async def test_pipelined_bytes_read_with_the_head_are_not_lost(
+    start_listener: StartListener,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        # One write: a POST with its body, a second request, and a third that closes.
+        data = (
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nfirst"
+            b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        response = await raw_exchange(listener.port, data)
+        assert response.count(b"HTTP/1.1 ") == 3
+        first, second, third = response.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200 ")
+        assert first.endswith(b"\r\n\r\nfirst")
+        assert second.startswith(b"404 ")
+        assert third.startswith(b"200 ")
+        assert third.endswith(b'{"status":"ok"}')
+
+
+async def test_websocket_and_http_share_the_port(
+    start_listener: StartListener, open_client: OpenClient
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        async with open_client(ws_url(listener.port)) as ws:
+            await ws.send_message("before")
+            assert await ws.get_message() == "before"
+            connection = h11.Connection(h11.CLIENT)
+            async with await trio.open_tcp_stream(HOST, listener.port) as stream:
+                response, _ = await http_exchange(stream, connection, b"GET", b"/health")
+                assert response.status_code == 200
+                await ws.send_message("during")
+                assert await ws.get_message() == "during"
+                stats = listener.statistics()
+                assert (stats.websockets, stats.http_connections) == (1, 1)
+                response, _ = await http_exchange(stream, connection, b"GET", b"/health")
+                assert response.status_code == 200
+
+
+async def test_ws_paths_that_are_not_upgrades_go_to_the_app(
+    start_listener: StartListener,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        stats = await raw_exchange(
+            listener.port, b"GET /ws/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert stats.startswith(b"HTTP/1.1 200 ")
+        assert stats.endswith(b'{"total_connections":0}')
+        plain = await raw_exchange(
+            listener.port, b"GET /ws/client-1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        assert b"x-path: /ws/client-1" in plain  # answered by the app, not by us
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-Many: b\r\n" * 2000 + b"\r\n", b"431"),
+        (b"GET /\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n", b"400"),
+        (b"GET / HTTP/3.0\r\nHost: t\r\n\r\n", b"505"),
+    ],
+)
+async def test_bad_request_heads_are_refused(
+    start_listener: StartListener, request_bytes: bytes, status: bytes
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        response = await raw_exchange(listener.port, request_bytes)
+        assert response.startswith(b"HTTP/1.1 " + status + b" ")
+        assert listener.statistics().refused_total == 1
+
+
+async def test_slow_head_times_out_with_408(start_listener: StartListener) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo, head_timeout=0.2)
+        response = await raw_exchange(listener.port, b"GET /health HTTP/1.1\r\nHost:")
+        assert response.startswith(b"HTTP/1.1 408 ")
+        # A connection that sends nothing at all is just closed.
+        assert await raw_exchange(listener.port, b"") == b""
+
+
+async def test_full_server_refuses_handshakes_with_503(
+    start_listener: StartListener, open_client: OpenClient
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo, max_websockets=1)
+        async with open_client(ws_url(listener.port)) as ws:
+            await ws.send_message("in")
+            assert await ws.get_message() == "in"
+            handshake = WSConnection(ConnectionType.CLIENT).send(
+                Request(host="t", target="/ws/client-2")
+            )
+            response = await raw_exchange(listener.port, handshake)
+            assert response.startswith(b"HTTP/1.1 503 ")
+            assert b"\r\nRetry-After: 5\r\n" in response
+            # HTTP is not counted against the WebSocket limit.
+            health = await raw_exchange(
+                listener.port, b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            assert health.startswith(b"HTTP/1.1 200 ")
+        stats = listener.statistics()
+        assert stats.refused_full_total == 1
+
+
+async def test_stop_accepting_keeps_existing_connections(
+    open_client: OpenClient, tiny_app: Callable[..., Awaitable[None]]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listener: Listener = await nursery.start(
+                partial(serve, HOST, 0, websocket_handler=echo, asgi_app=tiny_app)
+            )
+            port = listener.port
+            async with open_client(ws_url(port)) as ws:
+                connection = h11.Connection(h11.CLIENT)
+                async with await trio.open_tcp_stream(HOST, port) as idle_http:
+                    response, _ = await http_exchange(idle_http, connection, b"GET", b"/health")
+                    assert response.status_code == 200
+                    listener.stop_accepting()
+                    assert not listener.accepting
+                    await trio.sleep(0.05)
+                    with pytest.raises(OSError, match=r"[Cc]onnect"):
+                        await trio.open_tcp_stream(HOST, port)
+                    # The WebSocket carries on...
+                    await ws.send_message("still here")
+                    assert await ws.get_message() == "still here"
+                    # ...while hypercorn closes its idle keep-alive connection.
+                    assert await idle_http.receive_some() == b""
+            # serve() returns on its own once the last connection has ended.
+
+
+async def test_handler_errors_are_contained(
+    start_listener: StartListener, open_client: OpenClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def flaky(stream: trio.abc.Stream, request: RequestHead) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("handler bug")
+        await echo(stream, request)
+
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(flaky)
+        handshake = WSConnection(ConnectionType.CLIENT).send(Request(host="t", target="/ws/a"))
+        with caplog.at_level(logging.ERROR, logger="realtime.listener"):
+            # The connection is closed without a response; the server goes on.
+            assert await raw_exchange(listener.port, handshake) == b""
+        assert "handler bug" in caplog.text
+        async with open_client(ws_url(listener.port)) as ws:
+            await ws.send_message("fine")
+            assert await ws.get_message() == "fine"
+
+
+async def test_http2_prior_knowledge_goes_to_hypercorn(start_listener: StartListener) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        async with await trio.open_tcp_stream(HOST, listener.port) as stream:
+            status, body = await h2_get(stream, "/health", scheme="http")
+        assert (status, body) == (b"200", b'{"status":"ok"}')
+
+
+async def h2_get(stream: trio.abc.Stream, path: str, *, scheme: str) -> tuple[bytes, bytes]:
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [(":method", "GET"), (":path", path), (":scheme", scheme), (":authority", "t")]
+    connection.send_headers(1, headers, end_stream=True)
+    await stream.send_all(connection.data_to_send())
+    status = b""
+    body = b""
+    while True:
+        data = await stream.receive_some()
+        assert data, "server closed before the response ended"
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = dict(event.headers)[b":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                body += event.data
+                connection.acknowledge_received_data(event.flow_controlled_length, 1)
+            elif isinstance(event, h2.events.StreamEnded):
+                return status, body
+        await stream.send_all(connection.data_to_send())
+
+
+# ------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def certificate_authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_contexts(
+    ca: trustme.CA, *, client_alpn: list[str] | None = None
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    server.set_alpn_protocols(["h2", "http/1.1"])
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    if client_alpn:
+        client.set_alpn_protocols(client_alpn)
+    return server, client
+
+
+async def test_tls_wraps_both_paths(
+    start_listener: StartListener, open_client: OpenClient, certificate_authority: trustme.CA
+) -> None:
+    server_context, client_context = tls_contexts(certificate_authority, client_alpn=["http/1.1"])
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo, ssl_context=server_context)
+        url = f"wss://{HOST}:{listener.port}/ws/secure"
+        async with open_client(url, ssl_context=client_context) as ws:
+            await ws.send_message("secret")
+            assert await ws.get_message() == "secret"
+        stream = await trio.open_ssl_over_tcp_stream(
+            HOST, listener.port, ssl_context=client_context, https_compatible=True
+        )
+        async with stream:
+            connection = h11.Connection(h11.CLIENT)
+            response, body = await http_exchange(stream, connection, b"GET", b"/health")
+            assert (response.status_code, body) == (200, b'{"status":"ok"}')
+            response, body = await http_exchange(stream, connection, b"GET", b"/missing")
+            assert response.status_code == 404
+
+
+async def test_tls_alpn_h2_goes_to_hypercorn(
+    start_listener: StartListener, certificate_authority: trustme.CA
+) -> None:
+    server_context, client_context = tls_contexts(certificate_authority, client_alpn=["h2"])
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo, ssl_context=server_context)
+        stream = await trio.open_ssl_over_tcp_stream(
+            HOST, listener.port, ssl_context=client_context, https_compatible=True
+        )
+        async with stream:
+            status, body = await h2_get(stream, "/health", scheme="https")
+        assert (status, body) == (b"200", b'{"status":"ok"}')
+
+
+async def test_hypercorn_errors_go_to_our_logger_and_access_log_is_off(
+    start_listener: StartListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken_app(scope: object, receive: object, send: object) -> None:
+        raise RuntimeError("app bug")
+
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo, asgi_app=broken_app)
+        with caplog.at_level(logging.INFO):
+            response = await raw_exchange(listener.port, b"GET /boom HTTP/1.0\r\nHost: t\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 500 ")
+        errors = [r for r in caplog.records if r.name == "realtime.http"]
+        assert errors
+        assert "app bug" in caplog.text
+        assert not [r for r in caplog.records if r.name.startswith("hypercorn")]
