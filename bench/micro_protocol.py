@@ -10,6 +10,7 @@ the feed-side cost of a price; ``decode_client`` is paid once per client request
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import timeit
 from collections.abc import Callable
@@ -101,10 +102,8 @@ def main() -> None:
 
 
 def _error(data: bytes) -> None:
-    try:
+    with contextlib.suppress(p.RemoteProtocolError):
         p.decode_client(data)
-    except p.RemoteProtocolError:
-        pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""The HTTP side: a plain ASGI app that hypercorn serves on the gateway's port.
+
+``GET /health``, ``GET /ws/stats``, ``GET /metrics`` and ``GET /``; anything else is
+404 (405 for a known path with another method). No framework: five routes do not
+earn one, and the app stays a thin view over the hub's statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ._hub import Hub
+from ._session import Sessions
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_PLACEHOLDER: Final = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Realtime gateway</title></head>
+<body><h1>Realtime gateway</h1>
+<p>The gateway is running. Connect a WebSocket to <code>/ws/{client_id}</code>;
+see <a href="/health">/health</a>, <a href="/ws/stats">/ws/stats</a> and
+<a href="/metrics">/metrics</a>.</p></body></html>
+"""
+
+
+class GatewayApp:
+    """The ASGI 3 application of the gateway's HTTP routes."""
+
+    def __init__(
+        self, hub: Hub, sessions: Sessions, registry: CollectorRegistry, *, version: str
+    ) -> None:
+        self.hub = hub
+        self.sessions = sessions
+        self.registry = registry
+        self.version = version
+        self._routes: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
+            "/health": self._health,
+            "/ws/stats": self._stats,
+            "/metrics": self._metrics,
+            "/": self._index,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # no lifespan, no ASGI WebSockets: /ws/ is ours
+            return
+        route = self._routes.get(scope["path"])
+        if route is None and scope["path"].startswith("/ws/"):
+            status, content_type = 426, b"application/json"
+            body = _json_error("A WebSocket endpoint: connect with Upgrade: websocket")
+        elif route is None:
+            status, content_type, body = 404, b"application/json", _json_error("Not found")
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, content_type, body = 405, b"application/json", _json_error("Use GET")
+        else:
+            status, content_type, body = route()
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        if status == 405:
+            headers.append((b"allow", b"GET, HEAD"))
+        elif status == 426:
+            headers += [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
+    def _health(self) -> tuple[int, bytes, bytes]:
+        draining = self.sessions.draining
+        body = {
+            "status": "draining" if draining else "ok",
+            "version": self.version,
+            "connections": self.hub.connection_count,
+            "epoch": self.hub.epoch,
+        }
+        return (503 if draining else 200), b"application/json", orjson.dumps(body)
+
+    def _stats(self) -> tuple[int, bytes, bytes]:
+        stats = self.hub.statistics()
+        body = {
+            "total_connections": stats.total_connections,
+            "clients": stats.clients,
+            "channel_subscriptions": stats.channel_subscriptions,
+            "symbol_subscriptions": stats.symbol_subscriptions,
+        }
+        return 200, b"application/json", orjson.dumps(body)
+
+    def _metrics(self) -> tuple[int, bytes, bytes]:
+        return 200, CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
+
+    def _index(self) -> tuple[int, bytes, bytes]:
+        return 200, b"text/html; charset=utf-8", _PLACEHOLDER
+
+
+def _json_error(text: str) -> bytes:
+    return orjson.dumps({"error": text})

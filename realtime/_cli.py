@@ -1,0 +1,125 @@
+"""The ``realtime`` command: ``serve`` the gateway, print the protocol's ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from protocol import json_schema
+
+from ._config import ENV_PREFIX, Config, parse_setting, setting_type
+from ._server import Server, __version__, serve
+
+logger = logging.getLogger("realtime")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "schema":
+        sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    overrides = {
+        field.name: getattr(args, field.name)
+        for field in attrs.fields(Config)
+        if getattr(args, field.name, None) is not None
+    }
+    try:
+        config = Config.from_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    _configure_logging(config)
+    try:
+        trio.run(_serve_until_signalled, config)
+    except OSError as exc:
+        logger.error("Cannot serve on %s:%s: %s", config.host, config.port, exc)
+        sys.exit(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="realtime", description="Real-time WebSocket gateway for a stock-trading agent system."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run the gateway with its simulated feeds",
+        description=f"Every option can also be set as {ENV_PREFIX}<OPTION> in the environment "
+        "(e.g. REALTIME_PORT=9000); flags win.",
+    )
+    for field in attrs.fields(Config):
+        kind = setting_type(field.name)
+        default = field.default
+        flag = f"--{field.name.replace('_', '-')}"
+        serve_parser.add_argument(
+            flag,
+            type=_parse_as(field.name),
+            metavar="true|false" if kind is bool else field.name.upper(),
+            help=f"{field.metadata['help']} (default: {default})",
+        )
+    commands.add_parser("schema", help="print the JSON Schema of protocol v1")
+    return parser
+
+
+def _parse_as(name: str) -> Any:
+    def parse(raw: str) -> Any:
+        try:
+            return parse_setting(name, raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _configure_logging(config: Config) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.log_file is not None:
+        config.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(config.log_file, encoding="utf-8"))
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    # hypercorn logs every keep-alive close at INFO; only its problems matter here.
+    logging.getLogger("realtime.http").setLevel(max(logging.WARNING, logging.root.level))
+
+
+async def _serve_until_signalled(config: Config) -> None:
+    """Serve; the first SIGTERM/SIGINT drains, a second one stops at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run(task_status: trio.TaskStatus[Server]) -> None:
+                await serve(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # drained: stop watching for signals
+
+            server: Server = await nursery.start(run)
+            logger.info("Gateway %s ready: dashboard at %s", __version__, server.url)
+            scheme = "wss" if config.certfile else "ws"
+            logger.info(
+                "WebSocket endpoint: %s://%s:%d/ws/{client_id}", scheme, config.host, server.port
+            )
+            nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+
+
+async def _watch_signals(signals: Any, server: Server, scope: trio.CancelScope) -> None:
+    received = 0
+    async for signum in signals:
+        received += 1
+        if received == 1:
+            logger.info("Received %s: draining", signal.Signals(signum).name)
+            server.shutdown()
+        else:
+            logger.warning("Received %s again: stopping now", signal.Signals(signum).name)
+            scope.cancel()

@@ -1,0 +1,141 @@
+"""The server's configuration: one frozen object, from flags and ``REALTIME_*`` variables.
+
+Every limit in DESIGN.md's table is a field here with its documented default, and is
+validated when the object is built, so a bad value stops the server at start with a
+message naming the setting, never later under load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+ENV_PREFIX: Final = "REALTIME_"
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{_flag(attribute.name)} must be greater than 0, got {value}")
+
+
+def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{_flag(attribute.name)} must be between 0 and 65535, got {value}")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')} ({ENV_PREFIX}{name.upper()})"
+
+
+def _setting(default: Any, help: str, *, validator: Any = _positive, **kwargs: Any) -> Any:
+    return attrs.field(default=default, validator=validator, metadata={"help": help}, **kwargs)
+
+
+def _no_check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Settings whose every value of the right type is valid."""
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
+
+    host: str = _setting("127.0.0.1", "address to listen on", validator=_no_check)
+    port: int = _setting(8000, "port to listen on (0: any free port)", validator=_port)
+
+    # Limits (DESIGN.md, "Limits").
+    max_message_size: int = _setting(64 * 1024, "largest inbound message, bytes (close 1009)")
+    max_symbols: int = _setting(500, "price symbols one connection may hold")
+    rate_limit: float = _setting(20.0, "inbound messages per second per connection")
+    rate_burst: int = _setting(40, "inbound burst allowed above the rate")
+    rate_strikes: int = _setting(10, "rate-limited messages in a minute before close 4429")
+    outbox_messages: int = _setting(1024, "queued messages per connection before close 4499")
+    outbox_bytes: int = _setting(4 * 1024 * 1024, "queued bytes per connection before 4499")
+    write_timeout: float = _setting(10.0, "seconds a write may take before the connection aborts")
+    heartbeat_interval: float = _setting(20.0, "seconds between server pings")
+    heartbeat_misses: int = _setting(2, "missed heartbeats before close 1011")
+    history_messages: int = _setting(1000, "messages kept per stream for resume")
+    history_seconds: float = _setting(600.0, "seconds a message is kept for resume")
+    max_connections: int = _setting(50_000, "connections per process (handshake gets 503)")
+    shutdown_grace: float = _setting(10.0, "seconds to drain on SIGTERM before aborting")
+    publish_buffer: int = _setting(1024, "events buffered between the feeds and the hub")
+
+    # The simulated market.
+    symbols: int = _setting(16, "simulated universe size (well-known tickers first)")
+    tick_rate: float = _setting(1.0, "simulated price ticks per second")
+    updates_per_tick: int | None = _setting(
+        None,
+        "symbols updated per tick (default: all)",
+        validator=attrs.validators.optional(_positive),
+    )
+    seed: int | None = _setting(None, "seed for a repeatable market", validator=_no_check)
+    feeds: bool = _setting(True, "run the simulated feeds", validator=_no_check)
+
+    certfile: Path | None = _setting(
+        None,
+        "TLS certificate chain (PEM); with --keyfile serves wss:// and https://",
+        validator=_no_check,
+    )
+    keyfile: Path | None = _setting(None, "TLS private key (PEM)", validator=_no_check)
+
+    log_file: Path | None = _setting(None, "also write the log to this file", validator=_no_check)
+    log_level: str = _setting(
+        "info",
+        "debug, info, warning or error",
+        validator=attrs.validators.in_(("debug", "info", "warning", "error")),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("--certfile and --keyfile go together: give both for TLS, or neither")
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        """Silence after which a peer counts as dead."""
+        return self.heartbeat_interval * (self.heartbeat_misses + 1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """A config from ``REALTIME_*`` variables, then ``overrides`` (flags) on top.
+
+        Raises ``ValueError`` naming the setting for a value that does not parse or fit.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = parse_setting(field.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def setting_type(name: str) -> Any:
+    """The plain type of setting ``name`` (int, float, str, bool or Path)."""
+    field = attrs.fields_dict(Config)[name]
+    text = str(field.type)
+    for plain in (bool, int, float, Path, str):
+        if text.startswith(plain.__name__):
+            return plain
+    raise TypeError(f"setting {name} has no plain type: {text}")  # pragma: no cover
+
+
+def parse_setting(name: str, raw: str) -> Any:
+    """Parse the text of setting ``name``; raises ``ValueError`` naming it."""
+    kind = setting_type(name)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"{_flag(name)} must be true or false, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(
+            f"{_flag(name)} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+        ) from None

@@ -1,0 +1,328 @@
+"""The hub: who is subscribed to what, and fan-out of each event with prepared frames.
+
+Theory of operation
+-------------------
+The registry maps each channel to the outboxes subscribed to all of it (for prices:
+to every symbol) and each price symbol to the outboxes subscribed to that symbol. A
+connection's selection on prices is either every symbol or a set, never both, so a
+price reaches each subscriber once.
+
+``publish`` turns an :class:`Event` into the channel's message, stamping its ``seq``
+(per stream: a channel, or for prices a symbol), then builds the message's complete
+WebSocket frame once per codec in use and offers the same bytes to every
+subscriber's outbox. Offers never block: prices conflate in the outbox, other
+messages overflow it into a 4499 close (see ``_outbox``). Nothing here awaits, so
+a publish, a subscribe with its snapshot or replay, and an unsubscribe are each
+atomic with respect to the others: a client never sees a message twice or misses
+one between its replay and its live stream.
+
+History keeps the last ``history_messages`` messages of each non-price stream for
+at most ``history_seconds``, for resume with ``since``; prices keep only the last
+message per symbol, which is sent after a subscribe (prices are state, not events).
+"""
+
+from __future__ import annotations
+
+import typing
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Final
+
+import attrs
+
+from protocol import (
+    ALL_SYMBOLS,
+    CHANNEL_EVENTS,
+    Change,
+    Channel,
+    Codec,
+    ErrorCode,
+    EventData,
+    EventMessage,
+    PriceData,
+    PriceUpdate,
+    RemoteProtocolError,
+    encode,
+)
+
+from ._outbox import Outbox
+from ._websocket import build_frame
+
+REPLACED: Final = 4409
+
+
+@attrs.frozen
+class Event:
+    """One thing to publish, as the bus carries it: not yet numbered."""
+
+    channel: Channel
+    data: EventData
+    timestamp: datetime
+    symbol: str | None = None
+    #: Deliver only to this client id (if subscribed), instead of every subscriber.
+    to: str | None = None
+
+
+class _Frames:
+    """A message's wire frames, built once per codec on first use."""
+
+    __slots__ = ("json", "message", "msgpack")
+
+    def __init__(self, message: EventMessage) -> None:
+        self.message = message
+        self.json = build_frame(encode(message, Codec.JSON), text=True)
+        self.msgpack: bytes | None = None
+
+    def get(self, codec: Codec) -> bytes:
+        if codec is Codec.JSON:
+            return self.json
+        if self.msgpack is None:
+            self.msgpack = build_frame(encode(self.message, Codec.MSGPACK), text=False)
+        return self.msgpack
+
+
+@attrs.frozen
+class HubStatistics:
+    """A snapshot of the hub's counters and registry sizes."""
+
+    total_connections: int
+    clients: tuple[str, ...]
+    channel_subscriptions: dict[str, int]
+    symbol_subscriptions: dict[str, int]
+    published: int
+    offered: int
+    conflated: int
+    slow_consumer_closes: int
+    replaced: int
+    outbox_depth: int
+    outbox_max_depth: int
+
+
+class Hub:
+    """Registry and fan-out; synchronous, owned by one Trio run (no locking needed).
+
+    ``clock`` gives the monotonic time used to age history (``trio.current_time``
+    in the server); ``universe`` is the set of known price symbols.
+    """
+
+    def __init__(
+        self,
+        *,
+        universe: Iterable[str],
+        clock: Callable[[], float],
+        history_messages: int = 1000,
+        history_seconds: float = 600.0,
+        epoch: str | None = None,
+    ) -> None:
+        #: The known price symbols, in the feed's order (for ``welcome``), and as a set.
+        self.symbols: tuple[str, ...] = tuple(universe)
+        self.universe: frozenset[str] = frozenset(self.symbols)
+        #: Identity of this history: a restart of the in-process bus loses history.
+        self.epoch = epoch or uuid.uuid4().hex
+        self._clock = clock
+        self._history_messages = history_messages
+        self._history_seconds = history_seconds
+        self._clients: dict[str, Outbox] = {}
+        self._channel_subscribers: dict[Channel, set[Outbox]] = {c: set() for c in Channel}
+        self._symbol_subscribers: dict[str, set[Outbox]] = {}
+        self._last_prices: dict[str, _Frames] = {}
+        self._seqs: dict[Channel | str, int] = {}
+        # Per channel: (seq, monotonic time, target client or None, frames).
+        self._history: dict[Channel, deque[tuple[int, float, str | None, _Frames]]] = {
+            c: deque(maxlen=history_messages) for c in Channel if c is not Channel.PRICES
+        }
+        self.published = 0
+        self.offered = 0
+        self.conflated = 0
+        self.slow_consumer_closes = 0
+        self.replaced = 0
+
+    # --- connections ------------------------------------------------------------
+
+    def register(self, outbox: Outbox) -> Outbox | None:
+        """Add a connection; an older one with the same client id is closed with 4409
+        and returned."""
+        older = self._clients.get(outbox.client_id)
+        self._clients[outbox.client_id] = outbox
+        if older is not None:
+            self.replaced += 1
+            older.close(REPLACED, "Replaced by a newer connection with the same client id")
+        return older
+
+    def unregister(self, outbox: Outbox, subscriptions: Iterable[Change]) -> None:
+        """Forget a connection; ``subscriptions`` are the changes that drop what it held."""
+        for change in subscriptions:
+            self.apply(outbox, change)
+        if self._clients.get(outbox.client_id) is outbox:
+            del self._clients[outbox.client_id]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._clients)
+
+    def outboxes(self) -> list[Outbox]:
+        return list(self._clients.values())
+
+    # --- subscriptions ------------------------------------------------------------
+
+    def apply(self, outbox: Outbox, change: Change) -> None:
+        """Update the registry for one change of one connection's selection."""
+        channel = change.channel
+        old, new = change.old, change.new
+        if old is ALL_SYMBOLS and new is not ALL_SYMBOLS:
+            self._channel_subscribers[channel].discard(outbox)
+        elif new is ALL_SYMBOLS and old is not ALL_SYMBOLS:
+            self._channel_subscribers[channel].add(outbox)
+        old_symbols = old if isinstance(old, frozenset) else frozenset()
+        new_symbols = new if isinstance(new, frozenset) else frozenset()
+        for symbol in old_symbols - new_symbols:
+            subscribers = self._symbol_subscribers[symbol]
+            subscribers.discard(outbox)
+            if not subscribers:
+                del self._symbol_subscribers[symbol]
+        for symbol in new_symbols - old_symbols:
+            self._symbol_subscribers.setdefault(symbol, set()).add(outbox)
+
+    def offer_snapshot(self, outbox: Outbox, symbols: Iterable[str] | None) -> None:
+        """Offer the last known price of each of ``symbols`` (``None``: every symbol)."""
+        last_prices = self._last_prices
+        for symbol in last_prices if symbols is None else symbols:
+            frames = last_prices.get(symbol)
+            if frames is not None:
+                outbox.offer_price(symbol, frames.get(outbox.codec))
+
+    def replay(self, channel: Channel, since: int, epoch: str, client_id: str) -> list[_Frames]:
+        """The channel's held messages with ``seq > since`` for ``client_id``, in order.
+
+        Raises :class:`RemoteProtocolError` (``history_unavailable``) when ``epoch`` is
+        not this history's or the messages after ``since`` are no longer all held.
+        """
+        if epoch != self.epoch:
+            raise RemoteProtocolError(
+                ErrorCode.HISTORY_UNAVAILABLE,
+                f"History epoch {epoch!r} is gone (the server's is {self.epoch!r}): "
+                "subscribe without 'since' and resync",
+            )
+        history = self._history[channel]
+        self._expire(history)
+        newest = self._seqs.get(channel, 0)
+        oldest_held = history[0][0] if history else newest + 1
+        if since > newest or since + 1 < oldest_held:
+            raise RemoteProtocolError(
+                ErrorCode.HISTORY_UNAVAILABLE,
+                f"History of '{channel}' holds seq {oldest_held} to {newest}; "
+                f"cannot replay after {since}: subscribe without 'since' and resync",
+            )
+        return [
+            frames
+            for seq, _, to, frames in history
+            if seq > since and (to is None or to == client_id)
+        ]
+
+    def _expire(self, history: deque[tuple[int, float, str | None, _Frames]]) -> None:
+        horizon = self._clock() - self._history_seconds
+        while history and history[0][1] < horizon:
+            history.popleft()
+
+    # --- publishing -----------------------------------------------------------------
+
+    def publish(self, event: Event) -> EventMessage:
+        """Number, encode once per codec, and offer ``event`` to its subscribers."""
+        channel = event.channel
+        message_class, _ = CHANNEL_EVENTS[channel]
+        if channel is Channel.PRICES:
+            symbol = event.symbol
+            if symbol is None:
+                raise ValueError("a price event needs its symbol")
+            seq = self._seqs[symbol] = self._seqs.get(symbol, 0) + 1
+            message: EventMessage = PriceUpdate(
+                symbol=symbol,
+                data=typing.cast(PriceData, event.data),
+                seq=seq,
+                timestamp=event.timestamp,
+            )
+            frames = _Frames(message)
+            self._last_prices[symbol] = frames
+            self._fan_out_price(symbol, frames, event.to)
+        else:
+            seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
+            message = typing.cast(Callable[..., EventMessage], message_class)(
+                data=event.data, seq=seq, timestamp=event.timestamp
+            )
+            frames = _Frames(message)
+            history = self._history[channel]
+            history.append((seq, self._clock(), event.to, frames))
+            self._expire(history)
+            self._fan_out(channel, frames, event.to)
+        self.published += 1
+        return message
+
+    def _fan_out_price(self, symbol: str, frames: _Frames, to: str | None) -> None:
+        json_frame = frames.json
+        offered = conflated = 0
+        for subscribers in (
+            self._channel_subscribers[Channel.PRICES],
+            self._symbol_subscribers.get(symbol, ()),
+        ):
+            for outbox in subscribers:
+                if to is not None and outbox.client_id != to:
+                    continue
+                frame = json_frame if outbox.codec is Codec.JSON else frames.get(outbox.codec)
+                conflated += outbox.offer_price(symbol, frame)
+                offered += 1
+        self.offered += offered
+        self.conflated += conflated
+
+    def _fan_out(self, channel: Channel, frames: _Frames, to: str | None) -> None:
+        subscribers: Iterable[Outbox] = self._channel_subscribers[channel]
+        if to is not None:
+            target = self._clients.get(to)
+            subscribers = (target,) if target is not None and target in subscribers else ()
+        offered = 0
+        for outbox in subscribers:
+            if outbox.close_code is not None:
+                continue  # closing: it takes nothing more
+            if outbox.offer(frames.get(outbox.codec)):
+                offered += 1
+            else:
+                self.slow_consumer_closes += 1
+        self.offered += offered
+
+    def last_price(self, symbol: str) -> PriceUpdate | None:
+        frames = self._last_prices.get(symbol)
+        return typing.cast(PriceUpdate, frames.message) if frames is not None else None
+
+    # --- statistics -----------------------------------------------------------------
+
+    def statistics(self) -> HubStatistics:
+        depths = [outbox.depth for outbox in self._clients.values()]
+        symbol_counts = {s: len(subs) for s, subs in self._symbol_subscribers.items()}
+        all_prices = len(self._channel_subscribers[Channel.PRICES])
+        if all_prices:
+            symbol_counts = {s: symbol_counts.get(s, 0) + all_prices for s in sorted(self.universe)}
+        channel_counts = {
+            str(channel): len(subs) for channel, subs in self._channel_subscribers.items()
+        }
+        channel_counts[str(Channel.PRICES)] = all_prices + len(
+            set().union(*self._symbol_subscribers.values())
+        )
+        return HubStatistics(
+            total_connections=len(self._clients),
+            clients=tuple(sorted(self._clients)),
+            channel_subscriptions=channel_counts,
+            symbol_subscriptions=dict(sorted(symbol_counts.items())),
+            published=self.published,
+            offered=self.offered,
+            conflated=self.conflated,
+            slow_consumer_closes=self.slow_consumer_closes,
+            replaced=self.replaced,
+            outbox_depth=sum(depths),
+            outbox_max_depth=max(depths, default=0),
+        )
+
+
+def utc_now() -> datetime:
+    """The publish timestamp: wall-clock UTC."""
+    return datetime.now(UTC)

@@ -1,0 +1,91 @@
+"""Prometheus metrics, read from the hub's plain counters at scrape time.
+
+The fan-out path counts with plain integers; a prometheus-client ``Counter.inc``
+takes a lock, which would cost more per delivered message than the delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ._hub import Hub
+from ._session import Sessions
+
+
+class GatewayCollector(Collector):
+    """Exports connections, subscriptions, message counters and outbox depth."""
+
+    def __init__(self, hub: Hub, sessions: Sessions) -> None:
+        self.hub = hub
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.hub.statistics()
+        yield GaugeMetricFamily(
+            "realtime_connections", "Open WebSocket connections", value=stats.total_connections
+        )
+        subscriptions = GaugeMetricFamily(
+            "realtime_channel_subscriptions",
+            "Connections subscribed per channel",
+            labels=["channel"],
+        )
+        for channel, count in stats.channel_subscriptions.items():
+            subscriptions.add_metric([channel], count)
+        yield subscriptions
+        yield GaugeMetricFamily(
+            "realtime_symbol_subscriptions",
+            "Price subscriptions summed over symbols",
+            value=sum(stats.symbol_subscriptions.values()),
+        )
+        counters = (
+            ("realtime_messages_published", "Events published into the hub", stats.published),
+            ("realtime_messages_offered", "Messages offered to outboxes", stats.offered),
+            ("realtime_messages_sent", "Messages written to sockets", self.sessions.messages_sent),
+            (
+                "realtime_messages_conflated",
+                "Price updates replaced by newer ones",
+                stats.conflated,
+            ),
+            (
+                "realtime_slow_consumer_closes",
+                "Connections closed with 4499",
+                stats.slow_consumer_closes,
+            ),
+            ("realtime_replaced_connections", "Connections closed with 4409", stats.replaced),
+            (
+                "realtime_rate_limited_messages",
+                "Inbound messages dropped by the rate limit",
+                self.sessions.rate_limited,
+            ),
+            (
+                "realtime_write_timeouts",
+                "Connections aborted at the write deadline",
+                self.sessions.write_timeouts,
+            ),
+            (
+                "realtime_heartbeat_timeouts",
+                "Connections closed for missed heartbeats",
+                self.sessions.heartbeat_timeouts,
+            ),
+        )
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(name, documentation, value=value)
+        yield GaugeMetricFamily(
+            "realtime_outbox_depth", "Frames pending across all outboxes", value=stats.outbox_depth
+        )
+        yield GaugeMetricFamily(
+            "realtime_outbox_max_depth",
+            "Frames pending in the fullest outbox",
+            value=stats.outbox_max_depth,
+        )
+
+
+def make_registry(hub: Hub, sessions: Sessions) -> CollectorRegistry:
+    """A registry of the gateway's own metrics (not the process-global default)."""
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(hub, sessions))
+    return registry

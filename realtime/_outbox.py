@@ -1,0 +1,145 @@
+"""The outbox of one connection: what the hub has offered and the writer has not yet sent.
+
+Theory of operation
+-------------------
+The hub offers complete, prepared frames (shared bytes, see ``_hub``) and never
+waits: ``offer`` and ``offer_price`` are synchronous. Price frames are conflated per
+symbol (a newer price replaces the pending one, keeping its place), so pending
+prices are bounded by the connection's symbols. Every other frame joins a FIFO
+bounded by ``limits`` (messages and bytes); an offer past either bound closes the
+outbox with 4499 (slow consumer) and drops what was pending: the client reconnects
+and resumes from history.
+
+The connection's writer waits in ``wait`` until something is pending or the outbox
+is closed, then ``take``s everything at once and writes it with one ``send_all``.
+``close`` records the close code for the writer to send; ``flush=True`` (going
+away) keeps what is pending so it is written before the close frame.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+import attrs
+import trio
+
+from protocol import Codec
+
+
+@attrs.frozen
+class OutboxLimits:
+    """Bounds shared by every outbox (one object, not a copy per connection)."""
+
+    max_messages: int = 1024
+    max_bytes: int = 4 * 1024 * 1024
+
+
+SLOW_CONSUMER: Final = 4499
+
+
+class Outbox:
+    """Pending frames of one connection. Offers never block; see the module docstring."""
+
+    __slots__ = (
+        "_fifo",
+        "_fifo_bytes",
+        "_lot",
+        "_prices",
+        "client_id",
+        "close_code",
+        "close_reason",
+        "codec",
+        "limits",
+    )
+
+    def __init__(self, client_id: str, codec: Codec, limits: OutboxLimits) -> None:
+        self.client_id = client_id
+        self.codec = codec
+        self.limits = limits
+        self._fifo: deque[bytes] = deque()
+        self._fifo_bytes = 0
+        self._prices: dict[str, bytes] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+        #: Set once the connection must close; the writer sends it after any flush.
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def __repr__(self) -> str:
+        return f"<Outbox {self.client_id} {len(self._fifo)}+{len(self._prices)} pending>"
+
+    @property
+    def depth(self) -> int:
+        """Frames pending: queued messages plus conflated prices."""
+        return len(self._fifo) + len(self._prices)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._fifo_bytes + sum(map(len, self._prices.values()))
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a frame in order. Returns False if it was not taken: the outbox is
+        closed, or this offer overflowed it and closed it with 4499."""
+        if self.close_code is not None:
+            return False
+        fifo = self._fifo
+        if len(fifo) >= self.limits.max_messages or (
+            self._fifo_bytes + len(frame) > self.limits.max_bytes
+        ):
+            self.close(
+                SLOW_CONSUMER,
+                f"Slow consumer: more than {self.limits.max_messages} messages or "
+                f"{self.limits.max_bytes} bytes pending",
+            )
+            return False
+        if not fifo and not self._prices:
+            self._lot.unpark_all()
+        fifo.append(frame)
+        self._fifo_bytes += len(frame)
+        return True
+
+    def offer_price(self, symbol: str, frame: bytes) -> bool:
+        """Set the pending price of ``symbol``. Returns True if it replaced (conflated)
+        an older pending price. Dropped silently once the outbox is closed."""
+        prices = self._prices
+        if self.close_code is not None:
+            return False
+        if symbol in prices:
+            prices[symbol] = frame
+            return True
+        if not prices and not self._fifo:
+            self._lot.unpark_all()
+        prices[symbol] = frame
+        return False
+
+    def take(self) -> list[bytes]:
+        """Everything pending, queued messages first, and empty the outbox."""
+        frames = list(self._fifo)
+        self._fifo.clear()
+        self._fifo_bytes = 0
+        if self._prices:
+            frames.extend(self._prices.values())
+            self._prices.clear()
+        return frames
+
+    async def wait(self) -> None:
+        """Block until something is pending or the outbox is closed. Cancellable."""
+        if not self._fifo and not self._prices and self.close_code is None:
+            await self._lot.park()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def close(self, code: int, reason: str = "", *, flush: bool = False) -> None:
+        """Ask the connection to close with ``code``. The first close wins.
+
+        Without ``flush`` what is pending is dropped, freeing it at once. Never blocks.
+        """
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        if not flush:
+            self._fifo.clear()
+            self._fifo_bytes = 0
+            self._prices.clear()
+        self._lot.unpark_all()

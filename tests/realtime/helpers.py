@@ -1,0 +1,136 @@
+"""Test-side helpers: start the real gateway in the test's nursery, talk to it over sockets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from realtime import Config, Server, serve
+
+TIMEOUT = 10.0
+
+
+async def start_gateway(nursery: trio.Nursery, **settings: Any) -> Server:
+    """The real gateway on 127.0.0.1, a free port, fast ticks, a fixed seed."""
+    settings.setdefault("tick_rate", 20.0)
+    settings.setdefault("seed", 7)
+    server: Server = await nursery.start(serve, Config(port=0, **settings))
+    return server
+
+
+def ws_url(server: Server, client_id: str) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws/{client_id}"
+
+
+class Client:
+    """A trio-websocket connection with JSON helpers."""
+
+    def __init__(self, ws: WebSocketConnection, welcome: dict[str, Any]) -> None:
+        self.ws = ws
+        self.welcome = welcome
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send_message(
+            message if isinstance(message, str | bytes) else json.dumps(message)
+        )
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self.ws.get_message()
+        decoded: dict[str, Any] = json.loads(message)
+        return decoded
+
+    async def next(self, *types: str) -> dict[str, Any]:
+        """The next message of one of ``types``, skipping others (prices, mostly)."""
+        while True:
+            message = await self.receive()
+            if message["type"] in types:
+                return message
+
+    async def request(self, message: dict[str, Any], *reply_types: str) -> dict[str, Any]:
+        await self.send(message)
+        return await self.next(*reply_types)
+
+    async def collect(
+        self, seconds: float, keep: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """Every message for ``seconds`` that ``keep`` accepts."""
+        kept = []
+        with trio.move_on_after(seconds):
+            while True:
+                message = await self.receive()
+                if keep(message):
+                    kept.append(message)
+        return kept
+
+
+@asynccontextmanager
+async def open_ws(url: str, **kwargs: Any) -> AsyncIterator[WebSocketConnection]:
+    """``open_websocket_url`` that also closes its socket when the server closed first:
+    trio-websocket 0.12 returns early from ``aclose`` then and leaks the socket."""
+    ws = None
+    try:
+        async with open_websocket_url(url, **kwargs) as ws:
+            yield ws
+    finally:
+        if ws is not None:
+            await trio.aclose_forcefully(ws._stream)
+
+
+@asynccontextmanager
+async def connect(
+    server: Server, client_id: str = "client-123", **kwargs: Any
+) -> AsyncIterator[Client]:
+    async with open_ws(ws_url(server, client_id), **kwargs) as ws:
+        welcome = json.loads(await ws.get_message())
+        assert welcome["type"] == "welcome"
+        yield Client(ws, welcome)
+
+
+def age(message: dict[str, Any]) -> float:
+    """Seconds since the message's publish timestamp."""
+    stamp = datetime.fromisoformat(message["timestamp"])
+    return (datetime.now(UTC) - stamp).total_seconds()
+
+
+async def http_requests(
+    port: int, requests: list[tuple[str, str, bytes]]
+) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send ``(method, path, body)`` requests on ONE keep-alive connection, in turn."""
+    import h11
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    connection = h11.Connection(h11.CLIENT)
+    responses = []
+    async with stream:
+        for method, path, body in requests:
+            headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]
+            data = connection.send(h11.Request(method=method, target=path, headers=headers))
+            data += connection.send(h11.Data(data=body)) if body else b""
+            data += connection.send(h11.EndOfMessage())
+            await stream.send_all(data)
+            status, response_headers, content = 0, {}, b""
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(await stream.receive_some())
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    response_headers = {k.decode(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    content += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            responses.append((status, response_headers, content))
+            connection.start_next_cycle()
+    return responses
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    ((status, _, body),) = await http_requests(port, [("GET", path, b"")])
+    return status, body

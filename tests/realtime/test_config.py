@@ -1,0 +1,59 @@
+"""Configuration: every limit has a default, a flag, a variable, and a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+
+from realtime import Config
+from realtime._cli import _parser
+
+
+def test_defaults_are_the_documented_limits() -> None:
+    config = Config()
+    assert (config.host, config.port) == ("127.0.0.1", 8000)
+    assert config.max_message_size == 64 * 1024
+    assert config.max_symbols == 500
+    assert (config.rate_limit, config.rate_burst, config.rate_strikes) == (20, 40, 10)
+    assert (config.outbox_messages, config.outbox_bytes) == (1024, 4 * 1024 * 1024)
+    assert config.write_timeout == 10
+    assert (config.heartbeat_interval, config.heartbeat_misses) == (20, 2)
+    assert (config.history_messages, config.history_seconds) == (1000, 600)
+    assert config.max_connections == 50_000
+    assert config.shutdown_grace == 10
+
+
+def test_environment_then_flags() -> None:
+    environ = {"REALTIME_PORT": "9000", "REALTIME_RATE_LIMIT": "2.5", "REALTIME_FEEDS": "off"}
+    config = Config.from_env(environ, port=9100)
+    assert config.port == 9100
+    assert config.rate_limit == 2.5
+    assert config.feeds is False
+    assert Config.from_env({"REALTIME_LOG_FILE": "logs/x.log"}).log_file == Path("logs/x.log")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"REALTIME_PORT": "70000"}, "--port (REALTIME_PORT) must be between 0 and 65535"),
+        (
+            {"REALTIME_MAX_SYMBOLS": "0"},
+            "--max-symbols (REALTIME_MAX_SYMBOLS) must be greater than 0",
+        ),
+        ({"REALTIME_HEARTBEAT_INTERVAL": "soon"}, "must be a number, got 'soon'"),
+        ({"REALTIME_FEEDS": "maybe"}, "must be true or false"),
+        ({"REALTIME_LOG_LEVEL": "loud"}, "log_level"),
+        ({"REALTIME_CERTFILE": "cert.pem"}, "--certfile and --keyfile go together"),
+    ],
+)
+def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Config.from_env(environ)
+
+
+def test_every_setting_has_a_flag() -> None:
+    help_text = _parser()._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    for field in attrs.fields(Config):
+        assert f"--{field.name.replace('_', '-')}" in help_text

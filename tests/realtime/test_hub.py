@@ -1,0 +1,198 @@
+"""The hub and outboxes without sockets: registry, prepared frames, conflation, overflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from protocol import (
+    ALL_SYMBOLS,
+    Channel,
+    Codec,
+    ErrorCode,
+    NotificationData,
+    NotificationType,
+    PriceData,
+    RemoteProtocolError,
+    Subscriptions,
+    decode_server,
+)
+from realtime._hub import Event, Hub
+from realtime._outbox import Outbox, OutboxLimits
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+UNIVERSE = ("AAPL", "MSFT", "GOOG")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def price(symbol: str, value: float = 100.0) -> Event:
+    data = PriceData(
+        price=value, change=0, change_pct=0, volume=1, bid=value - 0.01, ask=value + 0.01
+    )
+    return Event(Channel.PRICES, data, NOW, symbol=symbol)
+
+
+def note(number: int, to: str | None = None) -> Event:
+    data = NotificationData(id=str(number), message=f"note {number}", type=NotificationType.INFO)
+    return Event(Channel.NOTIFICATIONS, data, NOW, to=to)
+
+
+def payload(frame: bytes) -> bytes:
+    length = frame[1] & 0x7F
+    return frame[2 if length < 126 else 4 if length == 126 else 10 :]
+
+
+def frame_payload(frame: bytes) -> dict[str, object]:
+    decoded: dict[str, object] = orjson.loads(payload(frame))
+    return decoded
+
+
+def subscribe(
+    hub: Hub,
+    outbox: Outbox,
+    state: Subscriptions,
+    channel: Channel,
+    symbols: list[str] | None = None,
+) -> None:
+    hub.apply(outbox, state.subscribe(channel, symbols, universe=hub.universe))
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub(universe=UNIVERSE, clock=FakeClock(), history_messages=5, history_seconds=60)
+
+
+def test_fan_out_shares_one_frame_per_codec(hub: Hub) -> None:
+    outboxes = [Outbox(f"c{i}", Codec.JSON, OutboxLimits()) for i in range(3)]
+    packed = Outbox("packed", Codec.MSGPACK, OutboxLimits())
+    for outbox in [*outboxes, packed]:
+        hub.register(outbox)
+        subscribe(hub, outbox, Subscriptions(10), Channel.PRICES, ["AAPL"])
+    hub.publish(price("AAPL"))
+    frames = [outbox.take() for outbox in outboxes]
+    assert all(f[0] is frames[0][0] for f in frames)  # the very same bytes object
+    assert frame_payload(frames[0][0])["symbol"] == "AAPL"
+    (binary,) = packed.take()
+    assert binary[0] == 0x82  # a binary frame
+    assert decode_server(payload(binary), Codec.MSGPACK).seq == 1  # type: ignore[union-attr]
+
+
+def test_prices_conflate_per_symbol_and_keep_their_place(hub: Hub) -> None:
+    outbox = Outbox("c", Codec.JSON, OutboxLimits(max_messages=2))
+    hub.register(outbox)
+    subscribe(hub, outbox, Subscriptions(10), Channel.PRICES)
+    for value in range(100):
+        hub.publish(price("AAPL", 100 + value))
+        hub.publish(price("MSFT", 200 + value))
+    assert hub.conflated == 2 * 99
+    frames = outbox.take()
+    assert [frame_payload(f)["symbol"] for f in frames] == ["AAPL", "MSFT"]
+    assert frame_payload(frames[0])["seq"] == 100
+    assert outbox.close_code is None  # prices never overflow the outbox
+
+
+def test_fifo_overflow_closes_with_4499_and_frees_the_queue(hub: Hub) -> None:
+    slow = Outbox("slow", Codec.JSON, OutboxLimits(max_messages=3))
+    fast = Outbox("fast", Codec.JSON, OutboxLimits(max_messages=3))
+    for outbox in (slow, fast):
+        hub.register(outbox)
+        subscribe(hub, outbox, Subscriptions(10), Channel.NOTIFICATIONS)
+    for number in range(3):
+        hub.publish(note(number))
+    fast.take()
+    hub.publish(note(3))
+    assert slow.close_code == 4499
+    assert slow.depth == 0
+    assert hub.slow_consumer_closes == 1
+    assert fast.depth == 1
+    hub.publish(note(4))  # a closed outbox takes nothing more
+    assert slow.depth == 0
+    assert hub.slow_consumer_closes == 1
+
+
+def test_byte_bound_also_overflows() -> None:
+    outbox = Outbox("c", Codec.JSON, OutboxLimits(max_messages=100, max_bytes=250))
+    assert outbox.offer(b"x" * 200)
+    assert not outbox.offer(b"x" * 100)
+    assert outbox.close_code == 4499
+
+
+def test_registry_follows_subscription_changes(hub: Hub) -> None:
+    outbox = Outbox("c", Codec.JSON, OutboxLimits())
+    state = Subscriptions(10)
+    hub.register(outbox)
+    subscribe(hub, outbox, state, Channel.PRICES, ["AAPL", "MSFT"])
+    assert hub.statistics().symbol_subscriptions == {"AAPL": 1, "MSFT": 1}
+    subscribe(hub, outbox, state, Channel.PRICES)
+    assert state.get(Channel.PRICES) is ALL_SYMBOLS
+    assert hub.statistics().symbol_subscriptions == {"AAPL": 1, "GOOG": 1, "MSFT": 1}
+    hub.publish(price("GOOG"))
+    assert len(outbox.take()) == 1
+    hub.unregister(outbox, [state.unsubscribe(c) for c, _ in state])
+    stats = hub.statistics()
+    assert stats.total_connections == 0
+    assert stats.symbol_subscriptions == {}
+    assert stats.channel_subscriptions["prices"] == 0
+
+
+def test_newer_connection_with_the_same_id_closes_the_older(hub: Hub) -> None:
+    older, newer = (
+        Outbox("same", Codec.JSON, OutboxLimits()),
+        Outbox("same", Codec.JSON, OutboxLimits()),
+    )
+    hub.register(older)
+    assert hub.register(newer) is older
+    assert older.close_code == 4409
+    hub.unregister(older, [])  # the older one leaving does not drop the newer one
+    assert hub.statistics().clients == ("same",)
+
+
+def test_snapshot_sends_the_last_price(hub: Hub) -> None:
+    hub.publish(price("AAPL", 101))
+    hub.publish(price("AAPL", 102))
+    outbox = Outbox("late", Codec.JSON, OutboxLimits())
+    hub.offer_snapshot(outbox, ["AAPL", "MSFT"])
+    (frame,) = outbox.take()
+    assert frame_payload(frame)["data"]["price"] == 102  # type: ignore[index]
+
+
+def test_replay_in_order_within_the_window(hub: Hub) -> None:
+    clock = hub._clock
+    assert isinstance(clock, FakeClock)
+    for number in range(1, 8):
+        hub.publish(note(number))  # seq 1..7; the history keeps the last 5 (3..7)
+    replay = hub.replay(Channel.NOTIFICATIONS, 4, hub.epoch, "c")
+    assert [f.message.seq for f in replay] == [5, 6, 7]
+    assert hub.replay(Channel.NOTIFICATIONS, 7, hub.epoch, "c") == []
+    for since in (1, 8):  # too old, or from the future
+        with pytest.raises(RemoteProtocolError) as info:
+            hub.replay(Channel.NOTIFICATIONS, since, hub.epoch, "c")
+        assert info.value.code is ErrorCode.HISTORY_UNAVAILABLE
+    with pytest.raises(RemoteProtocolError, match="epoch"):
+        hub.replay(Channel.NOTIFICATIONS, 5, "another-epoch", "c")
+    clock.now = 61.0  # everything aged out
+    with pytest.raises(RemoteProtocolError):
+        hub.replay(Channel.NOTIFICATIONS, 5, hub.epoch, "c")
+
+
+def test_targeted_events_reach_only_their_client(hub: Hub) -> None:
+    alice, bob = (
+        Outbox("alice", Codec.JSON, OutboxLimits()),
+        Outbox("bob", Codec.JSON, OutboxLimits()),
+    )
+    for outbox in (alice, bob):
+        hub.register(outbox)
+        subscribe(hub, outbox, Subscriptions(10), Channel.NOTIFICATIONS)
+    hub.publish(note(1, to="alice"))
+    assert alice.depth == 1
+    assert bob.depth == 0
+    assert [f.message.seq for f in hub.replay(Channel.NOTIFICATIONS, 0, hub.epoch, "bob")] == []

@@ -1,0 +1,111 @@
+"""The ``realtime`` command as a process: serve, drain on SIGTERM, exit 0; its errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+
+import trio
+from trio_websocket import ConnectionClosed
+
+from .helpers import TIMEOUT, open_ws
+
+REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
+
+
+async def _start(*args: str) -> tuple[trio.Process, int, list[bytes]]:
+    process = await trio.lowlevel.open_process(
+        [*REALTIME, "serve", "--port", "0", *args], stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    log: list[bytes] = []
+    buffer = b""
+    while (match := re.search(rb"Listening on 127\.0\.0\.1:(\d+)", buffer)) is None:
+        chunk = await process.stderr.receive_some()
+        assert chunk, b"".join(log).decode()
+        buffer += chunk
+        log.append(chunk)
+    return process, int(match.group(1)), log
+
+
+async def _drain_log(process: trio.Process, log: list[bytes]) -> None:
+    assert process.stderr is not None
+    while chunk := await process.stderr.receive_some():
+        log.append(chunk)
+
+
+async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: object) -> None:
+    with trio.fail_after(TIMEOUT * 2):
+        process, port, log = await _start("--tick-rate", "20", "--shutdown-grace", "5")
+        codes: list[int] = []
+
+        async def client(name: str, task_status: trio.TaskStatus[None]) -> None:
+            async with open_ws(f"ws://127.0.0.1:{port}/ws/{name}") as ws:
+                await ws.send_message(json.dumps({"type": "subscribe", "channel": "prices"}))
+                task_status.started()
+                try:
+                    while True:
+                        await ws.get_message()
+                except ConnectionClosed as closed:
+                    codes.append(closed.reason.code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain_log, process, log)
+            async with trio.open_nursery() as clients:
+                for index in range(3):
+                    await clients.start(client, f"client-{index}")
+                process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    assert codes == [1001, 1001, 1001]
+    text = b"".join(log).decode()
+    assert "[WebSocket] Connected: client-0" in text
+    assert "[WebSocket] Client client-0 subscribed to prices" in text
+    assert "Received SIGTERM: draining" in text
+    assert "[WebSocket] Disconnected: client-0" in text
+
+
+def test_bad_setting_stops_the_command_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [*REALTIME, "serve", "--write-timeout", "0"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "--write-timeout (REALTIME_WRITE_TIMEOUT) must be greater than 0, got 0" in result.stderr
+    result = subprocess.run(
+        [*REALTIME, "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"REALTIME_PORT": "eighty"},
+    )
+    assert result.returncode == 2
+    assert "--port (REALTIME_PORT) must be an integer, got 'eighty'" in result.stderr
+
+
+def test_schema_command_prints_the_json_schema() -> None:
+    result = subprocess.run([*REALTIME, "schema"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert set(schema["$defs"]) >= {"ClientMessage", "ServerMessage", "PriceUpdate"}
+
+
+def test_log_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    log_file = Path(str(tmp_path)) / "logs" / "websocket.log"
+
+    async def main() -> None:
+        process, port, log = await _start("--log-file", str(log_file))
+        async with open_ws(f"ws://127.0.0.1:{port}/ws/logged"):
+            pass
+        process.send_signal(signal.SIGTERM)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain_log, process, log)
+            assert await process.wait() == 0
+
+    trio.run(main)
+    text = log_file.read_text()
+    assert "[WebSocket] Connected: logged" in text
+    assert "[WebSocket] Disconnected: logged" in text
