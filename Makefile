@@ -32,8 +32,10 @@ test: lint pytest
 
 bench: install
 	$(BIN)/python -m bench.micro_protocol
+	$(BIN)/python -m bench.quick
 
-bench-quick: bench
+bench-quick: install
+	$(BIN)/python -m bench.quick --clients 200 --seconds 5
 
 URL ?= ws://127.0.0.1:8000
 conformance: install
