@@ -119,6 +119,7 @@ class Hub:
         #: The known price symbols, in the feed's order (for ``welcome``), and as a set.
         self.symbols: tuple[str, ...] = tuple(universe)
         self.universe: frozenset[str] = frozenset(self.symbols)
+        self._names = {symbol: symbol for symbol in self.symbols}
         #: Identity of this history: a restart of the in-process bus loses history.
         self.epoch = epoch or uuid.uuid4().hex
         self._clock = clock
@@ -184,6 +185,14 @@ class Hub:
                 del self._symbol_subscribers[symbol]
         for symbol in new_symbols - old_symbols:
             self._symbol_subscribers.setdefault(symbol, set()).add(outbox)
+
+    def canonical(self, symbols: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """The universe's own string objects for ``symbols``, so that thousands of
+        subscriptions share one copy of each name instead of keeping the decoded ones."""
+        if symbols is None:
+            return None
+        names = self._names
+        return tuple(names.get(symbol, symbol) for symbol in symbols)
 
     def offer_snapshot(self, outbox: Outbox, symbols: Iterable[str] | None) -> None:
         """Offer the last known price of each of ``symbols`` (``None``: every symbol)."""

@@ -18,11 +18,11 @@ away) keeps what is pending so it is written before the close frame.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
 
 import attrs
 import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from protocol import Codec
 
@@ -39,13 +39,18 @@ SLOW_CONSUMER: Final = 4499
 
 
 class Outbox:
-    """Pending frames of one connection. Offers never block; see the module docstring."""
+    """Pending frames of one connection. Offers never block; see the module docstring.
+
+    Lean on purpose (thousands per process): a list, not a deque (a deque allocates a
+    64-slot block up front), and the one waiting writer task held directly instead of
+    a ParkingLot.
+    """
 
     __slots__ = (
         "_fifo",
         "_fifo_bytes",
-        "_lot",
         "_prices",
+        "_waiter",
         "client_id",
         "close_code",
         "close_reason",
@@ -57,10 +62,10 @@ class Outbox:
         self.client_id = client_id
         self.codec = codec
         self.limits = limits
-        self._fifo: deque[bytes] = deque()
+        self._fifo: list[bytes] = []
         self._fifo_bytes = 0
         self._prices: dict[str, bytes] = {}
-        self._lot = trio.lowlevel.ParkingLot()
+        self._waiter: Task | None = None
         #: Set once the connection must close; the writer sends it after any flush.
         self.close_code: int | None = None
         self.close_reason = ""
@@ -93,7 +98,7 @@ class Outbox:
             )
             return False
         if not fifo and not self._prices:
-            self._lot.unpark_all()
+            self._wake()
         fifo.append(frame)
         self._fifo_bytes += len(frame)
         return True
@@ -108,14 +113,14 @@ class Outbox:
             prices[symbol] = frame
             return True
         if not prices and not self._fifo:
-            self._lot.unpark_all()
+            self._wake()
         prices[symbol] = frame
         return False
 
     def take(self) -> list[bytes]:
         """Everything pending, queued messages first, and empty the outbox."""
-        frames = list(self._fifo)
-        self._fifo.clear()
+        frames = self._fifo
+        self._fifo = []
         self._fifo_bytes = 0
         if self._prices:
             frames.extend(self._prices.values())
@@ -123,11 +128,28 @@ class Outbox:
         return frames
 
     async def wait(self) -> None:
-        """Block until something is pending or the outbox is closed. Cancellable."""
-        if not self._fifo and not self._prices and self.close_code is None:
-            await self._lot.park()
-        else:
+        """Block until something is pending or the outbox is closed. Cancellable.
+
+        One task at a time (the connection's writer).
+        """
+        if self._fifo or self._prices or self.close_code is not None:
             await trio.lowlevel.checkpoint()
+            return
+        if self._waiter is not None:
+            raise RuntimeError("another task is already waiting on this outbox")
+        self._waiter = current_task()
+
+        def abort(_: object) -> Abort:
+            self._waiter = None
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            reschedule(waiter)
 
     def close(self, code: int, reason: str = "", *, flush: bool = False) -> None:
         """Ask the connection to close with ``code``. The first close wins.
@@ -139,7 +161,7 @@ class Outbox:
         self.close_code = code
         self.close_reason = reason
         if not flush:
-            self._fifo.clear()
+            self._fifo = []
             self._fifo_bytes = 0
             self._prices.clear()
-        self._lot.unpark_all()
+        self._wake()

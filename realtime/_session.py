@@ -225,23 +225,13 @@ class Sessions:
     async def handle(self, stream: trio.abc.Stream, request: RequestHead) -> None:
         """Serve one upgrade request until the connection ends. Never raises for the
         peer's behaviour; the listener closes ``stream`` afterwards in any case."""
-        config = self.config
         if self.draining:
             await reject_websocket(
                 stream, 503, "Server is shutting down; reconnect", headers=[(b"Retry-After", b"1")]
             )
             return
-        with trio.move_on_after(config.write_timeout) as handshake:
-            try:
-                ws = await accept_websocket(
-                    stream,
-                    request,
-                    subprotocols=_SUBPROTOCOLS,
-                    max_message_size=config.max_message_size,
-                )
-            except ConnectionClosed:
-                return
-        if handshake.cancelled_caught:
+        ws = await self._accept(stream, request)
+        if ws is None:
             return
         client_id = client_id_from_path(request.path)
         if client_id is None:
@@ -252,6 +242,23 @@ class Sessions:
             )
             return
         await self._serve(ws, client_id)
+
+    async def _accept(
+        self, stream: trio.abc.Stream, request: RequestHead
+    ) -> WebSocketConnection | None:
+        # A function of its own so the handshake's cancel scope does not live on in
+        # the handler's frame for the whole connection.
+        with trio.move_on_after(self.config.write_timeout):
+            try:
+                return await accept_websocket(
+                    stream,
+                    request,
+                    subprotocols=_SUBPROTOCOLS,
+                    max_message_size=self.config.max_message_size,
+                )
+            except ConnectionClosed:
+                return None
+        return None
 
     async def _serve(self, ws: WebSocketConnection, client_id: str) -> None:
         config, hub = self.config, self.hub
@@ -304,10 +311,18 @@ class Sessions:
                 self._idle.set()
 
     def _log_close(self, session: _Session) -> None:
+        outbox = session.outbox
+        if outbox.close_code == SLOW_CONSUMER:
+            logger.warning(
+                "[WebSocket] Slow consumer closed: %s (%s)", session.client_id, outbox.close_reason
+            )
         code, reason = session.ws.close_code, session.ws.close_reason
-        if code == SLOW_CONSUMER:
-            logger.warning("[WebSocket] Slow consumer closed: %s (%s)", session.client_id, reason)
-        logger.info("[WebSocket] Disconnected: %s (%s %s)", session.client_id, code, reason)
+        logger.info(
+            "[WebSocket] Disconnected: %s (code %s%s)",
+            session.client_id,
+            code,
+            f", {reason}" if reason else "",
+        )
 
     # --- writer -----------------------------------------------------------------------
 
@@ -334,35 +349,40 @@ class Sessions:
     # --- reader -----------------------------------------------------------------------
 
     async def _read(self, session: _Session) -> None:
-        config, ws, outbox = self.config, session.ws, session.outbox
-        limiter = _RateLimiter(config.rate_burst, trio.current_time())
+        """Handle inbound messages until the peer closes or a close is decided."""
+        ws, outbox = session.ws, session.outbox
+        limiter = _RateLimiter(self.config.rate_burst, trio.current_time())
         while outbox.close_code is None:
             try:
-                data = await ws.receive_message()
+                # No local keeps the frame or its decoded message while this task
+                # waits for the next one: idle connections hold only their state.
+                self._on_message(session, limiter, await ws.receive_message())
             except ConnectionClosed:
                 return
-            now = session.heard = trio.current_time()
-            if not limiter.allow(now, config.rate_limit, config.rate_burst):
-                self.rate_limited += 1
-                if limiter.strike(now, config.rate_strikes):
-                    outbox.close(RATE_LIMITED, "Rate limit exceeded repeatedly")
-                    return
-                session.reply(
-                    _error(
-                        ErrorCode.RATE_LIMITED,
-                        f"Rate limit exceeded: at most {config.rate_limit:g} messages per "
-                        f"second (burst {config.rate_burst}); this message was dropped",
-                        None,
-                    )
+
+    def _on_message(self, session: _Session, limiter: _RateLimiter, data: str | bytes) -> None:
+        config, outbox = self.config, session.outbox
+        now = session.heard = trio.current_time()
+        if not limiter.allow(now, config.rate_limit, config.rate_burst):
+            self.rate_limited += 1
+            if limiter.strike(now, config.rate_strikes):
+                outbox.close(RATE_LIMITED, "Rate limit exceeded repeatedly")
+                return
+            session.reply(
+                _error(
+                    ErrorCode.RATE_LIMITED,
+                    f"Rate limit exceeded: at most {config.rate_limit:g} messages per "
+                    f"second (burst {config.rate_burst}); this message was dropped",
+                    None,
                 )
-                continue
-            try:
-                message = decode_client(data, session.codec, self._limits)
-                self._apply(session, message)
-            except RemoteProtocolError as exc:
-                if exc.close_code is not None:
-                    outbox.close(exc.close_code, exc.message)
-                    return
+            )
+            return
+        try:
+            self._apply(session, decode_client(data, session.codec, self._limits))
+        except RemoteProtocolError as exc:
+            if exc.close_code is not None:
+                outbox.close(exc.close_code, exc.message)
+            else:
                 session.reply(_error(exc.code, exc.message, exc.request_id))
 
     def _apply(self, session: _Session, message: ClientMessage) -> None:
@@ -376,7 +396,7 @@ class Sessions:
             if message.since is not None and channel is not Channel.PRICES:
                 replay = hub.replay(channel, message.since, message.epoch or "", session.client_id)
             change = session.subscriptions.subscribe(
-                channel, message.symbols, universe=hub.universe
+                channel, hub.canonical(message.symbols), universe=hub.universe
             )
             hub.apply(outbox, change)
             session.reply(

@@ -67,6 +67,35 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: objec
     assert "[WebSocket] Disconnected: client-0" in text
 
 
+async def test_sigterm_exits_within_the_grace_period_despite_a_stuck_client() -> None:
+    with trio.fail_after(TIMEOUT * 2):
+        process, port, log = await _start("--tick-rate", "50", "--shutdown-grace", "2")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain_log, process, log)
+            # A client that completes the handshake and then never reads a byte.
+            stuck = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stuck:
+                await stuck.send_all(
+                    b"GET /ws/stuck HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                    + _masked_text(b'{"type":"subscribe","channel":"prices"}')
+                )
+                await trio.sleep(1.0)  # let its buffers fill with prices
+                started = trio.current_time()
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0
+                assert trio.current_time() - started < 2.0 + 2.0  # grace, plus slack
+    assert "Received SIGTERM: draining" in b"".join(log).decode()
+
+
+def _masked_text(payload: bytes) -> bytes:
+    """One client text frame (clients must mask), for payloads under 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + masked
+
+
 def test_bad_setting_stops_the_command_with_a_clear_message() -> None:
     result = subprocess.run(
         [*REALTIME, "serve", "--write-timeout", "0"], capture_output=True, text=True, timeout=30
