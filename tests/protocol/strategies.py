@@ -79,6 +79,13 @@ MESSAGES: dict[type[Any], st.SearchStrategy[Any]] = {
     | st.builds(
         p.Subscribe,
         channel=st.sampled_from(p.Channel),
+        since=st.none(),
+        epoch=st.none(),
+        id=optional_ids,
+    )
+    | st.builds(
+        p.Subscribe,
+        channel=st.sampled_from(p.Channel),
         since=seqs,
         epoch=st.text(max_size=64),
         id=optional_ids,
