@@ -286,10 +286,12 @@ class Sessions:
             async with trio.open_nursery() as nursery:
                 session.scope = nursery.cancel_scope
                 nursery.start_soon(self._write, session)
-                try:
-                    await self._read(session)
-                finally:
+                if await self._read(session):
+                    # The peer is gone: nothing more can be written.
                     nursery.cancel_scope.cancel()
+                # Otherwise the server decided to close: the writer flushes what the
+                # close keeps (e.g. the rate_limited errors before a 4429), then ends
+                # the connection; the watchdog bounds that write like any other.
         finally:
             self._sessions.discard(session)
             if session.write_timed_out:
@@ -348,8 +350,9 @@ class Sessions:
 
     # --- reader -----------------------------------------------------------------------
 
-    async def _read(self, session: _Session) -> None:
-        """Handle inbound messages until the peer closes or a close is decided."""
+    async def _read(self, session: _Session) -> bool:
+        """Handle inbound messages until the peer closes (returns True) or the server
+        decides to close the connection (returns False)."""
         ws, outbox = session.ws, session.outbox
         limiter = _RateLimiter(self.config.rate_burst, trio.current_time())
         while outbox.close_code is None:
@@ -358,7 +361,8 @@ class Sessions:
                 # waits for the next one: idle connections hold only their state.
                 self._on_message(session, limiter, await ws.receive_message())
             except ConnectionClosed:
-                return
+                return True
+        return False
 
     def _on_message(self, session: _Session, limiter: _RateLimiter, data: str | bytes) -> None:
         config, outbox = self.config, session.outbox
@@ -366,7 +370,8 @@ class Sessions:
         if not limiter.allow(now, config.rate_limit, config.rate_burst):
             self.rate_limited += 1
             if limiter.strike(now, config.rate_strikes):
-                outbox.close(RATE_LIMITED, "Rate limit exceeded repeatedly")
+                # Flushed: the client sees the rate_limited errors that led here.
+                outbox.close(RATE_LIMITED, "Rate limit exceeded repeatedly", flush=True)
                 return
             session.reply(
                 _error(
@@ -378,12 +383,17 @@ class Sessions:
             )
             return
         try:
-            self._apply(session, decode_client(data, session.codec, self._limits))
+            message = decode_client(data, session.codec, self._limits)
         except RemoteProtocolError as exc:
             if exc.close_code is not None:
                 outbox.close(exc.close_code, exc.message)
             else:
                 session.reply(_error(exc.code, exc.message, exc.request_id))
+            return
+        try:
+            self._apply(session, message)
+        except RemoteProtocolError as exc:  # refused by the subscription state or history
+            session.reply(_error(exc.code, exc.message, message.id))
 
     def _apply(self, session: _Session, message: ClientMessage) -> None:
         """Apply one request; synchronous, so the hub sees it whole."""
