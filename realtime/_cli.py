@@ -16,6 +16,8 @@ import trio
 from protocol import json_schema
 
 from ._config import ENV_PREFIX, Config, parse_setting, setting_type
+from ._listen import add_listen_arguments, listen_options
+from ._listen import run as run_listen
 from ._server import Server, __version__, serve
 
 logger = logging.getLogger("realtime")
@@ -27,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "schema":
         sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
+    if args.command == "listen":
+        sys.exit(run_listen(listen_options(args)))
     overrides = {
         field.name: getattr(args, field.name)
         for field in attrs.fields(Config)
@@ -67,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{field.metadata['help']} (default: {default})",
         )
     commands.add_parser("schema", help="print the JSON Schema of protocol v1")
+    add_listen_arguments(
+        commands.add_parser("listen", help="watch a channel live in the terminal (or as NDJSON)")
+    )
     return parser
 
 

@@ -1,0 +1,57 @@
+"""The Python client of the gateway (protocol v1), on trio-websocket.
+
+::
+
+    async with open_client("ws://127.0.0.1:8000", "client-123") as client:
+        await client.subscribe(Channel.PRICES, ["AAPL"])
+        async for item in client:
+            ...
+
+See ``docs/client.md`` and the theory of operation in ``realtime._client``.
+"""
+
+from __future__ import annotations
+
+from ._client import (
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    EVENT_RESERVE,
+    Backoff,
+    Client,
+    ClientError,
+    ClientEvent,
+    ClientStatistics,
+    ConnectError,
+    ConnectionClosedError,
+    Disconnected,
+    HistoryGap,
+    Item,
+    Lagged,
+    Reconnected,
+    ReconnectFailed,
+    RequestError,
+    open_client,
+)
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "EVENT_RESERVE",
+    "Backoff",
+    "Client",
+    "ClientError",
+    "ClientEvent",
+    "ClientStatistics",
+    "ConnectError",
+    "ConnectionClosedError",
+    "Disconnected",
+    "HistoryGap",
+    "Item",
+    "Lagged",
+    "ReconnectFailed",
+    "Reconnected",
+    "RequestError",
+    "open_client",
+]

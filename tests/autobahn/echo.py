@@ -1,0 +1,63 @@
+"""An echo server on our own WebSocket layer, for the Autobahn cases.
+
+``realtime._listener.serve`` (the gateway's listener: HTTP head, upgrade routing)
+plus ``realtime._websocket.accept_websocket`` (our wsproto connection), with a
+handler that sends every message back. Run as a process::
+
+    python -c "from tests.autobahn.echo import main; main()" PORT
+
+It prints ``listening PORT`` once the port is bound.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from typing import Any, Final
+
+import trio
+
+from realtime._listener import serve
+from realtime._websocket import ConnectionClosed, RequestHead, accept_websocket
+
+#: Autobahn's 9.x cases send messages of up to 16 MiB.
+MAX_MESSAGE_SIZE: Final = 32 * 1024 * 1024
+
+
+async def echo(stream: trio.abc.Stream, request: RequestHead) -> None:
+    try:
+        ws = await accept_websocket(stream, request, max_message_size=MAX_MESSAGE_SIZE)
+    except ConnectionClosed:
+        return
+    try:
+        while True:
+            message = await ws.receive_message()
+            await ws.send_message(message)
+    except ConnectionClosed:
+        pass
+    finally:
+        await ws.aclose()
+
+
+async def _no_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def run(port: int) -> None:
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            partial(
+                serve,
+                "127.0.0.1",
+                port,
+                websocket_handler=echo,
+                asgi_app=_no_http,
+                websocket_prefix="/",  # Autobahn asks for /runCase?case=N&agent=...
+            )
+        )
+        print(f"listening {listener.port}", flush=True)
+
+
+def main() -> None:
+    trio.run(run, int(sys.argv[1]) if len(sys.argv) > 1 else 0)
