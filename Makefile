@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test lint pytest bench bench-quick conformance clean
 
-install: $(STAMP)
+install: $(STAMP) web-install
 
 # Reinstall whenever the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -28,7 +28,7 @@ lint: install
 pytest: install
 	$(BIN)/pytest
 
-test: lint pytest
+test: lint pytest web-test web-e2e
 
 bench: install
 	$(BIN)/python -m bench.micro_protocol
@@ -37,9 +37,13 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m bench.quick --clients 200 --seconds 5
 
+# The browser side: web-install, web-test, web-e2e-deps, web-e2e.
+include web/web.mk
+
 URL ?= ws://127.0.0.1:8000
 conformance: install
 	$(BIN)/pytest tests/conformance --server-url=$(URL)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf web/node_modules web/dist web/test-results

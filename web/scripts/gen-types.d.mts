@@ -1,0 +1,6 @@
+// Types for the generator script, so the staleness test can import it under strict TS.
+export const webRoot: string;
+export const outputPath: string;
+export function readSchema(bin?: string): object;
+export function generate(schema: object): Promise<string>;
+export function isStale(schema?: object): Promise<boolean>;

@@ -1,0 +1,263 @@
+import { act, render, renderHook, waitFor } from '@testing-library/react';
+import { StrictMode, type ReactNode } from 'react';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import {
+  MAX_ALERTS,
+  MAX_NOTIFICATIONS,
+  MAX_SIGNALS,
+  prependCapped,
+  useAlertNotifications,
+  usePortfolio,
+  usePriceUpdates,
+  useSystemNotifications,
+  useTradingSignals,
+  useWebSocket,
+  type UseWebSocketOptions,
+} from '../src/hooks/useWebSocket';
+import { resetSharedClients } from '../src/lib/websocket';
+import { alert, FakeWebSocket, notification, price, signal, T, welcome } from './fakeSocket';
+
+const options: UseWebSocketOptions = { baseUrl: 'ws://gw.test:8000', clientId: 'hooks' };
+const strict = ({ children }: { children: ReactNode }) => <StrictMode>{children}</StrictMode>;
+
+beforeEach(() => {
+  FakeWebSocket.reset();
+  vi.stubGlobal('WebSocket', FakeWebSocket);
+});
+
+afterEach(() => {
+  resetSharedClients();
+  vi.unstubAllGlobals();
+});
+
+/** Open the one socket and say hello, as the gateway does. */
+function serverAccepts(): FakeWebSocket {
+  const socket = FakeWebSocket.last;
+  act(() => {
+    socket.serverOpen();
+    socket.serverSend(welcome());
+  });
+  return socket;
+}
+
+function serverSends(...messages: Parameters<FakeWebSocket['serverSend']>[0][]): void {
+  act(() => {
+    for (const message of messages) FakeWebSocket.last.serverSend(message);
+  });
+}
+
+describe('useWebSocket', () => {
+  it('reports the connection state and reconnects on demand', async () => {
+    const { result } = renderHook(() => useWebSocket(options));
+    expect(result.current.connectionState).toBe('connecting');
+    expect(result.current.isConnected).toBe(false);
+    serverAccepts();
+    expect(result.current.isConnected).toBe(true);
+    expect(result.current.canReconnect).toBe(false);
+    act(() => FakeWebSocket.last.serverClose(4409, 'replaced'));
+    expect(result.current.connectionState).toBe('closed');
+    expect(result.current.canReconnect).toBe(true);
+    act(() => result.current.reconnect());
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(result.current.connectionState).toBe('connecting');
+  });
+
+  it('StrictMode double mount opens exactly one socket', async () => {
+    renderHook(
+      () => {
+        useWebSocket(options);
+        usePriceUpdates(['AAPL'], options);
+        useAlertNotifications(options);
+      },
+      { wrapper: strict },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20)); // past the deferred release
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(FakeWebSocket.live()).toHaveLength(1);
+    const socket = serverAccepts();
+    // And exactly one subscription per channel reached the wire.
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL'] },
+      { type: 'subscribe', channel: 'alerts' },
+    ]);
+  });
+
+  it('many components share one socket, which closes after the last unmounts', async () => {
+    function Prices({ symbols }: { symbols: string[] }) {
+      usePriceUpdates(symbols, options);
+      return null;
+    }
+    const view = render(
+      <>
+        <Prices symbols={['AAPL']} />
+        <Prices symbols={['AAPL', 'MSFT']} />
+        <Prices symbols={['MSFT']} />
+      </>,
+    );
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'prices', symbols: ['AAPL', 'MSFT'] }]);
+    view.unmount();
+    await waitFor(() => expect(FakeWebSocket.live()).toHaveLength(0));
+  });
+
+  it('reconnect options of a second hook on the shared socket are applied', () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const { result } = renderHook(() => {
+      const first = useWebSocket(options);
+      const second = useWebSocket({ ...options, reconnect: { maxAttempts: 2, initialDelayMs: 10 } });
+      return { first, second };
+    });
+    expect(result.current.first.client).toBe(result.current.second.client);
+    expect(result.current.first.client.reconnectOptions).toMatchObject({ maxAttempts: 2, initialDelayMs: 10 });
+    expect(result.current.first.status.maxAttempts).toBe(2);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    warn.mockRestore();
+  });
+
+  it('a shared socket reconnects for every hook using it', async () => {
+    const { result } = renderHook(() => ({
+      prices: usePriceUpdates(['AAPL'], { ...options, reconnect: { initialDelayMs: 1 } }),
+      alerts: useAlertNotifications(options),
+    }));
+    serverAccepts();
+    act(() => FakeWebSocket.last.serverClose(1006));
+    await waitFor(() => expect(FakeWebSocket.instances).toHaveLength(2));
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL'] },
+      { type: 'subscribe', channel: 'alerts' },
+    ]);
+    serverSends(price('AAPL', 7), alert('after-reconnect'));
+    await waitFor(() => expect(result.current.prices.get('AAPL')?.price).toBe(7));
+    expect(result.current.alerts.alerts[0]?.data.id).toBe('after-reconnect');
+  });
+
+  it('onMessage filters by type and stops after cleanup', () => {
+    const { result } = renderHook(() => useWebSocket(options));
+    serverAccepts();
+    const seen: number[] = [];
+    let cleanup = () => {};
+    act(() => {
+      cleanup = result.current.onMessage('price_update', (m) => seen.push(m.data.price));
+    });
+    serverSends(alert('x'), price('AAPL', 10));
+    cleanup();
+    serverSends(price('AAPL', 11));
+    expect(seen).toEqual([10]);
+  });
+
+  it('subscriptions made through the hook are restored after a reconnect and released on unmount', async () => {
+    const { result, unmount } = renderHook(() => useWebSocket(options));
+    act(() => {
+      result.current.subscribe('signals');
+    });
+    let socket = serverAccepts();
+    act(() => socket.serverClose(1006));
+    act(() => result.current.reconnect());
+    socket = serverAccepts();
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'signals' }]);
+    unmount();
+    expect(socket.sent.at(-1)).toEqual({ type: 'unsubscribe', channel: 'signals' });
+  });
+});
+
+describe('usePriceUpdates', () => {
+  it('keeps the latest price per wanted symbol', async () => {
+    const { result, rerender } = renderHook(({ symbols }) => usePriceUpdates(symbols, options), {
+      initialProps: { symbols: ['AAPL', 'MSFT'] },
+    });
+    serverAccepts();
+    serverSends(price('AAPL', 100, 1), price('MSFT', 50, 1), price('AAPL', 101, 2), price('TSLA', 9, 1));
+    await waitFor(() => expect(result.current.get('AAPL')?.price).toBe(101));
+    expect(result.current.get('AAPL')).toMatchObject({ symbol: 'AAPL', seq: 2, timestamp: T });
+    expect(result.current.get('MSFT')?.price).toBe(50);
+    expect(result.current.has('TSLA')).toBe(false);
+    // Dropping a symbol removes it at once and unsubscribes it.
+    const sentBefore = FakeWebSocket.last.sent.length;
+    rerender({ symbols: ['AAPL'] });
+    expect([...result.current.keys()]).toEqual(['AAPL']);
+    await act(async () => {});
+    expect(FakeWebSocket.last.sent).toHaveLength(sentBefore + 1);
+    expect(FakeWebSocket.last.sent.at(-1)).toEqual({
+      type: 'unsubscribe',
+      channel: 'prices',
+      symbols: ['MSFT'],
+    });
+  });
+
+  it('with no symbols, subscribes to every symbol', async () => {
+    const { result } = renderHook(() => usePriceUpdates(undefined, options));
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'prices' }]);
+    serverSends(price('TSLA', 9));
+    await waitFor(() => expect(result.current.get('TSLA')?.price).toBe(9));
+  });
+
+  it('an empty list subscribes to nothing', () => {
+    const { result } = renderHook(() => usePriceUpdates([], options));
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([]);
+    expect(result.current.size).toBe(0);
+  });
+});
+
+describe('event lists', () => {
+  it('useAlertNotifications: newest first, capped at 50, cleared on demand', () => {
+    const { result } = renderHook(() => useAlertNotifications(options));
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'alerts' }]);
+    serverSends(...Array.from({ length: MAX_ALERTS + 10 }, (_, i) => alert(`a${i}`, i + 1)));
+    expect(result.current.alerts).toHaveLength(50);
+    expect(result.current.alerts[0]?.data.id).toBe('a59');
+    expect(result.current.alerts.at(-1)?.data.id).toBe('a10');
+    act(() => result.current.clearAlerts());
+    expect(result.current.alerts).toEqual([]);
+  });
+
+  it('useAlertNotifications: a replayed alert is not shown twice', () => {
+    const { result } = renderHook(() => useAlertNotifications(options));
+    serverAccepts();
+    serverSends(alert('dup', 1), alert('dup', 1));
+    expect(result.current.alerts).toHaveLength(1);
+  });
+
+  it('useTradingSignals: capped at 20', () => {
+    const { result } = renderHook(() => useTradingSignals(options));
+    serverAccepts();
+    serverSends(...Array.from({ length: MAX_SIGNALS + 5 }, (_, i) => signal(i + 1)));
+    expect(result.current.signals).toHaveLength(20);
+    expect(result.current.signals[0]?.seq).toBe(25);
+  });
+
+  it('useSystemNotifications: capped at 30, dismiss one, clear all', () => {
+    const { result } = renderHook(() => useSystemNotifications(options));
+    serverAccepts();
+    serverSends(...Array.from({ length: MAX_NOTIFICATIONS + 3 }, (_, i) => notification(`n${i}`, i + 1)));
+    expect(result.current.notifications).toHaveLength(30);
+    act(() => result.current.dismissNotification('n32'));
+    expect(result.current.notifications).toHaveLength(29);
+    expect(result.current.notifications[0]?.data.id).toBe('n31');
+    act(() => result.current.clearAll());
+    expect(result.current.notifications).toEqual([]);
+  });
+
+  it('usePortfolio: the latest snapshot', () => {
+    const { result } = renderHook(() => usePortfolio(options));
+    serverAccepts();
+    expect(result.current).toBeNull();
+    serverSends({
+      type: 'portfolio_update',
+      data: { total_value: 10, cash: 5, day_change: 1, day_change_pct: 0.1, positions: [] },
+      seq: 1,
+      timestamp: T,
+    });
+    expect(result.current?.data.total_value).toBe(10);
+  });
+
+  it('prependCapped never exceeds its cap', () => {
+    let list: number[] = [];
+    for (let i = 0; i < 1000; i += 1) list = prependCapped(list, i, 7, String);
+    expect(list).toEqual([999, 998, 997, 996, 995, 994, 993]);
+  });
+});

@@ -1,0 +1,385 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import {
+  resetSharedClients,
+  sharedClient,
+  WebSocketClient,
+  type ClientOptions,
+} from '../src/lib/websocket';
+import { SubscriptionSet } from '../src/lib/subscriptions';
+import { alert, FakeWebSocket, price, welcome } from './fakeSocket';
+
+function makeClient(options: Partial<ClientOptions> = {}): WebSocketClient {
+  return new WebSocketClient({
+    baseUrl: 'ws://gw.test:8000',
+    clientId: 'tester',
+    WebSocket: FakeWebSocket,
+    random: () => 0.5,
+    ...options,
+  });
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  FakeWebSocket.reset();
+});
+
+afterEach(() => {
+  resetSharedClients();
+  vi.useRealTimers();
+});
+
+describe('connect, send, subscribe', () => {
+  it('connects to /ws/{clientId} and delivers parsed messages to every listener', () => {
+    const client = makeClient();
+    const seen: string[] = [];
+    const other: string[] = [];
+    const stop = client.subscribe((m) => seen.push(m.type));
+    client.subscribe((m) => other.push(m.type));
+    client.connect();
+    expect(FakeWebSocket.last.url).toBe('ws://gw.test:8000/ws/tester');
+    expect(client.getStatus().state).toBe('connecting');
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverSend(welcome());
+    stop();
+    FakeWebSocket.last.serverSend(price('AAPL', 1));
+    expect(seen).toEqual(['welcome']);
+    expect(other).toEqual(['welcome', 'price_update']);
+    expect(client.getStatus().welcome?.epoch).toBe('e1');
+  });
+
+  it('ignores frames that are not JSON objects, and survives a throwing listener', () => {
+    const client = makeClient();
+    const seen: string[] = [];
+    client.subscribe(() => {
+      throw new Error('boom');
+    });
+    client.subscribe((m) => seen.push(m.type));
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {});
+    client.connect();
+    const socket = FakeWebSocket.last;
+    socket.serverOpen();
+    socket.serverSendRaw('not json');
+    socket.serverSendRaw('42');
+    socket.serverSendRaw(new ArrayBuffer(2));
+    socket.serverSend(price('AAPL', 1));
+    expect(seen).toEqual(['price_update']);
+    expect(error).toHaveBeenCalledOnce();
+  });
+
+  it('send() is false while not open, and sends JSON once open', () => {
+    const client = makeClient();
+    expect(client.send({ type: 'ping' })).toBe(false);
+    client.connect();
+    expect(client.send({ type: 'ping' })).toBe(false);
+    FakeWebSocket.last.serverOpen();
+    expect(client.send({ type: 'ping', id: 7 })).toBe(true);
+    expect(FakeWebSocket.last.sent).toEqual([{ type: 'ping', id: 7 }]);
+  });
+
+  it('connect() twice opens one socket; disconnect() closes with 1000 and does not retry', () => {
+    const client = makeClient();
+    client.connect();
+    client.connect();
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    FakeWebSocket.last.serverOpen();
+    client.disconnect();
+    expect(FakeWebSocket.last.closedByClient?.code).toBe(1000);
+    expect(client.getStatus().state).toBe('closed');
+    vi.advanceTimersByTime(120_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+});
+
+describe('reconnection schedule', () => {
+  it('retries with full-jitter exponential backoff, then gives up after maxAttempts', () => {
+    const draws: number[] = [];
+    const client = makeClient({
+      random: () => {
+        draws.push(1);
+        return 0.5;
+      },
+    });
+    client.connect();
+    const delays: number[] = [];
+    for (let attempt = 0; attempt < 10; attempt += 1) {
+      FakeWebSocket.last.serverClose(1006);
+      const status = client.getStatus();
+      expect(status.state).toBe('reconnecting');
+      expect(status.attempt).toBe(attempt + 1);
+      delays.push(status.retryInMs ?? -1);
+      const before = FakeWebSocket.instances.length;
+      vi.advanceTimersByTime((status.retryInMs ?? 0) - 1);
+      expect(FakeWebSocket.instances).toHaveLength(before);
+      vi.advanceTimersByTime(1);
+      expect(FakeWebSocket.instances).toHaveLength(before + 1);
+    }
+    // Half of each ceiling: 2 s, 4 s, 8 s, 16 s, then the 30 s cap.
+    expect(delays).toEqual([1000, 2000, 4000, 8000, 15000, 15000, 15000, 15000, 15000, 15000]);
+    expect(draws).toHaveLength(10);
+    FakeWebSocket.last.serverClose(1006);
+    const status = client.getStatus();
+    expect(status.state).toBe('closed');
+    expect(status.canReconnect).toBe(true);
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.instances).toHaveLength(11);
+  });
+
+  it('takes its options: first delay, attempts, cap', () => {
+    const client = makeClient({
+      random: () => 0.999,
+      reconnect: { initialDelayMs: 100, maxDelayMs: 300, maxAttempts: 3 },
+    });
+    client.connect();
+    const delays: (number | null)[] = [];
+    for (let i = 0; i < 3; i += 1) {
+      FakeWebSocket.last.serverClose(1011);
+      delays.push(client.getStatus().retryInMs);
+      vi.runOnlyPendingTimers();
+    }
+    expect(delays).toEqual([99, 199, 299]);
+    FakeWebSocket.last.serverClose(1011);
+    expect(client.getStatus().state).toBe('closed');
+  });
+
+  it('resets the attempt count only after the connection stayed up stableAfterMs', () => {
+    const client = makeClient({ reconnect: { stableAfterMs: 5000 } });
+    client.connect();
+    FakeWebSocket.last.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    FakeWebSocket.last.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    // Up briefly: a flapping server does not reset the schedule.
+    FakeWebSocket.last.serverOpen();
+    vi.advanceTimersByTime(4999);
+    expect(client.getStatus().attempt).toBe(2);
+    FakeWebSocket.last.serverClose(1006);
+    expect(client.getStatus().attempt).toBe(3);
+    expect(client.getStatus().retryInMs).toBe(4000);
+    vi.runOnlyPendingTimers();
+    FakeWebSocket.last.serverOpen();
+    vi.advanceTimersByTime(5000);
+    expect(client.getStatus().attempt).toBe(0);
+    FakeWebSocket.last.serverClose(1001);
+    expect(client.getStatus().retryInMs).toBe(1000);
+  });
+
+  it.each([4400, 4403, 4409])('never retries after fatal close %i', (code) => {
+    const client = makeClient();
+    client.connect();
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverClose(code, 'nope');
+    const status = client.getStatus();
+    expect(status.state).toBe('closed');
+    expect(status.lastClose).toEqual({ code, reason: 'nope' });
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it.each([1000, 1001, 1006, 1011, 4429, 4499])('retries after close %i', (code) => {
+    const client = makeClient();
+    client.connect();
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverClose(code);
+    expect(client.getStatus().state).toBe('reconnecting');
+    vi.runOnlyPendingTimers();
+    expect(FakeWebSocket.instances).toHaveLength(2);
+  });
+
+  it('fatal codes are configurable', () => {
+    const client = makeClient({ reconnect: { fatalCloseCodes: [4401] } });
+    client.connect();
+    FakeWebSocket.last.serverClose(4401);
+    expect(client.getStatus().state).toBe('closed');
+  });
+
+  it('manual reconnect() works after a fatal close and after giving up, and starts the count over', () => {
+    const client = makeClient({ reconnect: { maxAttempts: 1 } });
+    client.connect();
+    FakeWebSocket.last.serverClose(4409);
+    expect(client.getStatus().canReconnect).toBe(true);
+    client.reconnect();
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(client.getStatus()).toMatchObject({ state: 'connecting', canReconnect: false, attempt: 0 });
+    FakeWebSocket.last.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    FakeWebSocket.last.serverClose(1006);
+    expect(client.getStatus().state).toBe('closed');
+    client.reconnect();
+    expect(client.getStatus().attempt).toBe(0);
+    expect(FakeWebSocket.instances).toHaveLength(4);
+  });
+
+  it('reconnect() while a retry is pending connects now, and the old timer never fires', () => {
+    const client = makeClient();
+    client.connect();
+    FakeWebSocket.last.serverClose(1006);
+    client.reconnect();
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    vi.advanceTimersByTime(60_000);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    client.reconnect(); // connecting: no-op
+    expect(FakeWebSocket.instances).toHaveLength(2);
+  });
+
+  it('events from a replaced socket are ignored', () => {
+    const client = makeClient();
+    client.connect();
+    const first = FakeWebSocket.last;
+    first.serverClose(1006);
+    client.reconnect();
+    const seen: string[] = [];
+    client.subscribe((m) => seen.push(m.type));
+    first.serverSend(price('AAPL', 1));
+    first.serverClose(1006);
+    expect(seen).toEqual([]);
+    expect(client.getStatus().state).toBe('connecting');
+  });
+});
+
+describe('subscriptions', () => {
+  it('sends only the first hold and the last release, counted per symbol', () => {
+    const client = makeClient();
+    client.connect();
+    const socket = FakeWebSocket.last;
+    socket.serverOpen();
+    const a = client.addSubscription('prices', ['AAPL', 'MSFT']);
+    const b = client.addSubscription('prices', ['AAPL']);
+    const c = client.addSubscription('alerts');
+    const d = client.addSubscription('alerts');
+    a();
+    a(); // idempotent
+    c();
+    d();
+    b();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL', 'MSFT'] },
+      { type: 'subscribe', channel: 'alerts' },
+      { type: 'unsubscribe', channel: 'prices', symbols: ['MSFT'] },
+      { type: 'unsubscribe', channel: 'alerts' },
+      { type: 'unsubscribe', channel: 'prices' },
+    ]);
+  });
+
+  it('restores every subscription after reconnecting, resuming non-price channels', () => {
+    const client = makeClient();
+    client.addSubscription('prices', ['AAPL']);
+    client.addSubscription('alerts');
+    client.connect();
+    let socket = FakeWebSocket.last;
+    socket.serverOpen();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL'] },
+      { type: 'subscribe', channel: 'alerts' },
+    ]);
+    socket.serverSend(welcome('epoch-1'));
+    socket.serverSend(alert('a1', 41));
+    socket.serverSend(alert('a2', 42));
+    socket.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    socket = FakeWebSocket.last;
+    socket.serverOpen();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL'] },
+      { type: 'subscribe', channel: 'alerts', since: 42, epoch: 'epoch-1', id: 'resume:alerts' },
+    ]);
+    // History gone (another epoch): subscribe afresh.
+    socket.serverSend(welcome('epoch-2'));
+    socket.serverSend({
+      type: 'error',
+      code: 'history_unavailable',
+      error: 'gone',
+      id: 'resume:alerts',
+      timestamp: '2026-11-26T14:30:00Z',
+    });
+    expect(socket.sent.at(-1)).toEqual({ type: 'subscribe', channel: 'alerts' });
+  });
+
+  it('an every-symbol hold coexists with symbol holds', () => {
+    const set = new SubscriptionSet();
+    expect(set.add('prices', ['AAPL'])).toHaveLength(1);
+    expect(set.add('prices')).toEqual([{ type: 'subscribe', channel: 'prices' }]);
+    expect(set.add('prices', ['MSFT'])).toEqual([]);
+    expect(set.restore()).toEqual([{ type: 'subscribe', channel: 'prices' }]);
+    // The server refuses to trim an every-symbol subscription, so drop it and re-add.
+    expect(set.remove('prices')).toEqual([
+      { type: 'unsubscribe', channel: 'prices' },
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL', 'MSFT'] },
+    ]);
+    expect(set.remove('prices')).toEqual([]);
+    expect(set.remove('alerts')).toEqual([]);
+    expect(set.heldSymbols()).toEqual(['AAPL', 'MSFT']);
+  });
+});
+
+describe('shared clients', () => {
+  const base = { baseUrl: 'ws://gw.test:8000', clientId: 'shared', WebSocket: FakeWebSocket };
+
+  it('one socket per endpoint however many hold it; closes a tick after the last release', () => {
+    const one = sharedClient(base);
+    const two = sharedClient(base);
+    expect(two).toBe(one);
+    expect(sharedClient({ ...base, clientId: 'other' })).not.toBe(one);
+    const releases = [one.acquire(), two.acquire(), one.acquire()];
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(one.holderCount).toBe(3);
+    releases[0]?.();
+    releases[0]?.(); // idempotent: must not steal another holder's count
+    releases[1]?.();
+    vi.runAllTimers();
+    expect(FakeWebSocket.live()).toHaveLength(1);
+    releases[2]?.();
+    expect(FakeWebSocket.live()).toHaveLength(1); // not yet: deferred
+    vi.runAllTimers();
+    expect(FakeWebSocket.live()).toHaveLength(0);
+    expect(one.getStatus().state).toBe('closed');
+  });
+
+  it('release then acquire in the same tick keeps the socket (StrictMode, route changes)', () => {
+    const client = sharedClient(base);
+    const release = client.acquire();
+    FakeWebSocket.last.serverOpen();
+    release();
+    client.acquire();
+    vi.runAllTimers();
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(client.getStatus().state).toBe('open');
+  });
+
+  it('a shared socket reconnects, and every user sees messages again', () => {
+    const client = sharedClient(base);
+    const seenA: string[] = [];
+    const seenB: string[] = [];
+    client.acquire();
+    client.acquire();
+    client.subscribe((m) => seenA.push(m.type));
+    client.subscribe((m) => seenB.push(m.type));
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverSend(price('AAPL', 2));
+    expect(seenA).toEqual(['price_update']);
+    expect(seenB).toEqual(['price_update']);
+  });
+
+  it('options given by a later user of a shared client are applied, not ignored', () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const client = sharedClient({ ...base, reconnect: { maxAttempts: 3 } });
+    client.acquire();
+    sharedClient({ ...base, reconnect: { maxAttempts: 7, initialDelayMs: 50 } });
+    expect(client.reconnectOptions.maxAttempts).toBe(7);
+    expect(client.reconnectOptions.initialDelayMs).toBe(50);
+    expect(client.getStatus().maxAttempts).toBe(7);
+    expect(warn).toHaveBeenCalledOnce();
+  });
+
+  it('a pinned connect() outlives the hooks', () => {
+    const client = sharedClient(base);
+    client.connect();
+    const release = client.acquire();
+    release();
+    vi.runAllTimers();
+    expect(FakeWebSocket.live()).toHaveLength(1);
+  });
+});
