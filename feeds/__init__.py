@@ -1,19 +1,77 @@
-"""Producers: each is an async function that takes a publisher and runs until cancelled."""
+"""Producers: each is an async function that takes a publisher and runs until cancelled.
+
+The price feed (simulated, or a replay of recorded quotes) publishes through a
+:class:`PriceTap`, which copies every price to the feeds that react to prices: alerts,
+signals and the portfolio. All of them publish through the one :class:`Publisher`
+interface, as does anything else in the gateway's process.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Final
+
+from ._alerts import (
+    DEFAULT_HYSTERESIS,
+    MAX_RULES,
+    AlertEngine,
+    AlertFeed,
+    AlertRule,
+    AlertType,
+    demo_rules,
+    load_rules,
+)
 from ._market import WELL_KNOWN, Market, SymbolSpec, symbol_spec, universe
+from ._portfolio import (
+    MAX_POSITIONS,
+    Holding,
+    Portfolio,
+    PortfolioFeed,
+    PortfolioSpec,
+    demo_portfolio,
+    load_portfolio,
+)
 from ._prices import PriceFeed, PriceFeedConfig, PriceFeedStatistics, run_price_feed
 from ._publisher import Publisher
+from ._replay import RecordedQuote, ReplayFeed, load_quotes
+from ._signals import SignalAgent, SignalFeed
+from ._tap import PriceStream, PriceStreamStatistics, PriceTap
+
+#: The shipped replay sample: real monthly prices, 2007-2009 (see feeds/data/README.md).
+SAMPLE_REPLAY: Final = Path(__file__).parent / "data" / "stocks-2007-2009.csv"
 
 __all__ = [
+    "DEFAULT_HYSTERESIS",
+    "MAX_POSITIONS",
+    "MAX_RULES",
+    "SAMPLE_REPLAY",
     "WELL_KNOWN",
+    "AlertEngine",
+    "AlertFeed",
+    "AlertRule",
+    "AlertType",
+    "Holding",
     "Market",
+    "Portfolio",
+    "PortfolioFeed",
+    "PortfolioSpec",
     "PriceFeed",
     "PriceFeedConfig",
     "PriceFeedStatistics",
+    "PriceStream",
+    "PriceStreamStatistics",
+    "PriceTap",
     "Publisher",
+    "RecordedQuote",
+    "ReplayFeed",
+    "SignalAgent",
+    "SignalFeed",
     "SymbolSpec",
+    "demo_portfolio",
+    "demo_rules",
+    "load_portfolio",
+    "load_quotes",
+    "load_rules",
     "run_price_feed",
     "symbol_spec",
     "universe",

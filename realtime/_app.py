@@ -1,41 +1,48 @@
 """The HTTP side: a plain ASGI app that hypercorn serves on the gateway's port.
 
-``GET /health``, ``GET /ws/stats``, ``GET /metrics`` and ``GET /``; anything else is
-404 (405 for a known path with another method). No framework: five routes do not
-earn one, and the app stays a thin view over the hub's statistics.
+``GET /health``, ``GET /ws/stats``, ``GET /metrics``, ``POST /api/publish`` (its
+own handler, in ``_publish``), and the built dashboard for every other ``GET``
+(``_static``: ``/`` is its ``index.html``; unknown files are 404). 405 for a known
+path with another method, 426 for a ``/ws/`` request that is not an upgrade. No
+framework: a handful of routes do not earn one, and the app stays a thin view over
+the hub's statistics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ._hub import Hub
+from ._publish import PATH as PUBLISH_PATH
+from ._publish import PublishAPI
 from ._session import Sessions
+from ._static import StaticFiles
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_PLACEHOLDER: Final = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Realtime gateway</title></head>
-<body><h1>Realtime gateway</h1>
-<p>The gateway is running. Connect a WebSocket to <code>/ws/{client_id}</code>;
-see <a href="/health">/health</a>, <a href="/ws/stats">/ws/stats</a> and
-<a href="/metrics">/metrics</a>.</p></body></html>
-"""
 
 
 class GatewayApp:
     """The ASGI 3 application of the gateway's HTTP routes."""
 
     def __init__(
-        self, hub: Hub, sessions: Sessions, registry: CollectorRegistry, *, version: str
+        self,
+        hub: Hub,
+        sessions: Sessions,
+        registry: CollectorRegistry,
+        *,
+        version: str,
+        publish: PublishAPI | None = None,
+        static: StaticFiles | None = None,
     ) -> None:
         self.hub = hub
+        #: ``POST /api/publish``; ``None``: the route is 404.
+        self.publish = publish
         self.sessions = sessions
         self.registry = registry
         self.version = version
@@ -43,13 +50,24 @@ class GatewayApp:
             "/health": self._health,
             "/ws/stats": self._stats,
             "/metrics": self._metrics,
-            "/": self._index,
         }
+        #: The dashboard: ``GET``/``HEAD`` of any path no route above claims.
+        self.static = static if static is not None else StaticFiles()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # no lifespan, no ASGI WebSockets: /ws/ is ours
             return
+        if scope["path"] == PUBLISH_PATH and self.publish is not None:
+            await self.publish(scope, receive, send)
+            return
         route = self._routes.get(scope["path"])
+        if (
+            route is None
+            and scope["method"] in ("GET", "HEAD")
+            and not scope["path"].startswith(("/ws/", "/api/"))
+        ):
+            await self.static(scope, receive, send)
+            return
         if route is None and scope["path"].startswith("/ws/"):
             status, content_type = 426, b"application/json"
             body = _json_error("A WebSocket endpoint: connect with Upgrade: websocket")
@@ -91,9 +109,6 @@ class GatewayApp:
 
     def _metrics(self) -> tuple[int, bytes, bytes]:
         return 200, CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
-
-    def _index(self) -> tuple[int, bytes, bytes]:
-        return 200, b"text/html; charset=utf-8", _PLACEHOLDER
 
 
 def _json_error(text: str) -> bytes:

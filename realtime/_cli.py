@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as exc:
         logger.error("Cannot serve on %s:%s: %s", config.host, config.port, exc)
         sys.exit(1)
+    except ValueError as exc:  # a feed file that does not load (replay, rules, portfolio)
+        logger.error("Cannot start: %s", exc)
+        sys.exit(1)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -39,6 +39,40 @@ def _no_check(instance: object, attribute: attrs.Attribute[Any], value: object) 
     """Settings whose every value of the right type is valid."""
 
 
+#: ``--feed`` values: the simulated market, or ``replay:`` and a file of recorded quotes.
+SIMULATED: Final = "simulated"
+REPLAY_PREFIX: Final = "replay:"
+#: Fastest ``--replay-speed``: about 30 years of quotes per second.
+MAX_REPLAY_SPEED: Final = 1e9
+
+
+def _feed(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value == SIMULATED:
+        return
+    if not value.startswith(REPLAY_PREFIX) or not value[len(REPLAY_PREFIX) :].strip():
+        raise ValueError(
+            f"{_flag(attribute.name)} must be '{SIMULATED}' or 'replay:FILE', got {value!r}"
+        )
+
+
+def _replay_speed(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= MAX_REPLAY_SPEED:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be > 0 and <= {MAX_REPLAY_SPEED:g}, got {value}"
+        )
+
+
+def _api_key(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    # A short key is guessable; one with spaces or control characters cannot be sent
+    # in an Authorization header as is. The message never repeats the key.
+    if value is None:
+        return
+    if len(value) < 16 or not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be at least 16 printable ASCII characters without spaces"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -74,6 +108,37 @@ class Config:
     seed: int | None = _setting(None, "seed for a repeatable market", validator=_no_check)
     feeds: bool = _setting(True, "run the simulated feeds", validator=_no_check)
 
+    # The feeds (docs/feeds.md).
+    feed: str = _setting(
+        SIMULATED,
+        "price source: 'simulated', or 'replay:FILE' to replay recorded quotes (CSV or NDJSON)",
+        validator=_feed,
+    )
+    replay_speed: float = _setting(
+        1.0, "replay pace: 1 = as recorded, 86400 = a day per second", validator=_replay_speed
+    )
+    alerts: Path | None = _setting(
+        None, "alert rules (TOML; default: a built-in demo set)", validator=_no_check
+    )
+    portfolio: Path | None = _setting(
+        None, "portfolio positions (TOML; default: a built-in demo)", validator=_no_check
+    )
+    signal_interval: float = _setting(3.0, "seconds between two trading signals")
+    portfolio_interval: float = _setting(1.0, "least seconds between two portfolio updates")
+
+    # POST /api/publish (docs/feeds.md).
+    api_key: str | None = _setting(
+        None,
+        "key for POST /api/publish (Authorization: Bearer KEY); unset, the API answers 403. "
+        "Prefer the variable: flags show in the process list",
+        validator=_api_key,
+        repr=False,  # never in a log or a traceback
+    )
+    publish_max_body: int = _setting(64 * 1024, "largest POST /api/publish body, bytes (413)")
+    publish_timeout: float = _setting(
+        5.0, "seconds POST /api/publish waits for room on a full bus (then 503)"
+    )
+
     certfile: Path | None = _setting(
         None,
         "TLS certificate chain (PEM); with --keyfile serves wss:// and https://",
@@ -91,6 +156,19 @@ class Config:
     def __attrs_post_init__(self) -> None:
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("--certfile and --keyfile go together: give both for TLS, or neither")
+        for name, path in (("alerts", self.alerts), ("portfolio", self.portfolio)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{_flag(name)}: no such file: {path}")
+        replay = self.replay_file
+        if replay is not None and not replay.is_file():
+            raise ValueError(f"{_flag('feed')}: no such file: {replay}")
+
+    @property
+    def replay_file(self) -> Path | None:
+        """The file of ``--feed replay:FILE``; ``None`` for the simulated market."""
+        if self.feed == SIMULATED:
+            return None
+        return Path(self.feed[len(REPLAY_PREFIX) :].strip())
 
     @property
     def heartbeat_timeout(self) -> float:

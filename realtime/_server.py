@@ -2,30 +2,53 @@
 
 One nursery supervises everything. ``serve`` reports a :class:`Server` handle once
 the port is listening; ``Server.shutdown`` (the CLI calls it on SIGTERM/SIGINT)
-drains: new WebSocket handshakes get 503 and ``/health`` 503, every connection is
-closed with 1001 after what it has pending, and once they are gone (or the grace
-period is over) the listener closes and everything else is cancelled.
+drains: subscribers get a ``warning`` notification that the server is draining, new
+WebSocket handshakes get 503 and ``/health`` 503, every connection is closed with
+1001 after what it has pending, and once they are gone (or the grace period is over)
+the listener closes and everything else is cancelled.
+
+Feeds: the price source (the simulated market, or a replay file) publishes through a
+:class:`feeds.PriceTap` into the bus; the alert, signal and portfolio feeds read the
+tap's prices and publish into the bus. Each runs under :func:`supervise`.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from importlib.metadata import version
+from pathlib import Path
 
 import attrs
 import trio
 
-from feeds import PriceFeed, PriceFeedConfig
+from feeds import (
+    AlertFeed,
+    PortfolioFeed,
+    PriceFeed,
+    PriceFeedConfig,
+    PriceTap,
+    Publisher,
+    ReplayFeed,
+    SignalFeed,
+    demo_portfolio,
+    demo_rules,
+    load_portfolio,
+    load_rules,
+)
+from protocol import Channel, NotificationData, NotificationType
 
 from ._app import GatewayApp
 from ._bus import InProcessBus
 from ._config import Config
-from ._hub import Hub
+from ._hub import Event, Hub, utc_now
 from ._listener import Listener
 from ._listener import serve as listen
 from ._metrics import make_registry
+from ._publish import PublishAPI
 from ._session import Sessions
 from ._supervisor import supervise
 from ._websocket import DEFAULT_CLOSE_TIMEOUT
@@ -33,6 +56,89 @@ from ._websocket import DEFAULT_CLOSE_TIMEOUT
 logger = logging.getLogger("realtime.server")
 
 __version__ = version("realtime-gateway")
+
+
+@attrs.frozen(kw_only=True)
+class Feeds:
+    """The producers of one gateway, built from its config by :func:`build_feeds`."""
+
+    #: What the price source publishes through; the Python publish API (see Server).
+    tap: PriceTap
+    #: The simulated market (also built, unused, when replaying).
+    price_feed: PriceFeed
+    #: The replay of ``--feed replay:FILE``, else ``None``.
+    replay: ReplayFeed | None
+    alerts: AlertFeed
+    signals: SignalFeed
+    portfolio: PortfolioFeed
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The price universe: ``welcome.symbols``."""
+        return self.replay.symbols if self.replay is not None else self.price_feed.symbols
+
+    def supervised(self) -> list[tuple[str, Callable[[Publisher], Awaitable[object]]]]:
+        """(name, run) of each feed, consumers of the tap first."""
+        prices = self.replay.run if self.replay is not None else self.price_feed.run
+        return [
+            ("alerts", self.alerts.run),
+            ("signals", self.signals.run),
+            ("portfolio", self.portfolio.run),
+            ("prices", prices),
+        ]
+
+
+def build_feeds(config: Config, bus: Publisher) -> Feeds:
+    """The feeds ``config`` asks for, publishing into ``bus``.
+
+    Reads the replay, alert rules and portfolio files. Raises :exc:`ValueError`
+    naming the file, entry and field for a bad file, or a rule or position on a
+    symbol outside the price universe.
+    """
+    price_feed = PriceFeed(
+        PriceFeedConfig(
+            symbols=config.symbols,
+            tick_rate=config.tick_rate,
+            updates_per_tick=config.updates_per_tick,
+            seed=config.seed,
+        )
+    )
+    replay_file = config.replay_file
+    replay = None
+    if replay_file is not None:
+        replay = ReplayFeed.from_file(replay_file, speed=config.replay_speed)
+        opens = dict(replay.opens)
+    else:
+        opens = {symbol: price_feed.market.last(symbol).price for symbol in price_feed.symbols}
+    universe = frozenset(opens)
+    if config.alerts is not None:
+        rules = load_rules(config.alerts)
+        _check_universe(config.alerts, (rule.symbol for rule in rules), universe)
+    else:
+        rules = demo_rules(opens)
+    if config.portfolio is not None:
+        spec = load_portfolio(config.portfolio)
+        _check_universe(config.portfolio, spec.symbols, universe)
+    else:
+        spec = demo_portfolio(opens)
+    tap = PriceTap(bus)
+    return Feeds(
+        tap=tap,
+        price_feed=price_feed,
+        replay=replay,
+        alerts=AlertFeed(tap, rules),
+        signals=SignalFeed(tap, interval=config.signal_interval),
+        portfolio=PortfolioFeed(tap, spec, interval=config.portfolio_interval),
+    )
+
+
+def _check_universe(path: Path, symbols: Iterable[str], universe: frozenset[str]) -> None:
+    for symbol in symbols:
+        if symbol not in universe:
+            raise ValueError(
+                f"{path}: {symbol} is not a symbol of the price feed "
+                f"({', '.join(sorted(universe)[:20])}{', ...' if len(universe) > 20 else ''})"
+            )
 
 
 @attrs.define(eq=False)
@@ -45,7 +151,16 @@ class Server:
     sessions: Sessions
     listener: Listener
     price_feed: PriceFeed
+    feeds: Feeds
+    publish_api: PublishAPI
     _shutdown: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def publisher(self) -> Publisher:
+        """The Python publish API for code in the gateway's process: the one the feeds
+        use (``await server.publisher.publish(channel, data, to=...)``). Prices
+        published here also reach the alert, signal and portfolio feeds."""
+        return self.feeds.tap
 
     @property
     def port(self) -> int:
@@ -66,30 +181,34 @@ async def serve(
 ) -> None:
     """Run the gateway until :meth:`Server.shutdown` has drained it (or until cancelled).
 
-    Raises ``OSError`` if the address cannot be bound.
+    Raises ``OSError`` if the address cannot be bound, ``ValueError`` for a bad
+    replay, alerts or portfolio file (see :func:`build_feeds`).
     """
-    price_feed = PriceFeed(
-        PriceFeedConfig(
-            symbols=config.symbols,
-            tick_rate=config.tick_rate,
-            updates_per_tick=config.updates_per_tick,
-            seed=config.seed,
-        )
-    )
+    bus = InProcessBus(config.publish_buffer)
+    feeds = build_feeds(config, bus)
     hub = Hub(
-        universe=price_feed.symbols,
+        universe=feeds.symbols,
         clock=trio.current_time,
         history_messages=config.history_messages,
         history_seconds=config.history_seconds,
     )
-    bus = InProcessBus(config.publish_buffer)
     sessions = Sessions(config, hub, server_version=__version__)
-    app = GatewayApp(hub, sessions, make_registry(hub, sessions), version=__version__)
+    publish_api = PublishAPI(
+        bus,
+        api_key=config.api_key,
+        max_body=config.publish_max_body,
+        timeout=config.publish_timeout,
+    )
+    app = GatewayApp(
+        hub, sessions, make_registry(hub, sessions), version=__version__, publish=publish_api
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run, hub)
         await nursery.start(sessions.run_watchdog)
         if config.feeds:
-            nursery.start_soon(supervise, "prices", price_feed.run, bus)
+            for name, run in feeds.supervised():
+                publisher: Publisher = feeds.tap if name == "prices" else bus
+                nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
         listener: Listener = await nursery.start(
             partial(
                 listen,
@@ -101,7 +220,7 @@ async def serve(
                 ssl_context=_ssl_context(config),
             )
         )
-        server = Server(config, hub, bus, sessions, listener, price_feed)
+        server = Server(config, hub, bus, sessions, listener, feeds.price_feed, feeds, publish_api)
         task_status.started(server)
         await server._shutdown.wait()
         await _drain(server)
@@ -121,6 +240,19 @@ async def _drain(server: Server) -> None:
     config, sessions = server.config, server.sessions
     logger.info(
         "Draining %d connections (grace %gs)", server.hub.connection_count, config.shutdown_grace
+    )
+    # Straight into the hub, not through the bus: it must be in every outbox before
+    # the 1001 close that drain() queues behind what is pending.
+    server.hub.publish(
+        Event(
+            Channel.NOTIFICATIONS,
+            NotificationData(
+                id=uuid.uuid4().hex,
+                message="Server draining: connections close with 1001; reconnect with jitter",
+                type=NotificationType.WARNING,
+            ),
+            utc_now(),
+        )
     )
     sessions.drain()
     # Leave room for the closing handshakes that the cancellation below bounds.

@@ -27,14 +27,20 @@ async def supervise(
     *,
     initial_backoff: float = INITIAL_BACKOFF,
     max_backoff: float = MAX_BACKOFF,
+    announce_start: bool = False,
 ) -> None:
     """Run ``run(publisher)`` until cancelled, restarting it whenever it raises or returns.
 
-    Each failure is logged with its traceback and published as an ``error``
-    notification; each restart as a ``success`` one. The delay doubles from
+    With ``announce_start``, the first start is published as an ``info``
+    notification. Each failure is logged with its traceback and published as an
+    ``error`` notification; each restart as a ``success`` one. The delay doubles from
     ``initial_backoff`` up to ``max_backoff`` and resets after a healthy run.
+    Notifications go through ``publisher`` and so wait while the bus is full.
     """
     backoff = initial_backoff
+    if announce_start:
+        logger.info("Feed %s started", name)
+        await _notify(publisher, f"Feed {name} started", NotificationType.INFO)
     while True:
         started = trio.current_time()
         try:

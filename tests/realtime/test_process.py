@@ -61,10 +61,10 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: objec
             assert await process.wait() == 0
     assert codes == [1001, 1001, 1001]
     text = b"".join(log).decode()
-    assert "[WebSocket] Connected: client-0" in text
-    assert "[WebSocket] Client client-0 subscribed to prices" in text
-    assert "Received SIGTERM: draining" in text
-    assert "[WebSocket] Disconnected: client-0" in text
+    assert "[WebSocket] Connected: client-0" in text, text
+    assert "[WebSocket] Client client-0 subscribed to prices" in text, text
+    assert "Received SIGTERM: draining" in text, text
+    assert "[WebSocket] Disconnected: client-0" in text, text
 
 
 async def test_sigterm_exits_within_the_grace_period_despite_a_stuck_client() -> None:

@@ -1,0 +1,425 @@
+"""Alert rules evaluated on every price tick, each firing once per crossing.
+
+Theory of operation
+-------------------
+An :class:`AlertRule` watches one symbol for one condition. :class:`AlertEngine`
+keeps, per rule, whether it is *armed*; :meth:`AlertEngine.observe` takes one quote
+and returns the alerts it fires. A rule fires only while armed and then disarms; it
+re-arms only once the value has moved back past the threshold by the rule's
+hysteresis band. So a price hovering around a threshold fires once, not on every
+tick, and fires again only after a real retreat and a new crossing.
+
+==============  ====================================  ==============================
+type            fires when (armed)                    re-arms when
+==============  ====================================  ==============================
+price_above     price >= T                            price < T * (1 - h)
+price_below     price <= T                            price > T * (1 + h)
+percent_move    abs(change_pct) >= T (percent)        abs(change_pct) < T * (1 - h)
+volume_spike    volume rate >= T x its recent mean    rate < T * (1 - h) x the mean
+==============  ====================================  ==============================
+
+``h`` is the rule's ``hysteresis``, a fraction of the threshold (defaults in
+:data:`DEFAULT_HYSTERESIS`). A price rule starts armed only if the first price seen
+is on the near side of the threshold: a price that is already above ``T`` when the
+rule is first evaluated has not *crossed* it. Move and volume rules start armed.
+
+Volume rate: ``volume`` in a quote is the cumulative session volume, so the rate is
+the volume added since the previous quote of the symbol divided by the time between
+them (``now``, from the caller's clock). Its recent mean is over the last
+:data:`VOLUME_WINDOW` rates; a rule needs :data:`VOLUME_MIN_SAMPLES` of them before
+it can fire. A volume that goes down (a new session, a replay starting over) resets
+the history.
+
+Everything here is synchronous and reads no clock: time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Final, NoReturn, TypeVar
+
+import attrs
+import trio
+
+from protocol import SYMBOL_PATTERN, AlertData, Channel, PriceData, Severity
+
+from ._files import Fields, load_toml
+from ._publisher import Publisher
+from ._tap import PriceTap
+
+#: Most rules one engine holds (from files and added at run time together).
+MAX_RULES: Final = 10_000
+#: Volume rates averaged into a symbol's baseline.
+VOLUME_WINDOW: Final = 20
+#: Rates needed in the baseline before a volume rule can fire.
+VOLUME_MIN_SAMPLES: Final = 5
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+_RULE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+_SYMBOL_RE: Final = re.compile(SYMBOL_PATTERN)
+
+
+class AlertType(enum.StrEnum):
+    """What a rule watches; the ``type`` of the alerts it fires."""
+
+    PRICE_ABOVE = "price_above"
+    PRICE_BELOW = "price_below"
+    PERCENT_MOVE = "percent_move"
+    VOLUME_SPIKE = "volume_spike"
+
+
+#: Hysteresis of each rule type when a rule does not set its own (a fraction of T).
+DEFAULT_HYSTERESIS: Final[Mapping[AlertType, float]] = {
+    AlertType.PRICE_ABOVE: 0.002,
+    AlertType.PRICE_BELOW: 0.002,
+    AlertType.PERCENT_MOVE: 0.25,
+    AlertType.VOLUME_SPIKE: 0.25,
+}
+
+
+def _check_id(_: object, __: object, value: str) -> None:
+    if not isinstance(value, str) or not _RULE_ID_RE.fullmatch(value):
+        raise ValueError(f"rule id must be 1-64 of A-Z a-z 0-9 _ . : -, got {value!r}")
+
+
+def _check_symbol(_: object, __: object, value: str) -> None:
+    if not isinstance(value, str) or not _SYMBOL_RE.fullmatch(value):
+        raise ValueError(f"symbol must be a ticker matching {SYMBOL_PATTERN}, got {value!r}")
+
+
+def _check_threshold(_: object, __: object, value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int | float) and 0 < value < math.inf):
+        raise ValueError(f"threshold must be a finite number above 0, got {value!r}")
+
+
+def _check_hysteresis(_: object, __: object, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < 1):
+        raise ValueError(f"hysteresis must be at least 0 and below 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class AlertRule:
+    """One condition on one symbol. Validated on construction (:exc:`ValueError`)."""
+
+    #: Unique among an engine's rules; alerts it fires have ids ``{id}-{n}``.
+    id: str = attrs.field(validator=_check_id)
+    symbol: str = attrs.field(validator=_check_symbol)
+    type: AlertType = attrs.field(converter=AlertType)
+    #: Dollars for price rules, percent for ``percent_move``, a multiple for ``volume_spike``.
+    threshold: float = attrs.field(validator=_check_threshold)
+    severity: Severity = attrs.field(default=Severity.WARNING, converter=Severity)
+    #: Re-arm band as a fraction of ``threshold``; ``None``: the type's default.
+    hysteresis: float | None = attrs.field(default=None, validator=_check_hysteresis)
+
+    @property
+    def band(self) -> float:
+        """The hysteresis in force."""
+        return DEFAULT_HYSTERESIS[self.type] if self.hysteresis is None else self.hysteresis
+
+
+def _money(value: float) -> str:
+    return f"${value:,.0f}" if value == int(value) else f"${value:,.2f}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+class _RuleState:
+    __slots__ = ("armed", "fired", "rule")
+
+    def __init__(self, rule: AlertRule) -> None:
+        self.rule = rule
+        #: None until the rule's first evaluation (price rules decide it from the side).
+        self.armed: bool | None = None
+        self.fired = 0
+
+
+class _VolumeState:
+    __slots__ = ("last_time", "last_volume", "rates")
+
+    def __init__(self) -> None:
+        self.last_volume: int | None = None
+        self.last_time = 0.0
+        self.rates: deque[float] = deque(maxlen=VOLUME_WINDOW)
+
+
+class AlertEngine:
+    """The rules and their armed state; synchronous (see the module doc)."""
+
+    def __init__(self, rules: Iterable[AlertRule] = ()) -> None:
+        self._states: dict[str, _RuleState] = {}
+        self._by_symbol: dict[str, list[_RuleState]] = {}
+        self._volumes: dict[str, _VolumeState] = {}
+        for rule in rules:
+            if rule.id in self._states:
+                raise ValueError(f"duplicate rule id {rule.id!r}")
+            self.add_rule(rule)
+
+    @property
+    def rules(self) -> tuple[AlertRule, ...]:
+        return tuple(state.rule for state in self._states.values())
+
+    def add_rule(self, rule: AlertRule) -> None:
+        """Add ``rule``, replacing (and resetting) a rule with the same id.
+
+        Raises :exc:`ValueError` when the engine already holds :data:`MAX_RULES`.
+        """
+        if rule.id not in self._states and len(self._states) >= MAX_RULES:
+            raise ValueError(f"too many alert rules: at most {MAX_RULES}")
+        self.remove_rule(rule.id)
+        state = _RuleState(rule)
+        self._states[rule.id] = state
+        self._by_symbol.setdefault(rule.symbol, []).append(state)
+
+    def remove_rule(self, rule_id: str) -> bool:
+        """Remove the rule ``rule_id``; whether there was one."""
+        state = self._states.pop(rule_id, None)
+        if state is None:
+            return False
+        siblings = self._by_symbol[state.rule.symbol]
+        siblings.remove(state)
+        if not siblings:
+            del self._by_symbol[state.rule.symbol]
+        return True
+
+    def observe(self, symbol: str, quote: PriceData, now: float) -> list[AlertData]:
+        """Evaluate every rule of ``symbol`` on ``quote`` seen at time ``now`` (seconds,
+        any monotonic origin); the alerts fired, in rule order."""
+        states = self._by_symbol.get(symbol)
+        ratio = self._volume_ratio(symbol, quote.volume, now)
+        if not states:
+            return []
+        fired = []
+        for state in states:
+            alert = self._evaluate(state, quote, ratio)
+            if alert is not None:
+                fired.append(alert)
+        return fired
+
+    def _volume_ratio(self, symbol: str, volume: int, now: float) -> float | None:
+        track = self._volumes.get(symbol)
+        if track is None:
+            track = self._volumes[symbol] = _VolumeState()
+        last = track.last_volume
+        if last is None or volume < last:
+            track.last_volume, track.last_time = volume, now
+            track.rates.clear()
+            return None
+        dt = now - track.last_time
+        if dt <= 0:
+            return None  # the volume counts into the next interval
+        rate = (volume - last) / dt
+        track.last_volume, track.last_time = volume, now
+        rates = track.rates
+        ratio = None
+        if len(rates) >= VOLUME_MIN_SAMPLES:
+            mean = sum(rates) / len(rates)
+            ratio = rate / mean if mean > 0 else None
+        rates.append(rate)
+        return ratio
+
+    def _evaluate(
+        self, state: _RuleState, quote: PriceData, ratio: float | None
+    ) -> AlertData | None:
+        rule = state.rule
+        threshold, band = rule.threshold, rule.band
+        kind = rule.type
+        if kind is AlertType.PRICE_ABOVE:
+            value = quote.price
+            crossed, rearm = value >= threshold, value < threshold * (1 - band)
+            initial = value < threshold
+        elif kind is AlertType.PRICE_BELOW:
+            value = quote.price
+            crossed, rearm = value <= threshold, value > threshold * (1 + band)
+            initial = value > threshold
+        elif kind is AlertType.PERCENT_MOVE:
+            value = abs(quote.change_pct)
+            crossed, rearm = value >= threshold, value < threshold * (1 - band)
+            initial = True
+        else:
+            if ratio is None:
+                return None
+            value = ratio
+            crossed, rearm = value >= threshold, value < threshold * (1 - band)
+            initial = True
+        if state.armed is None:
+            state.armed = initial
+        if not state.armed:
+            if rearm:
+                state.armed = True
+            return None
+        if not crossed:
+            return None
+        state.armed = False
+        state.fired += 1
+        return AlertData(
+            id=f"{rule.id}-{state.fired}",
+            symbol=rule.symbol,
+            type=str(kind),
+            message=_message(rule, quote, value),
+            severity=rule.severity,
+        )
+
+
+def _message(rule: AlertRule, quote: PriceData, value: float) -> str:
+    symbol, threshold = rule.symbol, rule.threshold
+    if rule.type is AlertType.PRICE_ABOVE:
+        return f"{symbol} crossed {_money(threshold)} going up: now ${quote.price:,.2f}"
+    if rule.type is AlertType.PRICE_BELOW:
+        return f"{symbol} crossed {_money(threshold)} going down: now ${quote.price:,.2f}"
+    if rule.type is AlertType.PERCENT_MOVE:
+        direction = "up" if quote.change_pct >= 0 else "down"
+        return (
+            f"{symbol} is {direction} {abs(quote.change_pct):.2f}% since the open "
+            f"(alert at {_number(threshold)}%): now ${quote.price:,.2f}"
+        )
+    return (
+        f"{symbol} volume spike: trading at {value:.1f}x its recent rate "
+        f"(alert at {_number(threshold)}x)"
+    )
+
+
+# --- rule files and the demo set --------------------------------------------------------
+
+_RULE_FIELDS: Final = {"id", "symbol", "type", "threshold", "severity", "hysteresis"}
+
+
+def load_rules(path: Path) -> tuple[AlertRule, ...]:
+    """The rules of the TOML file ``path`` (``[[rules]]`` tables; see docs/feeds.md).
+
+    Raises :exc:`ValueError` naming the file, the rule and the field on any problem:
+    unreadable or invalid TOML, an unknown or missing field, a bad value, a duplicate
+    id, more than :data:`MAX_RULES` rules.
+    """
+    document = load_toml(path)
+    unknown = sorted(set(document) - {"rules"})
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key {unknown[0]!r} (expected [[rules]])")
+    tables = document.get("rules", [])
+    if not isinstance(tables, list):
+        raise ValueError(f"{path}: 'rules' must be an array of tables ([[rules]])")
+    if len(tables) > MAX_RULES:
+        raise ValueError(f"{path}: {len(tables)} rules, at most {MAX_RULES}")
+    rules: list[AlertRule] = []
+    seen: set[str] = set()
+    for i, table in enumerate(tables):
+        fields = Fields(table, f"{path}: rules[{i}]")
+        fields.check_keys(_RULE_FIELDS)
+        try:
+            rule = AlertRule(
+                id=fields.string("id"),
+                symbol=fields.string("symbol"),
+                type=_choice(fields, "type", AlertType),
+                threshold=fields.number("threshold"),
+                severity=_choice(fields, "severity", Severity, Severity.WARNING),
+                hysteresis=fields.number("hysteresis") if fields.has("hysteresis") else None,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{fields.where}: {exc}") from None
+        if rule.id in seen:
+            raise ValueError(f"{fields.where}: duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _choice(fields: Fields, key: str, kind: type[_E], default: _E | None = None) -> _E:
+    raw = fields.string(key, None if default is None else str(default))
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValueError(f"{fields.where}.{key} must be one of {allowed}, got {raw!r}") from None
+
+
+#: How many symbols of the universe the demo rules cover.
+DEMO_SYMBOLS: Final = 4
+
+
+def demo_rules(opens: Mapping[str, float]) -> tuple[AlertRule, ...]:
+    """The built-in rules for a demo: on the first :data:`DEMO_SYMBOLS` symbols of
+    ``opens`` (symbol to opening price), a price 0.2% above and below the open, a 0.5%
+    move (warning) and a 1% move (critical); a volume spike rule (1.8x) on the first.
+    The simulated prices cross these within seconds."""
+    rules: list[AlertRule] = []
+    for n, (symbol, open_) in enumerate(list(opens.items())[:DEMO_SYMBOLS]):
+        key = symbol.lower()
+        rules += [
+            AlertRule(
+                id=f"{key}-above",
+                symbol=symbol,
+                type=AlertType.PRICE_ABOVE,
+                threshold=max(0.01, round(open_ * 1.002, 2)),
+                severity=Severity.INFO,
+            ),
+            AlertRule(
+                id=f"{key}-below",
+                symbol=symbol,
+                type=AlertType.PRICE_BELOW,
+                threshold=max(0.01, round(open_ * 0.998, 2)),
+                severity=Severity.INFO,
+            ),
+            AlertRule(id=f"{key}-move", symbol=symbol, type=AlertType.PERCENT_MOVE, threshold=0.5),
+            AlertRule(
+                id=f"{key}-big-move",
+                symbol=symbol,
+                type=AlertType.PERCENT_MOVE,
+                threshold=1.0,
+                severity=Severity.CRITICAL,
+            ),
+        ]
+        if n == 0:
+            rules.append(
+                AlertRule(
+                    id=f"{key}-volume",
+                    symbol=symbol,
+                    type=AlertType.VOLUME_SPIKE,
+                    threshold=1.8,
+                    severity=Severity.INFO,
+                )
+            )
+    return tuple(rules)
+
+
+# --- the feed ---------------------------------------------------------------------------
+
+
+class AlertFeed:
+    """The alert feed: evaluates the engine's rules on every price of ``tap``.
+
+    The engine (rules and their armed state) outlives any one run, so a restarted
+    feed neither forgets rules added at run time nor fires again for a crossing it
+    already reported.
+    """
+
+    def __init__(self, tap: PriceTap, rules: Iterable[AlertRule] = ()) -> None:
+        self.tap = tap
+        self.engine = AlertEngine(rules)
+
+    async def run(
+        self, publisher: Publisher, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Publish ``alert_triggered`` events until cancelled; never returns.
+
+        Reports ``task_status.started()`` once it watches the tap. Each price batch
+        is evaluated at ``trio.current_time()``; publishing blocks while the bus is
+        full (the tap conflates prices meanwhile). Exceptions of ``publisher``
+        propagate.
+        """
+        async with self.tap.open_stream() as stream:
+            task_status.started()
+            while True:
+                batch = await stream.receive()
+                now = trio.current_time()
+                for symbol, quote in batch:
+                    for alert in self.engine.observe(symbol, quote, now):
+                        await publisher.publish(Channel.ALERTS, alert)

@@ -1,0 +1,301 @@
+"""POST /api/publish end to end: over a real socket, into the real gateway, out to a client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import h11
+import pytest
+import trio
+import trio.testing
+
+from protocol import Channel, NotificationData, NotificationType
+from realtime import Server
+from realtime._bus import InProcessBus
+from realtime._publish import PublishAPI
+
+from .helpers import TIMEOUT, connect, start_gateway
+
+KEY = "test-key-0123456789abcdef"
+ALERT = {
+    "id": "ext-1",
+    "symbol": "AAPL",
+    "type": "price_above",
+    "message": "AAPL crossed $185",
+    "severity": "warning",
+}
+
+
+async def post(
+    server: Server,
+    body: bytes | dict[str, Any],
+    *,
+    key: str | None = KEY,
+    method: str = "POST",
+    headers: list[tuple[str, str]] | None = None,
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """One request on its own connection; the JSON response body."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request_headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(raw)))]
+    if key is not None:
+        request_headers.append(("Authorization", f"Bearer {key}"))
+    request_headers += headers or []
+    connection = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        data = connection.send(
+            h11.Request(method=method, target="/api/publish", headers=request_headers)
+        )
+        data += connection.send(h11.Data(data=raw)) if raw else b""
+        data += connection.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, response_headers, content = 0, {}, b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.receive_some())
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                content += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    return status, response_headers, json.loads(content)
+
+
+async def test_publish_reaches_subscribers_and_to_targets_one(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server, "alice") as alice, connect(server, "bob") as bob:
+            for client in (alice, bob):
+                await client.request({"type": "subscribe", "channel": "alerts"}, "subscribed")
+                await client.request({"type": "subscribe", "channel": "signals"}, "subscribed")
+            status, _, body = await post(server, {"channel": "alerts", "data": ALERT})
+            assert (status, body) == (202, {"status": "accepted", "channel": "alerts"})
+            for client in (alice, bob):
+                message = await client.next("alert_triggered")
+                assert message["data"] == ALERT
+                assert message["seq"] == 1
+            signal = {"symbol": "MSFT", "action": "buy", "confidence": 0.7, "reasoning": "why"}
+            status, _, body = await post(
+                server, {"channel": "signals", "data": signal, "to": "bob"}
+            )
+            assert (status, body["to"]) == (202, "bob")
+            assert (await bob.next("trading_signal"))["data"] == signal
+            # Alice gets nothing of it: her next signal is the next broadcast one.
+            await post(server, {"channel": "signals", "data": {**signal, "symbol": "KO"}})
+            assert (await alice.next("trading_signal"))["data"]["symbol"] == "KO"
+    assert server.publish_api.accepted == 3
+
+
+async def test_every_channel_but_prices_can_be_published(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    portfolio = {
+        "total_value": 1000.5,
+        "cash": 500.25,
+        "day_change": -1.5,
+        "day_change_pct": -0.15,
+        "positions": [
+            {
+                "symbol": "AAPL",
+                "quantity": 2,
+                "avg_cost": 200.0,
+                "price": 250.125,
+                "market_value": 500.25,
+                "unrealized_pnl": 100.25,
+                "unrealized_pnl_pct": 25.06,
+            }
+        ],
+    }
+    note = {"id": "n1", "message": "Model retrained", "type": "success"}
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            for channel in ("portfolio", "notifications"):
+                await client.request({"type": "subscribe", "channel": channel}, "subscribed")
+            assert (await post(server, {"channel": "portfolio", "data": portfolio}))[0] == 202
+            assert (await client.next("portfolio_update"))["data"] == portfolio
+            assert (await post(server, {"channel": "notifications", "data": note}))[0] == 202
+            assert (await client.next("notification"))["data"] == note
+
+
+BAD_BODIES: list[tuple[bytes | dict[str, Any], int, str, str]] = [
+    (b"{nope", 400, "invalid_json", "The body is not valid JSON"),
+    (b"[1, 2]", 400, "invalid_message", "The body must be a JSON object"),
+    ({"channel": "alerts"}, 400, "invalid_message", "Field 'data' is required"),
+    ({"data": ALERT}, 400, "invalid_message", "Field 'channel' is required"),
+    (
+        {"channel": "alerts", "data": ALERT, "extra": 1},
+        400,
+        "invalid_message",
+        "Unknown field 'extra'",
+    ),
+    ({"channel": 5, "data": ALERT}, 400, "invalid_message", "Field 'channel' must be a string"),
+    (
+        {"channel": "invalid_channel", "data": ALERT},
+        400,
+        "unknown_channel",
+        "Unknown channel: invalid_channel",
+    ),
+    ({"channel": "alerts", "data": [1]}, 400, "invalid_message", "Field 'data' must be an object"),
+    (
+        {"channel": "alerts", "data": {**ALERT, "severity": "apocalyptic"}},
+        400,
+        "invalid_message",
+        "In 'data': ",
+    ),
+    (
+        {"channel": "alerts", "data": {**ALERT, "symbol": "aapl"}},
+        400,
+        "invalid_symbol",
+        "In 'data': ",
+    ),
+    (
+        {"channel": "alerts", "data": {**ALERT, "colour": "red"}},
+        400,
+        "invalid_message",
+        "In 'data': ",
+    ),
+    (
+        {"channel": "alerts", "data": {k: v for k, v in ALERT.items() if k != "id"}},
+        400,
+        "invalid_message",
+        "In 'data': ",
+    ),
+    (
+        {
+            "channel": "signals",
+            "data": {"symbol": "A", "action": "buy", "confidence": 1.5, "reasoning": "x"},
+        },
+        400,
+        "invalid_message",
+        "In 'data': ",
+    ),
+    (
+        {"channel": "alerts", "data": ALERT, "to": "bad id"},
+        400,
+        "invalid_message",
+        "Field 'to' must be a client id",
+    ),
+    (
+        {"channel": "alerts", "data": ALERT, "to": None},
+        400,
+        "invalid_message",
+        "Field 'to' must be a client id",
+    ),
+    (
+        {
+            "channel": "prices",
+            "data": {"price": 1, "change": 0, "change_pct": 0, "volume": 0, "bid": 1, "ask": 1},
+        },
+        403,
+        "forbidden",
+        "Prices cannot be published through the API",
+    ),
+]
+
+
+async def test_bad_bodies_are_refused_with_protocol_codes_and_nothing_is_published(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        for body, status, code, text in BAD_BODIES:
+            got_status, headers, got = await post(server, body)
+            assert (got_status, got["code"]) == (status, code), body
+            assert got["error"].startswith(text), (body, got)
+            assert set(got) == {"error", "code"}
+            assert headers["content-type"] == "application/json"
+    assert server.hub.published == 0
+    assert server.publish_api.rejected == len(BAD_BODIES)
+
+
+async def test_keys_are_checked_and_never_logged(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    good = {"channel": "alerts", "data": ALERT}
+    with trio.fail_after(TIMEOUT):
+        status, headers, body = await post(server, good, key=None)
+        assert (status, body["code"]) == (401, "unauthorized")
+        assert headers["www-authenticate"].startswith("Bearer")
+        for key in ("wrong-key-0123456789abcdef", KEY + "x", KEY[:-1], KEY.upper()):
+            status, _, body = await post(server, good, key=key)
+            assert (status, body["code"]) == (401, "unauthorized"), key
+        status, _, body = await post(
+            server, good, key=None, headers=[("Authorization", f"Basic {KEY}")]
+        )
+        assert status == 401
+        # The key is checked before the body is even read.
+        status, _, body = await post(server, b"{nope", key="wrong-key-0123456789abcdef")
+        assert status == 401
+        assert (await post(server, good))[0] == 202
+    assert server.hub.published == 1
+    assert KEY not in caplog.text
+    assert "Refused publish from 127.0.0.1" in caplog.text
+    assert KEY not in repr(server.config)
+
+
+async def test_without_a_key_the_api_is_off(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        status, _, body = await post(server, {"channel": "alerts", "data": ALERT})
+        assert (status, body["code"]) == (403, "forbidden")
+        assert "--api-key" in body["error"]
+    assert server.hub.published == 0
+
+
+async def test_only_post(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        status, headers, body = await post(server, b"", method="GET")
+        assert (status, headers["allow"], body["code"]) == (405, "POST", "invalid_message")
+
+
+async def test_body_size_is_bounded(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False, publish_max_body=1024)
+    padded = {"channel": "alerts", "data": {**ALERT, "message": "x" * 800}}
+    with trio.fail_after(TIMEOUT):
+        assert (await post(server, padded))[0] == 202  # just under
+        too_big = {"channel": "alerts", "data": {**ALERT, "message": "x" * 1100}}
+        status, _, body = await post(server, too_big)
+        assert (status, body["code"]) == (413, "too_large")
+        assert body["error"] == "The body is larger than 1024 bytes"
+    assert server.hub.published == 1
+
+
+async def test_a_full_bus_answers_503_after_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A real bus of one slot that no hub drains, filled: the publish can only wait.
+    bus = InProcessBus(1)
+    note = NotificationData(id="x", message="fill", type=NotificationType.INFO)
+    await bus.publish(Channel.NOTIFICATIONS, note)
+    api = PublishAPI(bus, api_key=KEY, max_body=1024, timeout=2.0)
+    body = json.dumps({"channel": "alerts", "data": ALERT}).encode()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/publish",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
+        "client": ("127.0.0.1", 5000),
+    }
+    start = trio.current_time()
+    await api(scope, receive, send)
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"1") in sent[0]["headers"]
+    answer = json.loads(sent[1]["body"])
+    assert answer["code"] == "unavailable"
+    assert "stayed full for 2s" in answer["error"]
+    assert api.accepted == 0
+    assert bus._receive.statistics().current_buffer_used == 1  # only the filler
