@@ -47,14 +47,14 @@ export class Gateway {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Start `realtime serve` (plus the dashboard wiring, see e2e/gateway.py); resolves when /health is 200. */
+  /** Start `realtime serve`, which serves the built dashboard at `/`; resolves when /health is 200. */
   async start(): Promise<void> {
     if (!existsSync(join(WEB_ROOT, 'dist/index.html'))) {
       throw new Error('web/dist is not built: run `make web-install` (or `npm run build` in web/)');
     }
     const child = spawn(
       PYTHON,
-      [join(WEB_ROOT, 'e2e/gateway.py'), '--port', String(this.port), '--tick-rate', '5', '--seed', '7'],
+      ['-m', 'realtime', 'serve', '--port', String(this.port), '--tick-rate', '5', '--seed', '7'],
       {
         cwd: REPO_ROOT,
         env: { ...process.env, REALTIME_API_KEY: API_KEY },
