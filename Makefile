@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint pytest bench bench-quick conformance clean
+.PHONY: install run test lint pytest conformance clean
 
 install: $(STAMP) web-install
 
@@ -25,20 +25,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: install
+# bench-peers: the harness's smoke test runs every reference server.
+pytest: install bench-peers
 	$(BIN)/pytest
 
 test: lint pytest web-test web-e2e
 
-bench: install
-	$(BIN)/python -m bench.micro_protocol
-	$(BIN)/python -m bench.quick
-
-bench-quick: install
-	$(BIN)/python -m bench.quick --clients 200 --seconds 5
-
 # The browser side: web-install, web-test, web-e2e-deps, web-e2e.
 include web/web.mk
+# Benchmarks against the reference servers: bench, bench-quick, bench-peers.
+include bench/bench.mk
 
 URL ?= ws://127.0.0.1:8000
 conformance: install
