@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+import trio
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -82,10 +83,31 @@ class GatewayCollector(Collector):
             "Frames pending in the fullest outbox",
             value=stats.outbox_max_depth,
         )
+        yield GaugeMetricFamily(
+            "realtime_trio_tasks", "Trio tasks alive in the server", value=_count_tasks()
+        )
+
+
+def _count_tasks() -> int:
+    """Walk the task tree from the root (scrape time only: it costs a visit per task)."""
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:  # collected outside a Trio run (a test calling collect())
+        return 0
+    count, stack = 0, [root]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
 
 
 def make_registry(hub: Hub, sessions: Sessions) -> CollectorRegistry:
     """A registry of the gateway's own metrics (not the process-global default)."""
     registry = CollectorRegistry()
     registry.register(GatewayCollector(hub, sessions))
+    ProcessCollector(registry=registry)  # RSS, CPU seconds, open file descriptors
     return registry

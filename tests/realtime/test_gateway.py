@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -317,6 +318,9 @@ async def test_http_routes_on_the_same_port(nursery: trio.Nursery) -> None:
     assert "realtime_connections 1.0" in metrics
     assert 'realtime_channel_subscriptions{channel="prices"} 1.0' in metrics
     assert "realtime_messages_sent_total" in metrics
+    tasks = float(re.search(r"^realtime_trio_tasks (\S+)$", metrics, re.MULTILINE)[1])  # type: ignore[index]
+    assert "process_resident_memory_bytes" in metrics
+    assert tasks >= 4  # at least: the hub, the watchdog, the listener, the watcher's writer
     assert responses[3][1]["content-type"].startswith("text/html")
 
 
