@@ -18,8 +18,10 @@ from ._alerts import (
     AlertFeed,
     AlertRule,
     AlertType,
+    RuleError,
     demo_rules,
     load_rules,
+    parse_rule,
 )
 from ._market import WELL_KNOWN, Market, SymbolSpec, symbol_spec, universe
 from ._portfolio import (
@@ -64,6 +66,7 @@ __all__ = [
     "Publisher",
     "RecordedQuote",
     "ReplayFeed",
+    "RuleError",
     "SignalAgent",
     "SignalFeed",
     "SymbolSpec",
@@ -72,6 +75,7 @@ __all__ = [
     "load_portfolio",
     "load_quotes",
     "load_rules",
+    "parse_rule",
     "run_price_feed",
     "symbol_spec",
     "universe",

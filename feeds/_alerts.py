@@ -39,9 +39,9 @@ import enum
 import math
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import attrs
 import trio
@@ -60,6 +60,7 @@ VOLUME_WINDOW: Final = 20
 VOLUME_MIN_SAMPLES: Final = 5
 
 _E = TypeVar("_E", bound=enum.StrEnum)
+_T = TypeVar("_T")
 
 _RULE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _SYMBOL_RE: Final = re.compile(SYMBOL_PATTERN)
@@ -83,31 +84,49 @@ DEFAULT_HYSTERESIS: Final[Mapping[AlertType, float]] = {
 }
 
 
-def _check_id(_: object, __: object, value: str) -> None:
+class RuleError(ValueError):
+    """A rule that cannot be built: a bad table, field or value.
+
+    ``field`` names the field at fault (``"symbol"``, ...), or is ``None`` when the
+    table as a whole is (not a table, an unknown field). The message names the field
+    too, for a person; ``field`` is for code that maps errors to codes (the HTTP API).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check_id(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not _RULE_ID_RE.fullmatch(value):
-        raise ValueError(f"rule id must be 1-64 of A-Z a-z 0-9 _ . : -, got {value!r}")
+        raise RuleError(
+            f"rule id must be 1-64 of A-Z a-z 0-9 _ . : -, got {value!r}", attribute.name
+        )
 
 
-def _check_symbol(_: object, __: object, value: str) -> None:
+def _check_symbol(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not _SYMBOL_RE.fullmatch(value):
-        raise ValueError(f"symbol must be a ticker matching {SYMBOL_PATTERN}, got {value!r}")
+        raise RuleError(
+            f"symbol must be a ticker matching {SYMBOL_PATTERN}, got {value!r}", attribute.name
+        )
 
 
-def _check_threshold(_: object, __: object, value: float) -> None:
+def _check_threshold(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if isinstance(value, bool) or not (isinstance(value, int | float) and 0 < value < math.inf):
-        raise ValueError(f"threshold must be a finite number above 0, got {value!r}")
+        raise RuleError(f"threshold must be a finite number above 0, got {value!r}", attribute.name)
 
 
-def _check_hysteresis(_: object, __: object, value: float | None) -> None:
+def _check_hysteresis(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < 1):
-        raise ValueError(f"hysteresis must be at least 0 and below 1, got {value!r}")
+        raise RuleError(f"hysteresis must be at least 0 and below 1, got {value!r}", attribute.name)
 
 
 @attrs.frozen(kw_only=True)
 class AlertRule:
-    """One condition on one symbol. Validated on construction (:exc:`ValueError`)."""
+    """One condition on one symbol. Validated on construction (:exc:`ValueError`; a
+    :exc:`RuleError` naming the field for a bad id, symbol, threshold or hysteresis)."""
 
     #: Unique among an engine's rules; alerts it fires have ids ``{id}-{n}``.
     id: str = attrs.field(validator=_check_id)
@@ -166,7 +185,16 @@ class AlertEngine:
 
     @property
     def rules(self) -> tuple[AlertRule, ...]:
+        """The rules, in the order they were added."""
         return tuple(state.rule for state in self._states.values())
+
+    def __len__(self) -> int:
+        """How many rules the engine holds (at most :data:`MAX_RULES`)."""
+        return len(self._states)
+
+    def __contains__(self, rule_id: object) -> bool:
+        """Whether the engine holds a rule with the id ``rule_id``."""
+        return rule_id in self._states
 
     def add_rule(self, rule: AlertRule) -> None:
         """Add ``rule``, replacing (and resetting) a rule with the same id.
@@ -312,24 +340,61 @@ def load_rules(path: Path) -> tuple[AlertRule, ...]:
     rules: list[AlertRule] = []
     seen: set[str] = set()
     for i, table in enumerate(tables):
-        fields = Fields(table, f"{path}: rules[{i}]")
-        fields.check_keys(_RULE_FIELDS)
-        try:
-            rule = AlertRule(
-                id=fields.string("id"),
-                symbol=fields.string("symbol"),
-                type=_choice(fields, "type", AlertType),
-                threshold=fields.number("threshold"),
-                severity=_choice(fields, "severity", Severity, Severity.WARNING),
-                hysteresis=fields.number("hysteresis") if fields.has("hysteresis") else None,
-            )
-        except ValueError as exc:
-            raise ValueError(f"{fields.where}: {exc}") from None
+        where = f"{path}: rules[{i}]"
+        rule = parse_rule(table, where)
         if rule.id in seen:
-            raise ValueError(f"{fields.where}: duplicate rule id {rule.id!r}")
+            raise ValueError(f"{where}: duplicate rule id {rule.id!r}")
         seen.add(rule.id)
         rules.append(rule)
     return tuple(rules)
+
+
+def parse_rule(table: object, where: str) -> AlertRule:
+    """The rule of one table: a ``[[rules]]`` entry of a rule file, or a decoded JSON
+    object (the HTTP API), so that both are validated alike and fail alike.
+
+    Raises :exc:`RuleError` whose message starts with ``where`` and names the field:
+    not a table, an unknown or missing field, a mistyped or out-of-range value, or a
+    null (JSON only: leaving an optional field out is how to get its default).
+    Checks nothing across rules (duplicate ids, the count, the price universe).
+    """
+    try:
+        fields = Fields(table, where)
+        fields.check_keys(_RULE_FIELDS)
+    except ValueError as exc:
+        raise RuleError(str(exc)) from None
+    for key in sorted(_RULE_FIELDS):
+        # Fields reads a null as absent and would call a required one "missing".
+        if fields.has(key) and fields.raw(key) is None:
+            raise RuleError(f"{where}.{key} must not be null", key)
+    rule_id = _read(fields, "id", fields.string)
+    symbol = _read(fields, "symbol", fields.string)
+    kind = _read(fields, "type", lambda key: _choice(fields, key, AlertType))
+    threshold = _read(fields, "threshold", fields.number)
+    severity = _read(
+        fields, "severity", lambda key: _choice(fields, key, Severity, Severity.WARNING)
+    )
+    hysteresis = _read(fields, "hysteresis", fields.number) if fields.has("hysteresis") else None
+    try:
+        return AlertRule(
+            id=rule_id,
+            symbol=symbol,
+            type=kind,
+            threshold=threshold,
+            severity=severity,
+            hysteresis=hysteresis,
+        )
+    except ValueError as exc:
+        field = exc.field if isinstance(exc, RuleError) else None
+        raise RuleError(f"{where}: {exc}", field) from None
+
+
+def _read(fields: Fields, key: str, read: Callable[[str], _T]) -> _T:
+    """``read(key)``, its :exc:`ValueError` (which names ``fields.where``) tagged with ``key``."""
+    try:
+        return read(key)
+    except ValueError as exc:
+        raise RuleError(str(exc), key) from None
 
 
 def _choice(fields: Fields, key: str, kind: type[_E], default: _E | None = None) -> _E:

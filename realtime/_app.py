@@ -1,11 +1,11 @@
 """The HTTP side: a plain ASGI app that hypercorn serves on the gateway's port.
 
-``GET /health``, ``GET /ws/stats``, ``GET /metrics``, ``POST /api/publish`` (its
-own handler, in ``_publish``), and the built dashboard for every other ``GET``
-(``_static``: ``/`` is its ``index.html``; unknown files are 404). 405 for a known
-path with another method, 426 for a ``/ws/`` request that is not an upgrade. No
-framework: a handful of routes do not earn one, and the app stays a thin view over
-the hub's statistics.
+``GET /health``, ``GET /ws/stats``, ``GET /metrics``, ``POST /api/publish`` and
+``/api/alert-rules[/ID]`` (their own handlers, in ``_publish`` and ``_rules_api``),
+and the built dashboard for every other ``GET`` (``_static``: ``/`` is its
+``index.html``; unknown files are 404). 405 for a known path with another method,
+426 for a ``/ws/`` request that is not an upgrade. No framework: a handful of routes
+do not earn one, and the app stays a thin view over the hub's statistics.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from ._hub import Hub
 from ._publish import PATH as PUBLISH_PATH
 from ._publish import PublishAPI
+from ._rules_api import AlertRulesAPI
 from ._session import Sessions
 from ._static import StaticFiles
 
@@ -38,11 +39,14 @@ class GatewayApp:
         *,
         version: str,
         publish: PublishAPI | None = None,
+        alert_rules: AlertRulesAPI | None = None,
         static: StaticFiles | None = None,
     ) -> None:
         self.hub = hub
         #: ``POST /api/publish``; ``None``: the route is 404.
         self.publish = publish
+        #: ``/api/alert-rules`` and ``/api/alert-rules/{id}``; ``None``: they are 404.
+        self.alert_rules = alert_rules
         self.sessions = sessions
         self.registry = registry
         self.version = version
@@ -59,6 +63,9 @@ class GatewayApp:
             return
         if scope["path"] == PUBLISH_PATH and self.publish is not None:
             await self.publish(scope, receive, send)
+            return
+        if self.alert_rules is not None and self.alert_rules.claims(scope["path"]):
+            await self.alert_rules(scope, receive, send)
             return
         route = self._routes.get(scope["path"])
         if (

@@ -24,6 +24,9 @@ Order of checks, and the answer to each failure (every error body is
 
 Keys are compared in constant time and never logged. Nothing is published unless
 the answer is 202.
+
+:class:`APIEndpoint`, the key, body and error handling of this handler, is shared
+with the other endpoints of the HTTP API (``_rules_api``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -52,6 +55,7 @@ logger = logging.getLogger("realtime.api")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = Sequence[tuple[bytes, bytes]]
 
 PATH: Final = "/api/publish"
 #: Codes of the HTTP API's own failures; body failures use :class:`protocol.ErrorCode`.
@@ -61,112 +65,112 @@ UNAVAILABLE: Final = "unavailable"
 
 _FIELDS: Final = ("channel", "data", "to")
 _CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
+#: Refusals worth a warning in the log: someone without the key, or misconfigured,
+#: or sending too much; not the everyday 4xx of a bad body.
+_LOGGED_REFUSALS: Final = frozenset({401, 403, 413, 503})
 
 
-class _Reject(Exception):
-    """An answer other than 202; raised inside the handler, turned into a response once."""
+class Reject(Exception):
+    """An error answer of an :class:`APIEndpoint`: raised anywhere inside a handler,
+    turned into the JSON body ``{"error": message, "code": code}`` once, with
+    ``headers`` added to the response."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: Headers = ()) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
-class PublishAPI:
-    """The ASGI handler of ``POST /api/publish`` (see the module doc).
+class APIEndpoint:
+    """The common half of the gateway's HTTP API handlers (ASGI): the API key, the
+    bounded body, JSON answers and the logging of refusals.
 
-    ``api_key`` ``None`` turns the endpoint off. ``max_body`` bounds the body in
-    bytes; ``timeout`` bounds, in seconds, the wait for room on a full bus.
+    A subclass implements :meth:`_handle` and calls, in this order,
+    :meth:`_check_method` (405), :meth:`_authenticate` (403 when ``api_key`` is
+    ``None``, i.e. the API is off; 401 for a missing or wrong key) and, if it takes a
+    body, :meth:`_read_body` (413 beyond ``max_body`` bytes): so the key is checked
+    before the body is read, and nothing else is learned without it. Keys are
+    compared in constant time and never logged.
     """
 
-    def __init__(
-        self, publisher: Publisher, *, api_key: str | None, max_body: int, timeout: float
-    ) -> None:
-        self._publisher = publisher
+    #: How a refusal is logged: ``[API] Refused {_action} from HOST: reason``.
+    _action = "request"
+    #: What the 403 of an API that is off calls it.
+    _api_name = "The HTTP API"
+
+    def __init__(self, *, api_key: str | None, max_body: int) -> None:
         self._key = api_key.encode("utf-8") if api_key else None
         self._max_body = max_body
-        self._timeout = timeout
-        #: Events accepted, and requests refused, since start.
-        self.accepted = 0
+        #: Requests refused since start.
         self.rejected = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body = await self._handle(scope, receive)
-        except _Reject as reject:
+            status, body, headers = await self._handle(scope, receive)
+        except Reject as reject:
             self.rejected += 1
-            status = reject.status
+            status, headers = reject.status, reject.headers
             body = {"error": reject.message, "code": reject.code}
-            if status == 405:
-                extra.append((b"allow", b"POST"))
-            elif status == 401:
-                extra.append((b"www-authenticate", b'Bearer realm="realtime"'))
-            elif status == 503:
-                extra.append((b"retry-after", b"1"))
-            if status in (401, 403, 413, 503):
-                logger.warning("[API] Refused publish from %s: %s", _peer(scope), reject.message)
-        payload = orjson.dumps(body)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(payload)),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+            if status in _LOGGED_REFUSALS:
+                logger.warning(
+                    "[API] Refused %s from %s: %s", self._action, peer(scope), reject.message
+                )
+        # No body (204): no Content-Length either, which a 204 must not carry.
+        payload = b"" if body is None else orjson.dumps(body)
+        start: list[tuple[bytes, bytes]] = []
+        if body is not None:
+            start += [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(payload)),
+            ]
+        start += headers
+        await send({"type": "http.response.start", "status": status, "headers": start})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        if scope["method"] != "POST":
-            raise _Reject(405, ErrorCode.INVALID_MESSAGE, "Use POST to publish")
-        if self._key is None:
-            raise _Reject(
-                403,
-                ErrorCode.FORBIDDEN,
-                "The publish API is off: start the gateway with --api-key "
-                "(or REALTIME_API_KEY) to turn it on",
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, object, Headers]:
+        """The status, the JSON body (``None``: no body) and extra headers of a
+        successful answer; raises :exc:`Reject` for any other."""
+        raise NotImplementedError
+
+    def _check_method(self, scope: Scope, allowed: Sequence[str], hint: str) -> None:
+        """405 (with ``Allow``) unless the request's method is one of ``allowed``."""
+        if scope["method"] not in allowed:
+            raise Reject(
+                405,
+                ErrorCode.INVALID_MESSAGE,
+                hint,
+                headers=[(b"allow", ", ".join(allowed).encode())],
             )
-        self._authenticate(scope)
-        raw = await self._read_body(scope, receive)
-        channel, data, to = _parse(raw)
-        with trio.move_on_after(self._timeout) as waited:
-            await self._publisher.publish(channel, data, to=to)
-        if waited.cancelled_caught:
-            raise _Reject(
-                503,
-                UNAVAILABLE,
-                f"The gateway's bus stayed full for {self._timeout:g}s; nothing was "
-                "published: retry later",
-            )
-        self.accepted += 1
-        logger.info(
-            "[API] Published %s from %s to %s",
-            channel,
-            _peer(scope),
-            "every subscriber" if to is None else to,
-        )
-        body: dict[str, Any] = {"status": "accepted", "channel": str(channel)}
-        if to is not None:
-            body["to"] = to
-        return 202, body
 
     def _authenticate(self, scope: Scope) -> None:
+        """403 if the API is off, 401 unless ``Authorization: Bearer <the key>``."""
+        if self._key is None:
+            raise Reject(
+                403,
+                ErrorCode.FORBIDDEN,
+                f"{self._api_name} is off: start the gateway with --api-key "
+                "(or REALTIME_API_KEY) to turn it on",
+            )
         values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
         scheme, _, token = (values[0] if len(values) == 1 else b"").partition(b" ")
-        assert self._key is not None
         # compare_digest runs in time independent of where the strings differ.
         if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)):
-            raise _Reject(
+            raise Reject(
                 401,
                 UNAUTHORIZED,
                 "Send the gateway's API key as 'Authorization: Bearer <key>'"
                 if not values
                 else "Wrong API key, or not sent as 'Authorization: Bearer <key>'",
+                headers=[(b"www-authenticate", b'Bearer realm="realtime"')],
             )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body; 413 as soon as it is known to exceed ``max_body`` (from
+        ``Content-Length``, or while reading), 400 if the client goes away mid-body."""
         limit = self._max_body
-        too_large = _Reject(413, TOO_LARGE, f"The body is larger than {limit} bytes")
+        too_large = Reject(413, TOO_LARGE, f"The body is larger than {limit} bytes")
         for name, value in scope["headers"]:
             if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
                 raise too_large
@@ -175,7 +179,7 @@ class PublishAPI:
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                raise _Reject(400, ErrorCode.INVALID_MESSAGE, "The request body was cut off")
+                raise Reject(400, ErrorCode.INVALID_MESSAGE, "The request body was cut off")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -185,33 +189,86 @@ class PublishAPI:
                 return b"".join(chunks)
 
 
-def _parse(raw: bytes) -> tuple[Channel, Any, str | None]:
-    """The channel, validated payload and target of a publish body; raises _Reject."""
+class PublishAPI(APIEndpoint):
+    """The ASGI handler of ``POST /api/publish`` (see the module doc).
+
+    ``api_key`` ``None`` turns the endpoint off. ``max_body`` bounds the body in
+    bytes; ``timeout`` bounds, in seconds, the wait for room on a full bus.
+    """
+
+    _action = "publish"
+    _api_name = "The publish API"
+
+    def __init__(
+        self, publisher: Publisher, *, api_key: str | None, max_body: int, timeout: float
+    ) -> None:
+        super().__init__(api_key=api_key, max_body=max_body)
+        self._publisher = publisher
+        self._timeout = timeout
+        #: Events accepted since start.
+        self.accepted = 0
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, object, Headers]:
+        self._check_method(scope, ("POST",), "Use POST to publish")
+        self._authenticate(scope)
+        raw = await self._read_body(scope, receive)
+        channel, data, to = _parse(raw)
+        with trio.move_on_after(self._timeout) as waited:
+            await self._publisher.publish(channel, data, to=to)
+        if waited.cancelled_caught:
+            raise Reject(
+                503,
+                UNAVAILABLE,
+                f"The gateway's bus stayed full for {self._timeout:g}s; nothing was "
+                "published: retry later",
+                headers=[(b"retry-after", b"1")],
+            )
+        self.accepted += 1
+        logger.info(
+            "[API] Published %s from %s to %s",
+            channel,
+            peer(scope),
+            "every subscriber" if to is None else to,
+        )
+        body: dict[str, Any] = {"status": "accepted", "channel": str(channel)}
+        if to is not None:
+            body["to"] = to
+        return 202, body, ()
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object ``raw`` holds; 400 ``invalid_json`` or ``invalid_message`` if none."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _Reject(400, ErrorCode.INVALID_JSON, f"The body is not valid JSON: {exc}") from None
+        raise Reject(400, ErrorCode.INVALID_JSON, f"The body is not valid JSON: {exc}") from None
     if type(body) is not dict:
-        raise _Reject(400, ErrorCode.INVALID_MESSAGE, "The body must be a JSON object")
+        raise Reject(400, ErrorCode.INVALID_MESSAGE, "The body must be a JSON object")
+    return body
+
+
+def _parse(raw: bytes) -> tuple[Channel, Any, str | None]:
+    """The channel, validated payload and target of a publish body; raises Reject."""
+    body = json_object(raw)
     for key in body:
         if key not in _FIELDS:
-            raise _Reject(
+            raise Reject(
                 400,
                 ErrorCode.INVALID_MESSAGE,
                 f"Unknown field {key!r}: a publish body has channel, data and optionally to",
             )
     for key in ("channel", "data"):
         if key not in body:
-            raise _Reject(400, ErrorCode.INVALID_MESSAGE, f"Field {key!r} is required")
+            raise Reject(400, ErrorCode.INVALID_MESSAGE, f"Field {key!r} is required")
     name = body["channel"]
     if not isinstance(name, str):
-        raise _Reject(400, ErrorCode.INVALID_MESSAGE, "Field 'channel' must be a string")
+        raise Reject(400, ErrorCode.INVALID_MESSAGE, "Field 'channel' must be a string")
     try:
         channel = Channel(name)
     except ValueError:
-        raise _Reject(400, ErrorCode.UNKNOWN_CHANNEL, f"Unknown channel: {name}") from None
+        raise Reject(400, ErrorCode.UNKNOWN_CHANNEL, f"Unknown channel: {name}") from None
     if channel is Channel.PRICES:
-        raise _Reject(
+        raise Reject(
             403,
             ErrorCode.FORBIDDEN,
             "Prices cannot be published through the API: they come from the gateway's "
@@ -219,20 +276,21 @@ def _parse(raw: bytes) -> tuple[Channel, Any, str | None]:
         )
     to = body.get("to")
     if "to" in body and not (isinstance(to, str) and _CLIENT_ID_RE.fullmatch(to)):
-        raise _Reject(
+        raise Reject(
             400,
             ErrorCode.INVALID_MESSAGE,
             "Field 'to' must be a client id: 1-64 of A-Z a-z 0-9 _ . : -",
         )
     if type(body["data"]) is not dict:
-        raise _Reject(400, ErrorCode.INVALID_MESSAGE, "Field 'data' must be an object")
+        raise Reject(400, ErrorCode.INVALID_MESSAGE, "Field 'data' must be an object")
     try:
         data = structure_strict(body["data"], CHANNEL_EVENTS[channel][1])
     except RemoteProtocolError as exc:
-        raise _Reject(400, exc.code, f"In 'data': {exc.message}") from None
+        raise Reject(400, exc.code, f"In 'data': {exc.message}") from None
     return channel, data, to
 
 
-def _peer(scope: Scope) -> str:
+def peer(scope: Scope) -> str:
+    """The client's address, for logs."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"

@@ -49,6 +49,7 @@ from ._listener import Listener
 from ._listener import serve as listen
 from ._metrics import make_registry
 from ._publish import PublishAPI
+from ._rules_api import AlertRulesAPI
 from ._session import Sessions
 from ._supervisor import supervise
 from ._websocket import DEFAULT_CLOSE_TIMEOUT
@@ -153,6 +154,8 @@ class Server:
     price_feed: PriceFeed
     feeds: Feeds
     publish_api: PublishAPI
+    #: ``/api/alert-rules``: edits ``feeds.alerts.engine``, the engine the alert feed runs.
+    alert_rules_api: AlertRulesAPI
     _shutdown: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -199,8 +202,21 @@ async def serve(
         max_body=config.publish_max_body,
         timeout=config.publish_timeout,
     )
+    # The feed's own engine, which outlives the feed's restarts: rules added over HTTP
+    # are evaluated from the next tick on and survive a crash of the feed.
+    alert_rules_api = AlertRulesAPI(
+        feeds.alerts.engine,
+        feeds.symbols,
+        api_key=config.api_key,
+        max_body=config.publish_max_body,
+    )
     app = GatewayApp(
-        hub, sessions, make_registry(hub, sessions), version=__version__, publish=publish_api
+        hub,
+        sessions,
+        make_registry(hub, sessions),
+        version=__version__,
+        publish=publish_api,
+        alert_rules=alert_rules_api,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run, hub)
@@ -220,7 +236,17 @@ async def serve(
                 ssl_context=_ssl_context(config),
             )
         )
-        server = Server(config, hub, bus, sessions, listener, feeds.price_feed, feeds, publish_api)
+        server = Server(
+            config,
+            hub,
+            bus,
+            sessions,
+            listener,
+            feeds.price_feed,
+            feeds,
+            publish_api,
+            alert_rules_api,
+        )
         task_status.started(server)
         await server._shutdown.wait()
         await _drain(server)

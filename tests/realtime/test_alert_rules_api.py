@@ -1,0 +1,454 @@
+"""/api/alert-rules end to end: over real sockets, into the real gateway's alert engine,
+and out to a subscribed client as alert_triggered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h11
+import pytest
+import trio
+
+from feeds import MAX_RULES, AlertRule, load_rules
+from protocol import PriceData
+from realtime import Server
+
+from .helpers import TIMEOUT, Client, connect, start_gateway
+
+KEY = "test-key-0123456789abcdef"
+RULES = "/api/alert-rules"
+RULE = {
+    "id": "ext-aapl-185",
+    "symbol": "AAPL",
+    "type": "price_above",
+    "threshold": 185.0,
+    "severity": "critical",
+}
+
+
+async def call(
+    server: Server,
+    method: str,
+    target: str = RULES,
+    body: bytes | dict[str, Any] | None = None,
+    *,
+    key: str | None = KEY,
+) -> tuple[int, dict[str, str], Any]:
+    """One request on its own connection; the status, headers and JSON body (None: none)."""
+    raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(raw)))]
+    if key is not None:
+        headers.append(("Authorization", f"Bearer {key}"))
+    connection = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        data = connection.send(h11.Request(method=method, target=target, headers=headers))
+        data += connection.send(h11.Data(data=raw)) if raw else b""
+        data += connection.send(h11.EndOfMessage())
+        await stream.send_all(data)
+        status, response_headers, content = 0, {}, b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(await stream.receive_some())
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                content += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    return status, response_headers, json.loads(content) if content else None
+
+
+async def rule_ids(server: Server) -> list[str]:
+    status, _, body = await call(server, "GET")
+    assert status == 200
+    return [rule["id"] for rule in body["rules"]]
+
+
+async def test_list_add_delete(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    engine = server.feeds.alerts.engine
+    demo = [rule.id for rule in engine.rules]
+    with trio.fail_after(TIMEOUT):
+        status, headers, body = await call(server, "GET")
+        assert (status, headers["content-type"]) == (200, "application/json")
+        assert [rule["id"] for rule in body["rules"]] == demo
+        # The demo rules read as a rule file's entries: no hysteresis unless set.
+        assert set(body["rules"][0]) == {"id", "symbol", "type", "threshold", "severity"}
+
+        status, headers, body = await call(server, "POST", body=RULE)
+        assert (status, body) == (201, RULE)
+        assert headers["location"] == f"{RULES}/ext-aapl-185"
+        # Only what is required; the defaults come back filled in.
+        minimal = {"id": "m:1", "symbol": "MSFT", "type": "percent_move", "threshold": 2}
+        status, _, body = await call(server, "POST", body={**minimal, "hysteresis": 0})
+        assert status == 201
+        assert body == {**minimal, "threshold": 2.0, "severity": "warning", "hysteresis": 0.0}
+        assert await rule_ids(server) == [*demo, "ext-aapl-185", "m:1"]
+        assert engine.rules[-2] == AlertRule(
+            id="ext-aapl-185", symbol="AAPL", type="price_above", threshold=185, severity="critical"
+        )
+
+        status, headers, body = await call(server, "DELETE", f"{RULES}/ext-aapl-185")
+        assert (status, body) == (204, None)
+        assert "content-length" not in headers  # a 204 carries no body, nor its length
+        assert "ext-aapl-185" not in engine
+        status, _, body = await call(server, "DELETE", f"{RULES}/ext-aapl-185")
+        assert (status, body["code"]) == (404, "not_found")
+        assert body["error"] == "No alert rule has the id 'ext-aapl-185'"
+        status, _, body = await call(server, "DELETE", f"{RULES}/{'x' * 300}")
+        assert (status, body["code"]) == (404, "not_found")
+        assert len(body["error"]) < 120  # a long path is not echoed whole
+        # A demo rule (from the file, or built in) is deleted alike.
+        assert (await call(server, "DELETE", f"{RULES}/{demo[0]}"))[0] == 204
+        assert await rule_ids(server) == [*demo[1:], "m:1"]
+    assert (server.alert_rules_api.added, server.alert_rules_api.removed) == (2, 2)
+
+
+async def test_a_duplicate_id_is_a_conflict(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        assert (await call(server, "POST", body=RULE))[0] == 201
+        status, _, body = await call(server, "POST", body={**RULE, "threshold": 1})
+        assert (status, body["code"]) == (409, "conflict")
+        assert body["error"] == (
+            "An alert rule with id 'ext-aapl-185' exists: delete it first to replace it"
+        )
+        # A demo rule's id is taken too; the stored rule is untouched.
+        demo = server.feeds.alerts.engine.rules[0]
+        status, _, body = await call(server, "POST", body={**RULE, "id": demo.id})
+        assert (status, body["code"]) == (409, "conflict")
+        assert server.feeds.alerts.engine.rules[0] is demo
+    assert [r.threshold for r in server.feeds.alerts.engine.rules if r.id == RULE["id"]] == [185]
+
+
+def _without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in RULE.items() if k != key}
+
+
+#: (body, code, the error sentence exactly).
+BAD_BODIES: list[tuple[bytes | dict[str, Any], str, str]] = [
+    (b"{nope", "invalid_json", "The body is not valid JSON: "),
+    (b"", "invalid_json", "The body is not valid JSON: "),
+    (b"[1, 2]", "invalid_message", "The body must be a JSON object"),
+    (b'"rule"', "invalid_message", "The body must be a JSON object"),
+    (_without("id"), "invalid_message", "rule: missing field 'id'"),
+    (_without("symbol"), "invalid_message", "rule: missing field 'symbol'"),
+    (_without("type"), "invalid_message", "rule: missing field 'type'"),
+    (_without("threshold"), "invalid_message", "rule: missing field 'threshold'"),
+    (
+        {**RULE, "colour": "red"},
+        "invalid_message",
+        "rule: unknown field 'colour' (allowed: hysteresis, id, severity, symbol, threshold, type)",
+    ),
+    ({**RULE, "id": 7}, "invalid_message", "rule.id must be a string, got 7"),
+    (
+        {**RULE, "id": "has space"},
+        "invalid_message",
+        "rule: rule id must be 1-64 of A-Z a-z 0-9 _ . : -, got 'has space'",
+    ),
+    (
+        {**RULE, "id": "x" * 65},
+        "invalid_message",
+        f"rule: rule id must be 1-64 of A-Z a-z 0-9 _ . : -, got '{'x' * 65}'",
+    ),
+    ({**RULE, "id": None}, "invalid_message", "rule.id must not be null"),
+    ({**RULE, "symbol": 5}, "invalid_message", "rule.symbol must be a string, got 5"),
+    (
+        {**RULE, "symbol": "aapl"},
+        "invalid_symbol",
+        "rule: symbol must be a ticker matching ^[A-Z][A-Z0-9.\\-]{0,9}$, got 'aapl'",
+    ),
+    (
+        {**RULE, "type": "sideways"},
+        "invalid_message",
+        "rule.type must be one of price_above, price_below, percent_move, volume_spike, "
+        "got 'sideways'",
+    ),
+    ({**RULE, "threshold": "185"}, "invalid_message", "rule.threshold must be a number, got '185'"),
+    ({**RULE, "threshold": True}, "invalid_message", "rule.threshold must be a number, got True"),
+    (
+        {**RULE, "threshold": 0},
+        "invalid_message",
+        "rule: threshold must be a finite number above 0, got 0.0",
+    ),
+    (
+        {**RULE, "threshold": -3},
+        "invalid_message",
+        "rule: threshold must be a finite number above 0, got -3.0",
+    ),
+    (
+        {**RULE, "severity": "apocalyptic"},
+        "invalid_message",
+        "rule.severity must be one of info, warning, critical, got 'apocalyptic'",
+    ),
+    ({**RULE, "severity": None}, "invalid_message", "rule.severity must not be null"),
+    (
+        {**RULE, "hysteresis": 1},
+        "invalid_message",
+        "rule: hysteresis must be at least 0 and below 1, got 1.0",
+    ),
+    (
+        {**RULE, "hysteresis": -0.1},
+        "invalid_message",
+        "rule: hysteresis must be at least 0 and below 1, got -0.1",
+    ),
+    ({**RULE, "hysteresis": None}, "invalid_message", "rule.hysteresis must not be null"),
+    (
+        {**RULE, "symbol": "ZZZZ"},
+        "unknown_symbol",
+        "rule.symbol: ZZZZ is not a symbol of the price feed (",
+    ),
+]
+
+
+async def test_bad_bodies_are_refused_naming_the_field_and_change_nothing(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    before = server.feeds.alerts.engine.rules
+    with trio.fail_after(TIMEOUT):
+        for body, code, text in BAD_BODIES:
+            status, headers, got = await call(server, "POST", body=body)
+            assert (status, got["code"]) == (400, code), (body, got)
+            if text.endswith((": ", "(")):
+                assert got["error"].startswith(text), (body, got)
+            else:
+                assert got["error"] == text, (body, got)
+            assert set(got) == {"error", "code"}
+            assert headers["content-type"] == "application/json"
+    assert server.feeds.alerts.engine.rules == before
+    assert server.alert_rules_api.rejected == len(BAD_BODIES)
+
+
+#: The bad bodies a rule file can hold too (TOML has no null; the universe is checked apart).
+FILE_EXPRESSIBLE = [
+    (body, error)
+    for body, code, error in BAD_BODIES
+    if isinstance(body, dict) and None not in body.values() and code != "unknown_symbol"
+]
+
+
+@pytest.mark.parametrize(("body", "error"), FILE_EXPRESSIBLE)
+def test_the_api_and_rule_files_refuse_alike(
+    tmp_path: Path, body: dict[str, Any], error: str
+) -> None:
+    # A JSON string, number or boolean is written the same in TOML.
+    entries = "".join(f"{key} = {json.dumps(value)}\n" for key, value in body.items())
+    path = tmp_path / "alerts.toml"
+    path.write_text(f"[[rules]]\n{entries}")
+    with pytest.raises(ValueError, match=r"rules\[0\]") as refused:
+        load_rules(path)
+    assert str(refused.value).replace(f"{path}: rules[0]", "rule") == error
+
+
+async def test_unknown_symbol_lists_the_universe(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False, symbols=3)
+    with trio.fail_after(TIMEOUT):
+        status, _, body = await call(server, "POST", body={**RULE, "symbol": "ZZZZ"})
+    universe = ", ".join(sorted(server.feeds.symbols))
+    assert (status, body["code"]) == (400, "unknown_symbol")
+    assert body["error"] == f"rule.symbol: ZZZZ is not a symbol of the price feed ({universe})"
+
+
+async def test_the_rule_count_is_bounded(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    engine = server.feeds.alerts.engine
+    # Filled in process: ten thousand requests would only make the test slow.
+    for n in range(MAX_RULES - 1 - len(engine)):
+        engine.add_rule(AlertRule(id=f"fill-{n}", symbol="AAPL", type="price_above", threshold=1))
+    with trio.fail_after(TIMEOUT):
+        assert (await call(server, "POST", body=RULE))[0] == 201  # the last one that fits
+        assert len(engine) == MAX_RULES
+        status, _, body = await call(server, "POST", body={**RULE, "id": "one-more"})
+        assert (status, body["code"]) == (409, "too_many_rules")
+        assert body["error"] == (
+            f"The gateway holds {MAX_RULES} alert rules, the most it takes: "
+            "delete one to add another"
+        )
+        assert (await call(server, "DELETE", f"{RULES}/fill-0"))[0] == 204
+        assert (await call(server, "POST", body={**RULE, "id": "one-more"}))[0] == 201
+    assert len(engine) == MAX_RULES
+
+
+async def test_the_body_is_bounded(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False, publish_max_body=1024)
+    with trio.fail_after(TIMEOUT):
+        padded = json.dumps(RULE).encode().ljust(1024)  # JSON allows trailing whitespace
+        assert (await call(server, "POST", body=padded))[0] == 201  # just at the limit
+        status, _, body = await call(server, "POST", body=padded.replace(b"ext", b"big") + b" ")
+        assert (status, body) == (
+            413,
+            {"error": "The body is larger than 1024 bytes", "code": "too_large"},
+        )
+    assert "big-aapl-185" not in server.feeds.alerts.engine
+
+
+async def test_keys_are_checked_first_and_never_logged(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    requests: list[tuple[str, str, bytes | dict[str, Any] | None]] = [
+        ("GET", RULES, None),
+        ("POST", RULES, RULE),
+        ("POST", RULES, b"{nope"),  # the key is checked before the body is read
+        ("DELETE", f"{RULES}/aapl-above", None),  # exists: a wrong key deletes nothing
+        ("DELETE", f"{RULES}/no-such-rule", None),  # and learns nothing about ids
+    ]
+    with trio.fail_after(TIMEOUT):
+        for key in (None, "wrong-key-0123456789abcdef", KEY[:-1], KEY + "x", KEY.upper()):
+            for method, target, body in requests:
+                status, headers, got = await call(server, method, target, body, key=key)
+                assert (status, got["code"]) == (401, "unauthorized"), (key, method, target)
+                assert headers["www-authenticate"].startswith("Bearer")
+    assert "aapl-above" in server.feeds.alerts.engine
+    assert "ext-aapl-185" not in server.feeds.alerts.engine
+    assert KEY not in caplog.text
+    assert "Refused alert-rules request from 127.0.0.1" in caplog.text
+
+
+async def test_without_a_key_the_api_is_off(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, feeds=False)
+    before = server.feeds.alerts.engine.rules
+    with trio.fail_after(TIMEOUT):
+        for method, target, body in [
+            ("GET", RULES, None),
+            ("POST", RULES, RULE),
+            ("DELETE", f"{RULES}/aapl-above", None),
+        ]:
+            status, _, got = await call(server, method, target, body, key=KEY)
+            assert (status, got["code"]) == (403, "forbidden")
+            assert got["error"] == (
+                "The alert rules API is off: start the gateway with --api-key "
+                "(or REALTIME_API_KEY) to turn it on"
+            )
+    assert server.feeds.alerts.engine.rules == before
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "allow"),
+    [
+        ("PUT", RULES, "GET, POST"),
+        ("DELETE", RULES, "GET, POST"),
+        ("PATCH", RULES, "GET, POST"),
+        ("GET", f"{RULES}/aapl-above", "DELETE"),
+        ("POST", f"{RULES}/aapl-above", "DELETE"),
+        ("PUT", f"{RULES}/aapl-above", "DELETE"),
+    ],
+)
+async def test_other_methods_are_405(
+    nursery: trio.Nursery, method: str, target: str, allow: str
+) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        status, headers, body = await call(server, method, target, RULE)
+    assert (status, headers["allow"], body["code"]) == (405, allow, "invalid_message")
+    assert "aapl-above" in server.feeds.alerts.engine
+
+
+async def test_a_path_beside_the_api_is_not_found(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False)
+    with trio.fail_after(TIMEOUT):
+        status, _, _ = await call(server, "GET", "/api/alert-rulesx")
+    assert status == 404
+
+
+# --- end to end: rules added over HTTP drive the live alert feed ---------------------------
+
+SYMBOL = "MSFT"
+
+
+async def current_price(client: Client) -> float:
+    await client.request(
+        {"type": "subscribe", "channel": "prices", "symbols": [SYMBOL]}, "subscribed"
+    )
+    price: float = (await client.next("price_update"))["data"]["price"]
+    await client.request(
+        {"type": "unsubscribe", "channel": "prices", "symbols": [SYMBOL]}, "unsubscribed"
+    )
+    return price
+
+
+def straddle(price: float, prefix: str) -> list[dict[str, Any]]:
+    """Two rules a cent either side of ``price`` with no hysteresis: the simulated walk
+    (some cents a tick) crosses one of them within a few ticks, and again and again."""
+    common = {"symbol": SYMBOL, "severity": "info", "hysteresis": 0}
+    return [
+        {**common, "id": f"{prefix}-up", "type": "price_above", "threshold": price + 0.01},
+        {**common, "id": f"{prefix}-down", "type": "price_below", "threshold": price - 0.01},
+    ]
+
+
+async def next_alert_of(client: Client, prefix: str) -> dict[str, Any]:
+    """The next alert_triggered of a rule whose id starts with ``prefix`` (the demo
+    rules fire too)."""
+    while True:
+        message = await client.next("alert_triggered")
+        if message["data"]["id"].startswith(prefix):
+            return message
+
+
+async def test_a_rule_added_over_http_fires_to_a_subscriber(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, tick_rate=20, api_key=KEY)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server, "watcher") as client:
+            await client.request({"type": "subscribe", "channel": "alerts"}, "subscribed")
+            for rule in straddle(await current_price(client), "http"):
+                assert (await call(server, "POST", body=rule))[0] == 201
+            alert = (await next_alert_of(client, "http-"))["data"]
+            assert alert["symbol"] == SYMBOL
+            assert alert["severity"] == "info"
+            assert alert["id"] in ("http-up-1", "http-down-1")
+            assert alert["message"].startswith(f"{SYMBOL} crossed $")
+
+            # Deleted, they fire no more (after what was already on its way).
+            for rule_id in ("http-up", "http-down"):
+                assert (await call(server, "DELETE", f"{RULES}/{rule_id}"))[0] == 204
+            await client.collect(0.5, lambda m: False)
+            late = await client.collect(
+                1.0,
+                lambda m: m["type"] == "alert_triggered" and m["data"]["id"].startswith("http-"),
+            )
+            assert late == []
+
+
+async def test_a_rule_added_over_http_survives_a_restart_of_the_alert_feed(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await start_gateway(nursery, tick_rate=20, api_key=KEY)
+    engine = server.feeds.alerts.engine
+    with trio.fail_after(TIMEOUT):
+        async with connect(server, "watcher") as client:
+            for channel in ("alerts", "notifications"):
+                await client.request({"type": "subscribe", "channel": channel}, "subscribed")
+            for rule in straddle(await current_price(client), "kept"):
+                assert (await call(server, "POST", body=rule))[0] == 201
+
+            # The feed's next evaluation raises, as a bug would: the supervisor logs it,
+            # waits a second and runs the feed again.
+            evaluate = engine.observe
+            crashed = False
+
+            def crash_once(symbol: str, quote: PriceData, now: float) -> list[Any]:
+                nonlocal crashed
+                if not crashed:
+                    crashed = True
+                    raise RuntimeError("injected crash")
+                return evaluate(symbol, quote, now)
+
+            monkeypatch.setattr(engine, "observe", crash_once)
+            note = await client.next("notification")
+            while "back up" not in note["data"]["message"]:
+                assert "Feed alerts" in note["data"]["message"], note
+                note = await client.next("notification")
+            assert note["data"]["message"] == "Feed alerts is back up"
+
+            assert server.feeds.alerts.engine is engine
+            assert {"kept-up", "kept-down"} <= set(await rule_ids(server))
+            # Fired after the restart: the rules were in the engine the restarted feed runs.
+            assert (await next_alert_of(client, "kept-"))["data"]["symbol"] == SYMBOL
+    assert crashed
