@@ -607,8 +607,11 @@ async def trio_churn(args: argparse.Namespace) -> None:
                         f"{args.url}/ws/churn-{os.getpid()}-{index}"
                     ) as ws:
                         await subscribe(ws, args.first_index + index, args.symbols_per_client)
-            except Exception as exc:
-                counters.error(error_kind(exc))
+            except* Exception as group:
+                # except*: trio-websocket can end a connection with a group that also
+                # holds its own Cancelled, which "except Exception" would let through
+                # and so end the whole run.
+                counters.error(error_kind(group.exceptions[0]))
             done += 1
             index += args.concurrency
             if time.monotonic() > next_report:

@@ -16,9 +16,10 @@ the connection's :class:`Outbox` with the hub, offers ``welcome``, and then runs
 
 One watchdog task serves every connection instead (:meth:`Sessions.run_watchdog`):
 each tick it aborts a connection whose current write began more than the write
-deadline ago, and every heartbeat interval it queues a ping frame in each outbox and
-closes with 1011 the connections from which nothing (no message, no pong) was heard
-for ``heartbeat_misses + 1`` intervals. Deadlines are so kept to within one tick.
+deadline ago, and every heartbeat interval it queues a ping frame for each connection
+that was silent (no message, no pong) for an interval, and closes with 1011 those
+silent for ``heartbeat_misses + 1`` intervals. Deadlines are so kept to within one
+tick.
 
 Whichever of reader and writer ends first ends the other. Every close the server
 decides (slow consumer, replaced, going away, rate limit, heartbeat) is recorded on
@@ -212,14 +213,17 @@ class Sessions:
                 self._heartbeat(now)
 
     def _heartbeat(self, now: float) -> None:
-        timeout = self.config.heartbeat_timeout
+        interval, timeout = self.config.heartbeat_interval, self.config.heartbeat_timeout
         for session in self._sessions:
             outbox = session.outbox
-            if now - max(session.heard, session.ws.last_pong or 0.0) > timeout:
+            silent = now - max(session.heard, session.ws.last_pong or 0.0)
+            if silent > timeout:
                 if outbox.close_code is None:
                     self.heartbeat_timeouts += 1
                     outbox.close(INTERNAL_ERROR, "Heartbeat timeout: no pong received")
-            else:
+            elif silent >= interval:
+                # Only a peer that said nothing for a whole interval is asked: one heard
+                # from since is alive, and a ping it does not need can cross its close.
                 outbox.offer(_PING_FRAME)
 
     async def handle(self, stream: trio.abc.Stream, request: RequestHead) -> None:
@@ -266,8 +270,6 @@ class Sessions:
         outbox = session.outbox = Outbox(client_id, session.codec, self._outbox_limits)
         if hub.register(outbox) is not None:
             logger.info("[WebSocket] Replaced older connection of %s (4409)", client_id)
-        if self._idle.is_set():
-            self._idle = trio.Event()
         logger.info("[WebSocket] Connected: %s", client_id)
         session.reply(
             Welcome(
@@ -281,6 +283,8 @@ class Sessions:
                 timestamp=utc_now(),
             )
         )
+        if not self._sessions:
+            self._idle = trio.Event()
         self._sessions.add(session)
         try:
             async with trio.open_nursery() as nursery:
@@ -293,7 +297,6 @@ class Sessions:
                 # close keeps (e.g. the rate_limited errors before a 4429), then ends
                 # the connection; the watchdog bounds that write like any other.
         finally:
-            self._sessions.discard(session)
             if session.write_timed_out:
                 self.write_timeouts += 1
                 logger.warning(
@@ -309,7 +312,10 @@ class Sessions:
             else:
                 await ws.aclose()
             self._log_close(session)
-            if hub.connection_count == 0:
+            # Idle only once every session has finished closing, not when the last
+            # one left the hub: a drain must not end while closes are in flight.
+            self._sessions.discard(session)
+            if not self._sessions:
                 self._idle.set()
 
     def _log_close(self, session: _Session) -> None:

@@ -8,6 +8,7 @@ import socket
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -377,3 +378,51 @@ async def test_prices_conflate_instead_of_piling_up(nursery: trio.Nursery) -> No
             first = await client.receive()
             assert isinstance(first, PriceUpdate)
             assert first.seq > 5  # the newest, not the oldest
+
+
+async def test_a_ping_crossing_the_clients_close_does_not_crash_it(nursery: trio.Nursery) -> None:
+    """A server ping that arrives after the client sent its close: trio-websocket 0.12
+    answers it with a pong wsproto refuses in that state, and its reader raises."""
+    from datetime import UTC, datetime
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+    from protocol import PROTOCOL_VERSION, Welcome, encode
+
+    welcome = Welcome(
+        client_id="crossing",
+        protocol=PROTOCOL_VERSION,
+        server="test",
+        channels=(),
+        symbols=(),
+        heartbeat_interval=20.0,
+        epoch="e",
+        timestamp=datetime.now(UTC),
+    )
+
+    async def pinging_server(stream: trio.SocketStream) -> None:
+        server = WSConnection(ConnectionType.SERVER)
+        async with stream:
+            while True:
+                data = await stream.receive_some()
+                if not data:
+                    return
+                server.receive_data(data)
+                for event in server.events():
+                    if isinstance(event, Request):
+                        out = server.send(AcceptConnection())
+                        out += server.send(TextMessage(data=encode(welcome).decode()))
+                        await stream.send_all(out)
+                    elif isinstance(event, CloseConnection):
+                        # The ping first, then the reply to the client's close.
+                        out = b"\x89\x00" + server.send(event.response())
+                        await stream.send_all(out)
+                        return
+
+    listeners = await nursery.start(partial(trio.serve_tcp, pinging_server, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(TIMEOUT):
+        async with open_client(f"ws://127.0.0.1:{port}", "crossing") as client:
+            assert client.welcome is not None
+        # Leaving the block closed the client without raising.
