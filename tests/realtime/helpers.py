@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -99,9 +99,12 @@ def age(message: dict[str, Any]) -> float:
 
 
 async def http_requests(
-    port: int, requests: list[tuple[str, str, bytes]]
+    port: int,
+    requests: list[tuple[str, str, bytes]],
+    headers: Sequence[tuple[str, str]] = (),
 ) -> list[tuple[int, dict[str, str], bytes]]:
-    """Send ``(method, path, body)`` requests on ONE keep-alive connection, in turn."""
+    """Send ``(method, path, body)`` requests on ONE keep-alive connection, in turn,
+    each with ``headers`` added."""
     import h11
 
     stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -109,8 +112,9 @@ async def http_requests(
     responses = []
     async with stream:
         for method, path, body in requests:
-            headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]
-            data = connection.send(h11.Request(method=method, target=path, headers=headers))
+            request_headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]
+            request_headers += list(headers)
+            data = connection.send(h11.Request(method=method, target=path, headers=request_headers))
             data += connection.send(h11.Data(data=body)) if body else b""
             data += connection.send(h11.EndOfMessage())
             await stream.send_all(data)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import h11
 import pytest
 import trio
 
@@ -15,7 +14,7 @@ from feeds import MAX_RULES, AlertRule, load_rules
 from protocol import PriceData
 from realtime import Server
 
-from .helpers import TIMEOUT, Client, connect, start_gateway
+from .helpers import TIMEOUT, Client, connect, http_requests, start_gateway
 
 KEY = "test-key-0123456789abcdef"
 RULES = "/api/alert-rules"
@@ -38,29 +37,11 @@ async def call(
 ) -> tuple[int, dict[str, str], Any]:
     """One request on its own connection; the status, headers and JSON body (None: none)."""
     raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(raw)))]
-    if key is not None:
-        headers.append(("Authorization", f"Bearer {key}"))
-    connection = h11.Connection(h11.CLIENT)
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    async with stream:
-        data = connection.send(h11.Request(method=method, target=target, headers=headers))
-        data += connection.send(h11.Data(data=raw)) if raw else b""
-        data += connection.send(h11.EndOfMessage())
-        await stream.send_all(data)
-        status, response_headers, content = 0, {}, b""
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(await stream.receive_some())
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                content += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-    return status, response_headers, json.loads(content) if content else None
+    auth = [] if key is None else [("Authorization", f"Bearer {key}")]
+    ((status, headers, content),) = await http_requests(
+        server.port, [(method, target, raw)], headers=auth
+    )
+    return status, headers, json.loads(content) if content else None
 
 
 async def rule_ids(server: Server) -> list[str]:

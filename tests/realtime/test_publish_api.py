@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import h11
 import pytest
 import trio
 import trio.testing
@@ -15,7 +14,7 @@ from realtime import Server
 from realtime._bus import InProcessBus
 from realtime._publish import PublishAPI
 
-from .helpers import TIMEOUT, connect, start_gateway
+from .helpers import TIMEOUT, connect, http_requests, start_gateway
 
 KEY = "test-key-0123456789abcdef"
 ALERT = {
@@ -37,31 +36,10 @@ async def post(
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     """One request on its own connection; the JSON response body."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request_headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(raw)))]
-    if key is not None:
-        request_headers.append(("Authorization", f"Bearer {key}"))
-    request_headers += headers or []
-    connection = h11.Connection(h11.CLIENT)
-    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-    async with stream:
-        data = connection.send(
-            h11.Request(method=method, target="/api/publish", headers=request_headers)
-        )
-        data += connection.send(h11.Data(data=raw)) if raw else b""
-        data += connection.send(h11.EndOfMessage())
-        await stream.send_all(data)
-        status, response_headers, content = 0, {}, b""
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(await stream.receive_some())
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = {k.decode(): v.decode() for k, v in event.headers}
-            elif isinstance(event, h11.Data):
-                content += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
+    extra = [] if key is None else [("Authorization", f"Bearer {key}")]
+    ((status, response_headers, content),) = await http_requests(
+        server.port, [(method, "/api/publish", raw)], headers=extra + (headers or [])
+    )
     return status, response_headers, json.loads(content)
 
 
