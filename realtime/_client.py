@@ -100,28 +100,6 @@ from protocol import (
     encode,
 )
 
-__all__ = [
-    "DEFAULT_BUFFER_SIZE",
-    "DEFAULT_CLOSE_TIMEOUT",
-    "DEFAULT_CONNECT_TIMEOUT",
-    "EVENT_RESERVE",
-    "Backoff",
-    "Client",
-    "ClientError",
-    "ClientEvent",
-    "ClientStatistics",
-    "ConnectError",
-    "ConnectionClosedError",
-    "Disconnected",
-    "HistoryGap",
-    "Item",
-    "Lagged",
-    "ReconnectFailed",
-    "Reconnected",
-    "RequestError",
-    "open_client",
-]
-
 logger = logging.getLogger("realtime.client")
 
 #: Messages the inbox holds for a consumer that is behind (prices conflate within it).
