@@ -44,7 +44,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -393,6 +393,25 @@ async def subscribe(ws: Any, index: int, per_client: int) -> None:
         pass
 
 
+async def start_in_waves(
+    nursery: trio.Nursery,
+    client: Callable[[int], Awaitable[None]],
+    args: argparse.Namespace,
+    ready: trio.Event,
+    subscribed: Callable[[], int],
+) -> None:
+    """Start ``args.clients`` clients, ``args.wave`` per 50 ms so that the handshakes
+    do not time out, then wait (at most ``args.connect_timeout``) for ``ready``."""
+    for i in range(args.clients):
+        nursery.start_soon(client, args.first_index + i)
+        if i % args.wave == args.wave - 1:
+            await trio.sleep(0.05)
+        if i % 1000 == 999:
+            progress(f"{i + 1}/{args.clients} started, {subscribed()} subscribed")
+    with trio.move_on_after(args.connect_timeout):
+        await ready.wait()
+
+
 async def wait_for_line() -> str:
     return await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
 
@@ -429,12 +448,7 @@ async def trio_stream(args: argparse.Namespace) -> None:
 
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
-        for i in range(args.clients):
-            nursery.start_soon(client, args.first_index + i)
-            if i % args.wave == args.wave - 1:
-                await trio.sleep(0.05)
-        with trio.move_on_after(args.connect_timeout):
-            await all_subscribed.wait()
+        await start_in_waves(nursery, client, args, all_subscribed, lambda: subscribed)
         emit(
             {
                 "event": "ready",
@@ -495,14 +509,7 @@ async def trio_idle(args: argparse.Namespace) -> None:
 
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
-        for i in range(args.clients):
-            nursery.start_soon(client, args.first_index + i)
-            if i % args.wave == args.wave - 1:
-                await trio.sleep(0.05)
-            if i % 1000 == 999:
-                progress(f"{i + 1}/{args.clients} started, {subscribed} subscribed")
-        with trio.move_on_after(args.connect_timeout):
-            await all_subscribed.wait()
+        await start_in_waves(nursery, client, args, all_subscribed, lambda: subscribed)
         emit(
             {
                 "event": "ready",
@@ -566,12 +573,7 @@ async def trio_storm(args: argparse.Namespace) -> None:
             attempt += 1
 
     async with trio.open_nursery() as nursery:
-        for i in range(args.clients):
-            nursery.start_soon(client, args.first_index + i)
-            if i % args.wave == args.wave - 1:
-                await trio.sleep(0.05)
-        with trio.move_on_after(args.connect_timeout):
-            await first_round.wait()
+        await start_in_waves(nursery, client, args, first_round, lambda: subscribed)
         emit({"event": "ready", "clients": subscribed, "errors": dict(counters.errors)})
         counters.errors.clear()
         handshakes.clear()
