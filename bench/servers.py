@@ -104,6 +104,9 @@ def command(name: str, port: int, load: Load, extra: tuple[str, ...] = ()) -> li
             str(load.updates_per_tick),
             "--feeds",
             feeds,
+            # Prices only, as the peers: no alert, signal or portfolio feed on the side.
+            "--derived-feeds",
+            "false",
             *extra,
         ]
     flags = [

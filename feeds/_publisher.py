@@ -11,8 +11,10 @@ class Publisher(Protocol):
     """Where feeds (and the publish API) put events.
 
     The bus behind it stamps each event with its ``timestamp`` and its per-stream
-    ``seq`` and builds the channel's event message. ``publish`` blocks while the bus
-    is full: that is the backpressure that keeps a fast feed from outrunning the hub.
+    ``seq`` and builds the channel's event message. ``publish`` returns once the bus
+    has taken the event: the gateway's in-process bus fans it out before returning,
+    so a fast feed can never outrun the hub; a bus with a buffer blocks while it is
+    full. Either way that is the backpressure.
     """
 
     async def publish(

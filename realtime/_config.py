@@ -22,6 +22,17 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
         raise ValueError(f"{_flag(attribute.name)} must be greater than 0, got {value}")
 
 
+#: Longest ``--flush-delay``: a frame never waits longer than this to share a write.
+MAX_FLUSH_DELAY: Final = 0.1
+
+
+def _flush_delay(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= MAX_FLUSH_DELAY:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be between 0 and {MAX_FLUSH_DELAY}, got {value}"
+        )
+
+
 def _port(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{_flag(attribute.name)} must be between 0 and 65535, got {value}")
@@ -95,7 +106,12 @@ class Config:
     history_seconds: float = _setting(600.0, "seconds a message is kept for resume")
     max_connections: int = _setting(50_000, "connections per process (handshake gets 503)")
     shutdown_grace: float = _setting(10.0, "seconds to drain on SIGTERM before aborting")
-    publish_buffer: int = _setting(1024, "events buffered between the feeds and the hub")
+    flush_delay: float = _setting(
+        0.0005,
+        "seconds frames for a connection written that recently wait to share one write "
+        "(0: each event is written at once)",
+        validator=_flush_delay,
+    )
 
     # The simulated market.
     symbols: int = _setting(16, "simulated universe size (well-known tickers first)")
@@ -107,6 +123,11 @@ class Config:
     )
     seed: int | None = _setting(None, "seed for a repeatable market", validator=_no_check)
     feeds: bool = _setting(True, "run the simulated feeds", validator=_no_check)
+    derived_feeds: bool = _setting(
+        True,
+        "with --feeds, also run the alert, signal and portfolio feeds (false: prices only)",
+        validator=_no_check,
+    )
 
     # The feeds (docs/feeds.md).
     feed: str = _setting(
@@ -135,9 +156,6 @@ class Config:
         repr=False,  # never in a log or a traceback
     )
     publish_max_body: int = _setting(64 * 1024, "largest POST /api/publish body, bytes (413)")
-    publish_timeout: float = _setting(
-        5.0, "seconds POST /api/publish waits for room on a full bus (then 503)"
-    )
 
     certfile: Path | None = _setting(
         None,

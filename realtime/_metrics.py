@@ -68,6 +68,11 @@ class GatewayCollector(Collector):
                 self.sessions.write_timeouts,
             ),
             (
+                "realtime_blocked_writes",
+                "Writes the socket did not take at once, handed to a writer task",
+                self.sessions.blocked_writes,
+            ),
+            (
                 "realtime_heartbeat_timeouts",
                 "Connections closed for missed heartbeats",
                 self.sessions.heartbeat_timeouts,
@@ -82,6 +87,11 @@ class GatewayCollector(Collector):
             "realtime_outbox_max_depth",
             "Frames pending in the fullest outbox",
             value=stats.outbox_max_depth,
+        )
+        yield GaugeMetricFamily(
+            "realtime_writer_tasks",
+            "Connections whose writes wait on a full socket (a writer task each)",
+            value=self.sessions.writers,
         )
         yield GaugeMetricFamily(
             "realtime_trio_tasks", "Trio tasks alive in the server", value=_count_tasks()

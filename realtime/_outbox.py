@@ -10,9 +10,12 @@ bounded by ``limits`` (messages and bytes); an offer past either bound closes th
 outbox with 4499 (slow consumer) and drops what was pending: the client reconnects
 and resumes from history.
 
-The connection's writer waits in ``wait`` until something is pending or the outbox
-is closed, then ``take``s everything at once and writes it with one ``send_all``.
-``close`` records the close code for the writer to send; ``flush=True`` (going
+A frame offered to an empty outbox is first handed to ``send_now``, which the session
+behind it (``_session``) overrides to write it at once when it can. Otherwise the
+outbox calls its ``ready`` hook when it goes from empty to pending, and when it is
+closed: the session then schedules the write, or the close.
+Whoever writes ``take``s everything pending at once and writes it with one call.
+``close`` records the close code for the session to send; ``flush=True`` (going
 away) keeps what is pending so it is written before the close frame.
 """
 
@@ -21,8 +24,6 @@ from __future__ import annotations
 from typing import Final
 
 import attrs
-import trio
-from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from protocol import Codec
 
@@ -42,15 +43,13 @@ class Outbox:
     """Pending frames of one connection. Offers never block; see the module docstring.
 
     Lean on purpose (thousands per process): a list, not a deque (a deque allocates a
-    64-slot block up front), and the one waiting writer task held directly instead of
-    a ParkingLot.
+    64-slot block up front). Subclasses override :meth:`ready`.
     """
 
     __slots__ = (
         "_fifo",
         "_fifo_bytes",
         "_prices",
-        "_waiter",
         "client_id",
         "close_code",
         "close_reason",
@@ -65,7 +64,6 @@ class Outbox:
         self._fifo: list[bytes] = []
         self._fifo_bytes = 0
         self._prices: dict[str, bytes] = {}
-        self._waiter: Task | None = None
         #: Set once the connection must close; the writer sends it after any flush.
         self.close_code: int | None = None
         self.close_reason = ""
@@ -97,10 +95,12 @@ class Outbox:
                 f"{self.limits.max_bytes} bytes pending",
             )
             return False
-        if not fifo and not self._prices:
-            self._wake()
+        if not fifo and not self._prices and self.send_now(frame):
+            return True
         fifo.append(frame)
         self._fifo_bytes += len(frame)
+        if len(fifo) == 1 and not self._prices:
+            self.ready()
         return True
 
     def offer_price(self, symbol: str, frame: bytes) -> bool:
@@ -112,9 +112,11 @@ class Outbox:
         if symbol in prices:
             prices[symbol] = frame
             return True
-        if not prices and not self._fifo:
-            self._wake()
+        if not prices and not self._fifo and self.send_now(frame):
+            return False
         prices[symbol] = frame
+        if len(prices) == 1 and not self._fifo:
+            self.ready()
         return False
 
     def take(self) -> list[bytes]:
@@ -127,29 +129,14 @@ class Outbox:
             self._prices.clear()
         return frames
 
-    async def wait(self) -> None:
-        """Block until something is pending or the outbox is closed. Cancellable.
+    def send_now(self, frame: bytes) -> bool:
+        """Called with a frame offered to an empty outbox: True if it was written at
+        once, so it is not kept. Never here; a session overrides it."""
+        return False
 
-        One task at a time (the connection's writer).
-        """
-        if self._fifo or self._prices or self.close_code is not None:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._waiter is not None:
-            raise RuntimeError("another task is already waiting on this outbox")
-        self._waiter = current_task()
-
-        def abort(_: object) -> Abort:
-            self._waiter = None
-            return Abort.SUCCEEDED
-
-        await wait_task_rescheduled(abort)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            reschedule(waiter)
+    def ready(self) -> None:
+        """Called when the outbox goes from empty to pending and when it is closed,
+        after the change. Does nothing here; a session overrides it to write."""
 
     def close(self, code: int, reason: str = "", *, flush: bool = False) -> None:
         """Ask the connection to close with ``code``. The first close wins.
@@ -164,4 +151,4 @@ class Outbox:
             self._fifo = []
             self._fifo_bytes = 0
             self._prices.clear()
-        self._wake()
+        self.ready()

@@ -18,8 +18,7 @@ Order of checks, and the answer to each failure (every error body is
 400   protocol codes        ``invalid_json``, ``invalid_message``, ``unknown_channel``,
                             ``invalid_symbol``: the body or ``data`` is not valid
 403   ``forbidden``         ``channel`` is ``prices``: only the price feed publishes prices
-503   ``unavailable``       the bus stayed full for ``--publish-timeout`` seconds
-202                         accepted: queued on the bus, ``{"status": "accepted", ...}``
+202                         accepted: in every subscriber's outbox, ``{"status": "accepted", ...}``
 ====  ====================  ===========================================================
 
 Keys are compared in constant time and never logged. Nothing is published unless
@@ -38,7 +37,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import orjson
-import trio
 
 from feeds import Publisher
 from protocol import (
@@ -61,13 +59,12 @@ PATH: Final = "/api/publish"
 #: Codes of the HTTP API's own failures; body failures use :class:`protocol.ErrorCode`.
 UNAUTHORIZED: Final = "unauthorized"
 TOO_LARGE: Final = "too_large"
-UNAVAILABLE: Final = "unavailable"
 
 _FIELDS: Final = ("channel", "data", "to")
 _CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
 #: Refusals worth a warning in the log: someone without the key, or misconfigured,
 #: or sending too much; not the everyday 4xx of a bad body.
-_LOGGED_REFUSALS: Final = frozenset({401, 403, 413, 503})
+_LOGGED_REFUSALS: Final = frozenset({401, 403, 413})
 
 
 class Reject(Exception):
@@ -192,19 +189,15 @@ class APIEndpoint:
 class PublishAPI(APIEndpoint):
     """The ASGI handler of ``POST /api/publish`` (see the module doc).
 
-    ``api_key`` ``None`` turns the endpoint off. ``max_body`` bounds the body in
-    bytes; ``timeout`` bounds, in seconds, the wait for room on a full bus.
+    ``api_key`` ``None`` turns the endpoint off. ``max_body`` bounds the body in bytes.
     """
 
     _action = "publish"
     _api_name = "The publish API"
 
-    def __init__(
-        self, publisher: Publisher, *, api_key: str | None, max_body: int, timeout: float
-    ) -> None:
+    def __init__(self, publisher: Publisher, *, api_key: str | None, max_body: int) -> None:
         super().__init__(api_key=api_key, max_body=max_body)
         self._publisher = publisher
-        self._timeout = timeout
         #: Events accepted since start.
         self.accepted = 0
 
@@ -213,16 +206,7 @@ class PublishAPI(APIEndpoint):
         self._authenticate(scope)
         raw = await self._read_body(scope, receive)
         channel, data, to = _parse(raw)
-        with trio.move_on_after(self._timeout) as waited:
-            await self._publisher.publish(channel, data, to=to)
-        if waited.cancelled_caught:
-            raise Reject(
-                503,
-                UNAVAILABLE,
-                f"The gateway's bus stayed full for {self._timeout:g}s; nothing was "
-                "published: retry later",
-                headers=[(b"retry-after", b"1")],
-            )
+        await self._publisher.publish(channel, data, to=to)
         self.accepted += 1
         logger.info(
             "[API] Published %s from %s to %s",

@@ -78,15 +78,18 @@ class Feeds:
         """The price universe: ``welcome.symbols``."""
         return self.replay.symbols if self.replay is not None else self.price_feed.symbols
 
-    def supervised(self) -> list[tuple[str, Callable[[Publisher], Awaitable[object]]]]:
-        """(name, run) of each feed, consumers of the tap first."""
+    def supervised(
+        self, *, derived: bool = True
+    ) -> list[tuple[str, Callable[[Publisher], Awaitable[object]]]]:
+        """(name, run) of each feed, consumers of the tap first; ``derived`` False leaves
+        out the feeds computed from prices (alerts, signals, portfolio)."""
         prices = self.replay.run if self.replay is not None else self.price_feed.run
-        return [
+        derived_feeds = [
             ("alerts", self.alerts.run),
             ("signals", self.signals.run),
             ("portfolio", self.portfolio.run),
-            ("prices", prices),
         ]
+        return [*(derived_feeds if derived else []), ("prices", prices)]
 
 
 def build_feeds(config: Config, bus: Publisher) -> Feeds:
@@ -187,7 +190,7 @@ async def serve(
     Raises ``OSError`` if the address cannot be bound, ``ValueError`` for a bad
     replay, alerts or portfolio file (see :func:`build_feeds`).
     """
-    bus = InProcessBus(config.publish_buffer)
+    bus = InProcessBus()
     feeds = build_feeds(config, bus)
     hub = Hub(
         universe=feeds.symbols,
@@ -196,12 +199,8 @@ async def serve(
         history_seconds=config.history_seconds,
     )
     sessions = Sessions(config, hub, server_version=__version__)
-    publish_api = PublishAPI(
-        bus,
-        api_key=config.api_key,
-        max_body=config.publish_max_body,
-        timeout=config.publish_timeout,
-    )
+    bus.attach(hub, sessions.flusher)
+    publish_api = PublishAPI(bus, api_key=config.api_key, max_body=config.publish_max_body)
     # The feed's own engine, which outlives the feed's restarts: rules added over HTTP
     # are evaluated from the next tick on and survive a crash of the feed.
     alert_rules_api = AlertRulesAPI(
@@ -219,10 +218,9 @@ async def serve(
         alert_rules=alert_rules_api,
     )
     async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run, hub)
-        await nursery.start(sessions.run_watchdog)
+        await nursery.start(sessions.run)
         if config.feeds:
-            for name, run in feeds.supervised():
+            for name, run in feeds.supervised(derived=config.derived_feeds):
                 publisher: Publisher = feeds.tap if name == "prices" else bus
                 nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
         listener: Listener = await nursery.start(
@@ -267,8 +265,8 @@ async def _drain(server: Server) -> None:
     logger.info(
         "Draining %d connections (grace %gs)", server.hub.connection_count, config.shutdown_grace
     )
-    # Straight into the hub, not through the bus: it must be in every outbox before
-    # the 1001 close that drain() queues behind what is pending.
+    # Straight into the hub, without a write: it is in every outbox, and so goes out
+    # before the 1001 close that drain() queues behind what is pending.
     server.hub.publish(
         Event(
             Channel.NOTIFICATIONS,

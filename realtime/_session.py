@@ -1,41 +1,50 @@
-"""WebSocket sessions: one per connection, a reader (this task) and a writer task.
+"""WebSocket sessions: one per connection, its reader task, and the write path.
 
 Theory of operation
 -------------------
 The listener hands each ``/ws/{client_id}`` upgrade to :meth:`Sessions.handle`,
 which accepts it (or closes it at once with 4400 for a bad client id), registers
-the connection's :class:`Outbox` with the hub, offers ``welcome``, and then runs:
+the connection's session -- an :class:`Outbox` -- with the hub, offers ``welcome``,
+and then reads in the handler's own task: each inbound message passes the rate
+limiter, is decoded by ``protocol`` and applied (subscription changes go to the hub
+and the ack, snapshot or replay to the outbox, all without awaiting, so the hub
+sees each request atomically). Bad input gets an ``error`` reply.
 
-* the reader, in the handler's own task: each inbound message passes the rate
-  limiter, is decoded by ``protocol`` and applied (subscription changes go to the
-  hub and the ack, snapshot or replay to the outbox, all without awaiting, so the
-  hub sees each request atomically). Bad input gets an ``error`` reply.
-* the writer, one task: waits for the outbox and writes everything pending with
-  one ``send_all``. It sets no timer of its own: a wake-up per message must stay
-  cheap, and a cancel scope per write cost more than the write.
+Writes need no task of their own while the socket takes them. An outbox that
+becomes pending is queued with the :class:`Flusher`, which writes it with one
+non-blocking ``write`` (``WebSocketConnection.try_send_frames``) from whichever task
+runs it: the bus after each event it delivers, or the flusher's task once the
+publishing task yields. A connection that was written within the last
+``flush_delay`` waits that long, so a client on a busy stream gets several frames
+per write (fewer syscalls) while a quiet one gets each frame at once. Only when a
+write cannot complete at once (the client reads slowly, TLS, or a control frame is
+being written) does a writer task start for that connection; it writes with
+``send_all`` until the outbox is empty, then ends, and direct writes resume.
 
-One watchdog task serves every connection instead (:meth:`Sessions.run_watchdog`):
-each tick it aborts a connection whose current write began more than the write
-deadline ago, and every heartbeat interval it queues a ping frame for each connection
-that was silent (no message, no pong) for an interval, and closes with 1011 those
-silent for ``heartbeat_misses + 1`` intervals. Deadlines are so kept to within one
-tick.
+One watchdog task serves every connection (:meth:`Sessions.run`): each tick it
+aborts a connection whose writer began a write more than the write deadline ago,
+and every heartbeat interval it queues a ping frame for each connection that was
+silent (no message, no pong) for an interval, and closes with 1011 those silent for
+``heartbeat_misses + 1`` intervals. Deadlines are so kept to within one tick.
 
-Whichever of reader and writer ends first ends the other. Every close the server
-decides (slow consumer, replaced, going away, rate limit, heartbeat) is recorded on
-the outbox; the writer flushes if asked, and the handler sends the close frame,
-bounded by the close timeout. A write past its deadline aborts the connection
-without a close frame.
+Every close the server decides (slow consumer, replaced, going away, rate limit,
+heartbeat) is recorded on the outbox and ends the reader; the handler then writes
+what a flushing close kept (bounded by the write deadline) and sends the close
+frame, bounded by the close timeout. A write past its deadline aborts the
+connection without a close frame.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import deque
+from time import perf_counter
 from typing import Final
 
 import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from protocol import (
     CLIENT_ID_PATTERN,
@@ -121,38 +130,152 @@ class _RateLimiter:
 _PING_FRAME: Final = b"\x89\x00"
 
 
-class _Session:
-    """The state of one connection that its reader, writer and the watchdog share."""
+class _Session(Outbox):
+    """One connection: the outbox the hub offers to, the WebSocket it is written to,
+    and the state its reader, the flusher, its writer and the watchdog share."""
 
     __slots__ = (
-        "client_id",
-        "codec",
+        "due",
         "heard",
-        "outbox",
-        "scope",
+        "last_write",
+        "read_scope",
+        "sessions",
         "subscriptions",
         "write_timed_out",
+        "writer",
         "writing_since",
         "ws",
     )
 
-    def __init__(self, ws: WebSocketConnection, client_id: str, config: Config) -> None:
+    def __init__(self, ws: WebSocketConnection, client_id: str, sessions: Sessions) -> None:
+        super().__init__(client_id, Codec.for_subprotocol(ws.subprotocol), sessions.outbox_limits)
         self.ws = ws
-        self.client_id = client_id
-        self.codec = Codec.for_subprotocol(ws.subprotocol)
-        self.outbox: Outbox
-        self.subscriptions = Subscriptions(config.max_symbols)
+        self.sessions = sessions
+        self.subscriptions = Subscriptions(sessions.config.max_symbols)
         #: When the peer was last heard from (any message), on Trio's clock.
         self.heard = trio.current_time()
-        #: When the write in progress began; None between writes.
+        #: Cancelled to end the reader: the connection is closing.
+        self.read_scope = trio.CancelScope()
+        #: The scope of this connection's writer task, while it has one.
+        self.writer: trio.CancelScope | None = None
+        #: When the writer's write in progress began; None between writes.
         self.writing_since: float | None = None
         self.write_timed_out = False
-        #: Cancels the connection's reader and writer.
-        self.scope: trio.CancelScope | None = None
+        #: When the flusher last wrote, and when it should write what is pending
+        #: (``time.perf_counter``; see :class:`Flusher`).
+        self.last_write = -math.inf
+        self.due = 0.0
+
+    def send_now(self, frame: bytes) -> bool:
+        # The fast path of every delivery: one write, no queue, no task switch.
+        flusher = self.sessions.flusher
+        if self.writer is not None or flusher.now - self.last_write < flusher.delay:
+            return False  # a writer has the connection, or frames for it coalesce
+        ws = self.ws
+        if not ws.try_send_frames(frame):
+            return False
+        self.last_write = flusher.now
+        self.sessions.messages_sent += 1
+        if ws.backlogged:
+            self.sessions.start_writer(self, b"", 0)
+        return True
+
+    def ready(self) -> None:
+        if self.close_code is not None:
+            # The reader ends and the handler finishes the connection; a writer that
+            # is still writing sees the close itself and leaves the rest to it.
+            if self.writer is None:
+                self.read_scope.cancel()
+        elif self.writer is None:
+            self.sessions.flusher.schedule(self)
 
     def reply(self, message: ServerMessage) -> None:
         codec = self.codec
-        self.outbox.offer(build_frame(encode(message, codec), text=codec.is_text))
+        self.offer(build_frame(encode(message, codec), text=codec.is_text))
+
+
+class Flusher:
+    """Coalesces and writes frames for busy connections; see the module docstring.
+
+    A frame offered to an idle connection is written at once (``_Session.send_now``).
+    One offered to a connection written less than ``delay`` seconds ago, or one that
+    could not be written at once, is queued here with its session: to be written
+    at the next flush, or, for a busy connection, once it has waited ``delay``, so
+    that the frames that arrive meanwhile share its write. ``flush_due`` writes what is
+    due; the bus calls it after each event. :meth:`run` writes everything queued
+    whenever its task gets to run, i.e. once the task that published yields. A write
+    the socket does not take at once goes to a writer task
+    (:meth:`Sessions.start_writer`).
+    """
+
+    def __init__(self, sessions: Sessions, delay: float) -> None:
+        self._sessions = sessions
+        self.delay = delay
+        #: ``time.perf_counter()`` as of the latest event or flush: one clock read per
+        #: event, not one per delivery.
+        self.now = perf_counter()
+        self._now: deque[_Session] = deque()
+        self._later: deque[_Session] = deque()  # ordered by ``due``
+        self._task: Task | None = None
+
+    def tick(self) -> None:
+        """Read the clock; the bus calls it before it hands an event to the hub."""
+        self.now = perf_counter()
+
+    def schedule(self, session: _Session) -> None:
+        now = self.now
+        if now - session.last_write >= self.delay:
+            self._now.append(session)
+        else:
+            session.due = now + self.delay
+            self._later.append(session)
+        task = self._task
+        if task is not None:
+            self._task = None
+            reschedule(task)
+
+    def flush_due(self) -> None:
+        """Write every queued session that is due now."""
+        now_queue, later = self._now, self._later
+        write = self._write
+        while now_queue:
+            write(now_queue.popleft())
+        if later:
+            now = self.now = perf_counter()
+            while later and later[0].due <= now:
+                write(later.popleft())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write every queued session each time this task runs, until cancelled."""
+        task_status.started()
+        while True:
+            if not self._now and not self._later:
+                self._task = current_task()
+                await wait_task_rescheduled(self._abort)
+            self.now = perf_counter()
+            for queue in (self._now, self._later):
+                while queue:
+                    self._write(queue.popleft())
+
+    def _abort(self, _: object) -> Abort:
+        self._task = None
+        return Abort.SUCCEEDED
+
+    def _write(self, session: _Session) -> None:
+        if session.writer is not None or session.close_code is not None or session.ws.closed:
+            return  # its writer task, or the handler closing it, has what is pending
+        frames = session.take()
+        if not frames:
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        ws = session.ws
+        session.last_write = self.now
+        if ws.try_send_frames(data):
+            self._sessions.messages_sent += len(frames)
+            if ws.backlogged:
+                self._sessions.start_writer(session, b"", 0)
+        else:
+            self._sessions.start_writer(session, data, len(frames))
 
 
 class Sessions:
@@ -166,13 +289,18 @@ class Sessions:
         self._limits = Limits(
             max_message_size=config.max_message_size, max_symbols=config.max_symbols
         )
-        self._outbox_limits = OutboxLimits(config.outbox_messages, config.outbox_bytes)
+        self.outbox_limits = OutboxLimits(config.outbox_messages, config.outbox_bytes)
+        self.flusher = Flusher(self, config.flush_delay)
+        self._writers: trio.Nursery | None = None
         self._sessions: set[_Session] = set()
         self._idle = trio.Event()
         self._idle.set()
         self.messages_sent = 0
         self.rate_limited = 0
         self.write_timeouts = 0
+        #: Writes handed to a writer task, and writer tasks running now.
+        self.blocked_writes = 0
+        self.writers = 0
         self.heartbeat_timeouts = 0
 
     # --- lifecycle ------------------------------------------------------------------
@@ -188,43 +316,61 @@ class Sessions:
         """Block until no connection is open."""
         await self._idle.wait()
 
-    async def run_watchdog(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Enforce write deadlines and heartbeats for every connection, until cancelled.
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the flusher, the watchdog and the writer tasks, until cancelled.
 
-        Ticks every ``min(1 s, write_timeout / 4, heartbeat_interval / 4)``, so each
-        deadline holds to within a quarter of itself.
+        Start it before connections arrive. The watchdog ticks every
+        ``min(1 s, write_timeout / 4, heartbeat_interval / 4)``, so each deadline holds
+        to within a quarter of itself.
         """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.flusher.run)
+            self._writers = nursery
+            task_status.started()
+            await self._watch()
+
+    async def _watch(self) -> None:
         config = self.config
         tick = min(1.0, config.write_timeout / 4, config.heartbeat_interval / 4)
         next_ping = trio.current_time() + config.heartbeat_interval
-        task_status.started()
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
             for session in list(self._sessions):
                 since = session.writing_since
-                if since is not None and now - since > config.write_timeout and session.scope:
+                if since is not None and now - since > config.write_timeout:
                     session.write_timed_out = True
-                    session.scope.cancel()  # the cancelled write closes the transport
+                    # The cancelled write closes the transport; the writer then ends
+                    # the connection, or the handler's own final write gives up.
+                    if session.writer is not None:
+                        session.writer.cancel()
+                    session.read_scope.cancel()
             if now >= next_ping:
                 next_ping = now + config.heartbeat_interval
                 self._heartbeat(now)
 
+    def start_writer(self, session: _Session, data: bytes, frames: int) -> None:
+        """Hand ``session`` to a writer task: ``data`` (``frames`` of them) could not be
+        written at once, or the connection has a backlog to write."""
+        if self._writers is None:
+            raise RuntimeError("Sessions.run is not running")
+        session.writer = trio.CancelScope()
+        self.blocked_writes += 1
+        self.writers += 1
+        self._writers.start_soon(self._write, session, data, frames)
+
     def _heartbeat(self, now: float) -> None:
         interval, timeout = self.config.heartbeat_interval, self.config.heartbeat_timeout
-        for session in self._sessions:
-            outbox = session.outbox
+        for session in list(self._sessions):
             silent = now - max(session.heard, session.ws.last_pong or 0.0)
             if silent > timeout:
-                if outbox.close_code is None:
+                if session.close_code is None:
                     self.heartbeat_timeouts += 1
-                    outbox.close(INTERNAL_ERROR, "Heartbeat timeout: no pong received")
+                    session.close(INTERNAL_ERROR, "Heartbeat timeout: no pong received")
             elif silent >= interval:
                 # Only a peer that said nothing for a whole interval is asked: one heard
                 # from since is alive, and a ping it does not need can cross its close.
-                outbox.offer(_PING_FRAME)
+                session.offer(_PING_FRAME)
 
     async def handle(self, stream: trio.abc.Stream, request: RequestHead) -> None:
         """Serve one upgrade request until the connection ends. Never raises for the
@@ -266,9 +412,8 @@ class Sessions:
 
     async def _serve(self, ws: WebSocketConnection, client_id: str) -> None:
         config, hub = self.config, self.hub
-        session = _Session(ws, client_id, config)
-        outbox = session.outbox = Outbox(client_id, session.codec, self._outbox_limits)
-        if hub.register(outbox) is not None:
+        session = _Session(ws, client_id, self)
+        if hub.register(session) is not None:
             logger.info("[WebSocket] Replaced older connection of %s (4409)", client_id)
         logger.info("[WebSocket] Connected: %s", client_id)
         session.reply(
@@ -287,30 +432,16 @@ class Sessions:
             self._idle = trio.Event()
         self._sessions.add(session)
         try:
-            async with trio.open_nursery() as nursery:
-                session.scope = nursery.cancel_scope
-                nursery.start_soon(self._write, session)
-                if await self._read(session):
-                    # The peer is gone: nothing more can be written.
-                    nursery.cancel_scope.cancel()
-                # Otherwise the server decided to close: the writer flushes what the
-                # close keeps (e.g. the rate_limited errors before a 4429), then ends
-                # the connection; the watchdog bounds that write like any other.
+            with session.read_scope:
+                await self._read(session)
         finally:
-            if session.write_timed_out:
-                self.write_timeouts += 1
-                logger.warning(
-                    "[WebSocket] Write timed out after %ss: %s; aborted",
-                    config.write_timeout,
-                    client_id,
-                )
+            if session.writer is not None:
+                # The peer is gone (or the server stops): nothing more can be written.
+                session.writer.cancel()
             hub.unregister(
-                outbox, [session.subscriptions.unsubscribe(c) for c, _ in session.subscriptions]
+                session, [session.subscriptions.unsubscribe(c) for c, _ in session.subscriptions]
             )
-            if outbox.close_code is not None:
-                await ws.aclose(outbox.close_code, outbox.close_reason)
-            else:
-                await ws.aclose()
+            await self._finish(session)
             self._log_close(session)
             # Idle only once every session has finished closing, not when the last
             # one left the hub: a drain must not end while closes are in flight.
@@ -318,11 +449,38 @@ class Sessions:
             if not self._sessions:
                 self._idle.set()
 
-    def _log_close(self, session: _Session) -> None:
-        outbox = session.outbox
-        if outbox.close_code == SLOW_CONSUMER:
+    async def _finish(self, session: _Session) -> None:
+        """Write what a flushing close kept (e.g. the rate_limited errors before a
+        4429, or the messages before a 1001), within the write deadline, then close."""
+        ws, code = session.ws, session.close_code
+        frames = session.take() if code is not None else []
+        if (frames or ws.backlogged) and not ws.closed and not session.write_timed_out:
+            with trio.move_on_after(self.config.write_timeout) as deadline:
+                try:
+                    await ws.send_frames(b"".join(frames))
+                    self.messages_sent += len(frames)
+                except ConnectionClosed:
+                    pass
+            if deadline.cancelled_caught:
+                session.write_timed_out = True
+        if session.write_timed_out:
+            self.write_timeouts += 1
             logger.warning(
-                "[WebSocket] Slow consumer closed: %s (%s)", session.client_id, outbox.close_reason
+                "[WebSocket] Write timed out after %ss: %s; aborted",
+                self.config.write_timeout,
+                session.client_id,
+            )
+        if code is None:
+            await ws.aclose()
+        else:
+            await ws.aclose(code, session.close_reason)
+
+    def _log_close(self, session: _Session) -> None:
+        if session.close_code == SLOW_CONSUMER:
+            logger.warning(
+                "[WebSocket] Slow consumer closed: %s (%s)",
+                session.client_id,
+                session.close_reason,
             )
         code, reason = session.ws.close_code, session.ws.close_reason
         logger.info(
@@ -334,50 +492,59 @@ class Sessions:
 
     # --- writer -----------------------------------------------------------------------
 
-    async def _write(self, session: _Session) -> None:
-        """Write what the outbox holds until it is closed; then end the connection."""
-        ws, outbox = session.ws, session.outbox
+    async def _write(self, session: _Session, data: bytes, frames: int) -> None:
+        """Write ``data``, then whatever the outbox holds, until it is empty; then the
+        flusher writes this connection again. Ends the connection if the transport
+        fails or the write deadline passes, and leaves a close to the handler."""
+        ws, scope = session.ws, session.writer
+        assert scope is not None
+        ended = True
         try:
-            while True:
-                await outbox.wait()
-                frames = outbox.take()
-                if frames:
+            with scope:
+                while True:
                     session.writing_since = trio.current_time()
-                    await ws.send_frames(b"".join(frames))
+                    await ws.send_frames(data)
                     session.writing_since = None
-                    self.messages_sent += len(frames)
-                elif outbox.close_code is not None:
-                    return
+                    self.messages_sent += frames
+                    if session.close_code is not None:
+                        break  # the handler writes what a flushing close kept
+                    pending = session.take()
+                    if not pending:
+                        ended = False
+                        return
+                    data, frames = b"".join(pending), len(pending)
         except ConnectionClosed:
-            return
+            pass
         finally:
-            if session.scope is not None:
-                session.scope.cancel()
+            self.writers -= 1
+            session.writing_since = None
+            session.writer = None
+            if ended:
+                session.read_scope.cancel()
 
     # --- reader -----------------------------------------------------------------------
 
-    async def _read(self, session: _Session) -> bool:
-        """Handle inbound messages until the peer closes (returns True) or the server
-        decides to close the connection (returns False)."""
-        ws, outbox = session.ws, session.outbox
+    async def _read(self, session: _Session) -> None:
+        """Handle inbound messages until the peer closes or the server decides to
+        close the connection."""
+        ws = session.ws
         limiter = _RateLimiter(self.config.rate_burst, trio.current_time())
-        while outbox.close_code is None:
+        while session.close_code is None:
             try:
                 # No local keeps the frame or its decoded message while this task
                 # waits for the next one: idle connections hold only their state.
                 self._on_message(session, limiter, await ws.receive_message())
             except ConnectionClosed:
-                return True
-        return False
+                return
 
     def _on_message(self, session: _Session, limiter: _RateLimiter, data: str | bytes) -> None:
-        config, outbox = self.config, session.outbox
+        config = self.config
         now = session.heard = trio.current_time()
         if not limiter.allow(now, config.rate_limit, config.rate_burst):
             self.rate_limited += 1
             if limiter.strike(now, config.rate_strikes):
                 # Flushed: the client sees the rate_limited errors that led here.
-                outbox.close(RATE_LIMITED, "Rate limit exceeded repeatedly", flush=True)
+                session.close(RATE_LIMITED, "Rate limit exceeded repeatedly", flush=True)
                 return
             session.reply(
                 _error(
@@ -392,7 +559,7 @@ class Sessions:
             message = decode_client(data, session.codec, self._limits)
         except RemoteProtocolError as exc:
             if exc.close_code is not None:
-                outbox.close(exc.close_code, exc.message)
+                session.close(exc.close_code, exc.message)
             else:
                 session.reply(_error(exc.code, exc.message, exc.request_id))
             return
@@ -403,7 +570,7 @@ class Sessions:
 
     def _apply(self, session: _Session, message: ClientMessage) -> None:
         """Apply one request; synchronous, so the hub sees it whole."""
-        hub, outbox = self.hub, session.outbox
+        hub = self.hub
         if isinstance(message, Ping):
             session.reply(Pong(id=message.id, timestamp=utc_now()))
         elif isinstance(message, Subscribe):
@@ -414,21 +581,21 @@ class Sessions:
             change = session.subscriptions.subscribe(
                 channel, hub.canonical(message.symbols), universe=hub.universe
             )
-            hub.apply(outbox, change)
+            hub.apply(session, change)
             session.reply(
                 Subscribed(
                     channel=channel, symbols=change.ack_symbols, id=message.id, timestamp=utc_now()
                 )
             )
             if channel is Channel.PRICES:
-                hub.offer_snapshot(outbox, message.symbols)
+                hub.offer_snapshot(session, message.symbols)
             elif replay:
                 for frames in replay:
-                    outbox.offer(frames.get(session.codec))
+                    session.offer(frames.get(session.codec))
             logger.info("[WebSocket] Client %s subscribed to %s", session.client_id, channel)
         elif isinstance(message, Unsubscribe):
             change = session.subscriptions.unsubscribe(message.channel, message.symbols)
-            hub.apply(outbox, change)
+            hub.apply(session, change)
             session.reply(
                 Unsubscribed(
                     channel=message.channel,

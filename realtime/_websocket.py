@@ -19,6 +19,12 @@ A `WebSocketConnection` is served by at most two tasks of its owner:
 * one *writer* calling `WebSocketConnection.send_frames` with frames that
   were built once by `build_frame` and are shared by every subscriber.
 
+Between them, `WebSocketConnection.try_send_frames` writes frames from any
+task without blocking or yielding: one non-blocking ``write`` on the socket.
+That is the fan-out's fast path (no task switch per connection). What the
+kernel does not take at once is kept as the connection's *backlog*, which
+the next locked write sends first, so the byte stream stays whole.
+
 Data frames never go through wsproto: `build_frame` makes them, and wsproto's
 outbound state only ever sees control frames (ping, pong, close). Every write
 to the stream -- data from the writer, control frames from the reader or from
@@ -47,6 +53,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
@@ -454,10 +461,12 @@ class WebSocketConnection:
     """
 
     __slots__ = (
+        "_backlog",
         "_broken",
         "_close_timeout",
         "_closed",
         "_closed_event",
+        "_fd",
         "_fragments",
         "_fragments_size",
         "_max_message_size",
@@ -500,6 +509,12 @@ class WebSocketConnection:
         self._closed = False
         # Created only when a task must wait for another one to finish closing.
         self._closed_event: trio.Event | None = None
+        # The socket for try_send_frames, or -1 when the stream is not a plain
+        # socket (TLS): those connections always write through send_frames.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        # Bytes try_send_frames could not write at once; the next _write sends
+        # them first (they may end in the middle of a frame).
+        self._backlog: bytes | memoryview | None = None
         self.request = request
         self.subprotocol = subprotocol
         self.pongs_received = 0
@@ -693,9 +708,10 @@ class WebSocketConnection:
     async def send_frames(self, data: bytes | bytearray | memoryview) -> None:
         """Write already-built data frames (see `build_frame`) with one ``send_all``.
 
-        ``data`` may join any number of complete frames. Blocks while the
-        peer does not read (TCP backpressure): the caller applies its write
-        deadline. A cancelled write closes the transport at once (part of a
+        ``data`` may join any number of complete frames; the backlog of
+        `try_send_frames` goes first (``data`` may be empty to write just that).
+        Blocks while the peer does not read (TCP backpressure): the caller
+        applies its write deadline. A cancelled write closes the transport at once (part of a
         frame may be on the wire, so the byte stream is unusable): the reader
         then gets ``ConnectionClosed(1006)`` and no close frame can be sent.
 
@@ -713,6 +729,45 @@ class WebSocketConnection:
             await self._write(data)
         finally:
             lock.release()
+
+    def try_send_frames(self, data: bytes) -> bool:
+        """Write already-built data frames now, without blocking or yielding.
+
+        Returns True when ``data`` was taken: all written, or partly written
+        with the rest kept as the backlog (see `backlogged`) that the next
+        locked write -- `send_frames` or a control frame -- sends first; the
+        caller must then make sure a `send_frames` follows.
+
+        Returns False, having written nothing, when that is not possible now:
+        another write holds the lock, a backlog is waiting, the stream is not a
+        plain socket (TLS), the connection is not open, or the socket just
+        failed. Pass ``data`` to `send_frames` instead, which waits its turn
+        or raises ``ConnectionClosed``.
+        """
+        if (
+            self._fd < 0
+            or self._backlog is not None
+            or self._send_lock.locked()
+            or self._closed
+            or self._broken
+            or self._proto.state is not ConnectionState.OPEN
+        ):
+            return False
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self._broken = True  # reset by the peer: send_frames reports it
+            return False
+        if written < len(data):
+            self._backlog = memoryview(data)[written:]
+        return True
+
+    @property
+    def backlogged(self) -> bool:
+        """True while bytes taken by `try_send_frames` wait for `send_frames`."""
+        return self._backlog is not None
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message built on the spot: text for `str`, binary for `bytes`.
@@ -784,10 +839,16 @@ class WebSocketConnection:
             raise self._closed_error()
 
     async def _write(self, data: bytes | bytearray | memoryview) -> None:
-        """``send_all`` with errors translated; the caller holds the lock (or is alone)."""
+        """``send_all`` with errors translated; the caller holds the lock (or is alone).
+
+        Writes the backlog of `try_send_frames` first."""
         written = False
         try:
-            await self._stream.send_all(data)
+            if self._backlog is not None:
+                await self._stream.send_all(self._backlog)
+                self._backlog = None
+            if data:
+                await self._stream.send_all(data)
             written = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._broken = True

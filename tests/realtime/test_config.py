@@ -44,6 +44,14 @@ def test_environment_then_flags() -> None:
         ),
         ({"REALTIME_HEARTBEAT_INTERVAL": "soon"}, "must be a number, got 'soon'"),
         ({"REALTIME_FEEDS": "maybe"}, "must be true or false"),
+        (
+            {"REALTIME_FLUSH_DELAY": "0.5"},
+            "--flush-delay (REALTIME_FLUSH_DELAY) must be between 0 and 0.1, got 0.5",
+        ),
+        (
+            {"REALTIME_FLUSH_DELAY": "-0.001"},
+            "--flush-delay (REALTIME_FLUSH_DELAY) must be between 0 and 0.1",
+        ),
         ({"REALTIME_LOG_LEVEL": "loud"}, "log_level"),
         ({"REALTIME_CERTFILE": "cert.pem"}, "--certfile and --keyfile go together"),
     ],

@@ -320,7 +320,7 @@ async def test_http_routes_on_the_same_port(nursery: trio.Nursery) -> None:
     assert "realtime_messages_sent_total" in metrics
     tasks = float(re.search(r"^realtime_trio_tasks (\S+)$", metrics, re.MULTILINE)[1])  # type: ignore[index]
     assert "process_resident_memory_bytes" in metrics
-    assert tasks >= 4  # at least: the hub, the watchdog, the listener, the watcher's writer
+    assert tasks >= 4  # at least: the flusher, the watchdog, the listener, the watcher
     assert responses[3][1]["content-type"].startswith("text/html")
 
 

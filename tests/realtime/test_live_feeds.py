@@ -206,3 +206,34 @@ async def test_user_files_drive_the_feeds(nursery: trio.Nursery, tmp_path: Path)
             update = await client.next("portfolio_update")
             assert [p["symbol"] for p in update["data"]["positions"]] == ["KO"]
             assert update["data"]["cash"] == 100.0
+
+
+@pytest.mark.parametrize(
+    ("derived", "started"),
+    [
+        (True, {"alerts", "signals", "portfolio", "prices"}),
+        (False, {"prices"}),
+    ],
+)
+async def test_derived_feeds_can_be_left_out(
+    nursery: trio.Nursery, derived: bool, started: set[str]
+) -> None:
+    server = await start_gateway(nursery, derived_feeds=derived)
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.request({"type": "subscribe", "channel": "prices"}, "subscribed")
+            await client.next("price_update")
+            await client.request(
+                {
+                    "type": "subscribe",
+                    "channel": "notifications",
+                    "since": 0,
+                    "epoch": client.welcome["epoch"],
+                },
+                "subscribed",
+            )
+            # The replay of history: every start announced so far, at once.
+            replayed = await client.collect(0.5, lambda m: m["type"] == "notification")
+    announced = {m["data"]["message"] for m in replayed}
+    assert announced == {f"Feed {name} started" for name in started}
+    assert bool(server.feeds.tap._streams) is derived

@@ -9,10 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from protocol import Channel, NotificationData, NotificationType
 from realtime import Server
-from realtime._bus import InProcessBus
-from realtime._publish import PublishAPI
 
 from .helpers import TIMEOUT, connect, http_requests, start_gateway
 
@@ -241,39 +238,3 @@ async def test_body_size_is_bounded(nursery: trio.Nursery) -> None:
         assert (status, body["code"]) == (413, "too_large")
         assert body["error"] == "The body is larger than 1024 bytes"
     assert server.hub.published == 1
-
-
-async def test_a_full_bus_answers_503_after_the_timeout(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # A real bus of one slot that no hub drains, filled: the publish can only wait.
-    bus = InProcessBus(1)
-    note = NotificationData(id="x", message="fill", type=NotificationType.INFO)
-    await bus.publish(Channel.NOTIFICATIONS, note)
-    api = PublishAPI(bus, api_key=KEY, max_body=1024, timeout=2.0)
-    body = json.dumps({"channel": "alerts", "data": ALERT}).encode()
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/api/publish",
-        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
-        "client": ("127.0.0.1", 5000),
-    }
-    start = trio.current_time()
-    await api(scope, receive, send)
-    assert trio.current_time() - start == pytest.approx(2.0)
-    assert sent[0]["status"] == 503
-    assert (b"retry-after", b"1") in sent[0]["headers"]
-    answer = json.loads(sent[1]["body"])
-    assert answer["code"] == "unavailable"
-    assert "stayed full for 2s" in answer["error"]
-    assert api.accepted == 0
-    assert bus._receive.statistics().current_buffer_used == 1  # only the filler
