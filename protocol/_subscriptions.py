@@ -65,7 +65,9 @@ class Change:
 class Subscriptions:
     """The channels and symbols one connection is subscribed to.
 
-    ``max_symbols`` bounds the explicit price symbols held at once.
+    ``max_symbols`` bounds the explicit price symbols held at once. Explicit symbols
+    are kept as a tuple, a fifth of the memory of a frozenset (a server holds one of
+    these per connection), and handed out as frozensets.
     """
 
     __slots__ = ("_selections", "max_symbols")
@@ -74,25 +76,26 @@ class Subscriptions:
         if max_symbols < 1:
             raise ValueError(f"max_symbols must be at least 1, got {max_symbols}")
         self.max_symbols = max_symbols
-        self._selections: dict[Channel, Selection] = {}
+        self._selections: dict[Channel, tuple[str, ...] | _AllSymbols] = {}
 
     def __contains__(self, channel: object) -> bool:
         return channel in self._selections
 
     def __iter__(self) -> Iterator[tuple[Channel, Selection]]:
-        return iter(list(self._selections.items()))
+        return iter([(channel, _selection(kept)) for channel, kept in self._selections.items()])
 
     def __len__(self) -> int:
         return len(self._selections)
 
     def get(self, channel: Channel) -> Selection | None:
-        return self._selections.get(channel)
+        kept = self._selections.get(channel)
+        return None if kept is None else _selection(kept)
 
     @property
     def symbol_count(self) -> int:
         """How many explicit price symbols are held (the number ``max_symbols`` bounds)."""
         selection = self._selections.get(Channel.PRICES)
-        return len(selection) if isinstance(selection, frozenset) else 0
+        return len(selection) if isinstance(selection, tuple) else 0
 
     def subscribe(
         self,
@@ -106,7 +109,7 @@ class Subscriptions:
         Raises :class:`RemoteProtocolError` (``unknown_symbol``, ``too_many_symbols``,
         ``invalid_message``) and then changes nothing.
         """
-        old = self._selections.get(channel)
+        old = self.get(channel)
         new: Selection
         if symbols is None:
             new = ALL_SYMBOLS
@@ -132,7 +135,7 @@ class Subscriptions:
                         f"Too many symbols: this would hold {len(new)}, "
                         f"the limit is {self.max_symbols} per connection",
                     )
-        self._selections[channel] = new
+        self._keep(channel, new)
         return Change(channel, old, new)
 
     def unsubscribe(self, channel: Channel, symbols: Iterable[str] | None = None) -> Change:
@@ -141,7 +144,7 @@ class Subscriptions:
         Symbols that are not held are ignored. Raises :class:`RemoteProtocolError`
         (``invalid_message``) for symbols on an every-symbol selection.
         """
-        old = self._selections.get(channel)
+        old = self.get(channel)
         if symbols is None or old is None:
             new: Selection | None = None
         elif channel is not Channel.PRICES:
@@ -160,8 +163,15 @@ class Subscriptions:
         if new is None:
             self._selections.pop(channel, None)
         else:
-            self._selections[channel] = new
+            self._keep(channel, new)
         return Change(channel, old, new)
+
+    def _keep(self, channel: Channel, selection: Selection) -> None:
+        self._selections[channel] = selection if selection is ALL_SYMBOLS else tuple(selection)
+
+
+def _selection(kept: tuple[str, ...] | _AllSymbols) -> Selection:
+    return kept if kept is ALL_SYMBOLS else frozenset(kept)
 
 
 def _unknown_symbols_message(unknown: list[str]) -> str:

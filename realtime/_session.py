@@ -391,7 +391,20 @@ class Sessions:
                 "Invalid client id: use 1-64 characters of A-Z a-z 0-9 _ . : -",
             )
             return
-        await self._serve(ws, client_id)
+        session = self._open(ws, client_id)
+        # The read loop is inlined here: an idle connection's task waits in it, and
+        # each coroutine frame on that stack costs every connection about 250 bytes.
+        limiter = _RateLimiter(self.config.rate_burst, trio.current_time())
+        try:
+            with session.read_scope:
+                while session.close_code is None:
+                    # No local keeps the frame or its decoded message while this task
+                    # waits for the next one: idle connections hold only their state.
+                    self._on_message(session, limiter, await ws.receive_message())
+        except ConnectionClosed:
+            pass  # the peer is gone
+        finally:
+            await self._close(session)
 
     async def _accept(
         self, stream: trio.abc.Stream, request: RequestHead
@@ -410,7 +423,8 @@ class Sessions:
                 return None
         return None
 
-    async def _serve(self, ws: WebSocketConnection, client_id: str) -> None:
+    def _open(self, ws: WebSocketConnection, client_id: str) -> _Session:
+        """Register the connection with the hub and offer its welcome."""
         config, hub = self.config, self.hub
         session = _Session(ws, client_id, self)
         if hub.register(session) is not None:
@@ -431,18 +445,20 @@ class Sessions:
         if not self._sessions:
             self._idle = trio.Event()
         self._sessions.add(session)
+        return session
+
+    async def _close(self, session: _Session) -> None:
+        """Leave the hub and close the connection, once its reader has ended."""
+        if session.writer is not None:
+            # The peer is gone (or the server stops): nothing more can be written.
+            session.writer.cancel()
+        self.hub.unregister(
+            session, [session.subscriptions.unsubscribe(c) for c, _ in session.subscriptions]
+        )
         try:
-            with session.read_scope:
-                await self._read(session)
-        finally:
-            if session.writer is not None:
-                # The peer is gone (or the server stops): nothing more can be written.
-                session.writer.cancel()
-            hub.unregister(
-                session, [session.subscriptions.unsubscribe(c) for c, _ in session.subscriptions]
-            )
             await self._finish(session)
             self._log_close(session)
+        finally:
             # Idle only once every session has finished closing, not when the last
             # one left the hub: a drain must not end while closes are in flight.
             self._sessions.discard(session)
@@ -454,26 +470,29 @@ class Sessions:
         4429, or the messages before a 1001), within the write deadline, then close."""
         ws, code = session.ws, session.close_code
         frames = session.take() if code is not None else []
-        if (frames or ws.backlogged) and not ws.closed and not session.write_timed_out:
-            with trio.move_on_after(self.config.write_timeout) as deadline:
-                try:
-                    await ws.send_frames(b"".join(frames))
-                    self.messages_sent += len(frames)
-                except ConnectionClosed:
-                    pass
-            if deadline.cancelled_caught:
-                session.write_timed_out = True
-        if session.write_timed_out:
-            self.write_timeouts += 1
-            logger.warning(
-                "[WebSocket] Write timed out after %ss: %s; aborted",
-                self.config.write_timeout,
-                session.client_id,
-            )
-        if code is None:
-            await ws.aclose()
-        else:
-            await ws.aclose(code, session.close_reason)
+        try:
+            if (frames or ws.backlogged) and not ws.closed and not session.write_timed_out:
+                with trio.move_on_after(self.config.write_timeout) as deadline:
+                    try:
+                        await ws.send_frames(b"".join(frames))
+                        self.messages_sent += len(frames)
+                    except ConnectionClosed:
+                        pass
+                if deadline.cancelled_caught:
+                    session.write_timed_out = True
+        finally:
+            if session.write_timed_out:
+                self.write_timeouts += 1
+                logger.warning(
+                    "[WebSocket] Write timed out after %ss: %s; aborted",
+                    self.config.write_timeout,
+                    session.client_id,
+                )
+            # Shielded and bounded by the close timeout: runs even when cancelled.
+            if code is None:
+                await ws.aclose()
+            else:
+                await ws.aclose(code, session.close_reason)
 
     def _log_close(self, session: _Session) -> None:
         if session.close_code == SLOW_CONSUMER:
@@ -523,19 +542,6 @@ class Sessions:
                 session.read_scope.cancel()
 
     # --- reader -----------------------------------------------------------------------
-
-    async def _read(self, session: _Session) -> None:
-        """Handle inbound messages until the peer closes or the server decides to
-        close the connection."""
-        ws = session.ws
-        limiter = _RateLimiter(self.config.rate_burst, trio.current_time())
-        while session.close_code is None:
-            try:
-                # No local keeps the frame or its decoded message while this task
-                # waits for the next one: idle connections hold only their state.
-                self._on_message(session, limiter, await ws.receive_message())
-            except ConnectionClosed:
-                return
 
     def _on_message(self, session: _Session, limiter: _RateLimiter, data: str | bytes) -> None:
         config = self.config
