@@ -156,6 +156,7 @@ def measure_stream(
         profiler = start_profiler(server, seconds, pyspy) if pyspy else None
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         sent0 = server.metric("realtime_messages_sent_total")
+        writes0 = server.metric("realtime_socket_writes_total")
         load.send("go")
         if stuck_gen:
             stuck_gen.send("go")
@@ -168,6 +169,7 @@ def measure_stream(
         results = load.wait_all("result", seconds + 60)
         cpu1, t1 = server.cpu_seconds(), time.monotonic()
         sent1 = server.metric("realtime_messages_sent_total")
+        writes1 = server.metric("realtime_socket_writes_total")
         stuck_result = None
         if stuck_gen:
             stuck_result = {
@@ -224,6 +226,9 @@ def measure_stream(
     }
     if sent0 is not None and sent1 is not None:
         result["gateway_sent_per_s"] = (sent1 - sent0) / (t1 - t0)
+    if sent0 is not None and sent1 is not None and writes0 is not None and writes1 is not None:
+        # How many messages share one write: the flusher's coalescing at this load.
+        result["gateway_messages_per_write"] = (sent1 - sent0) / max(1.0, writes1 - writes0)
     if stuck_result is not None:
         # The server's view: the stuck client is gone once the server counts one
         # connection fewer. (A FIN cannot reach a client whose window is zero, so

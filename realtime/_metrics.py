@@ -47,6 +47,11 @@ class GatewayCollector(Collector):
             ("realtime_messages_offered", "Messages offered to outboxes", stats.offered),
             ("realtime_messages_sent", "Messages written to sockets", self.sessions.messages_sent),
             (
+                "realtime_socket_writes",
+                "Writes to sockets (messages_sent / socket_writes: messages per write)",
+                self.sessions.writes,
+            ),
+            (
                 "realtime_messages_conflated",
                 "Price updates replaced by newer ones",
                 stats.conflated,

@@ -10,16 +10,18 @@ limiter, is decoded by ``protocol`` and applied (subscription changes go to the 
 and the ack, snapshot or replay to the outbox, all without awaiting, so the hub
 sees each request atomically). Bad input gets an ``error`` reply.
 
-Writes need no task of their own while the socket takes them. An outbox that
-becomes pending is queued with the :class:`Flusher`, which writes it with one
-non-blocking ``write`` (``WebSocketConnection.try_send_frames``) from whichever task
-runs it: the bus after each event it delivers, or the flusher's task once the
-publishing task yields. A connection that was written within the last
-``flush_delay`` waits that long, so a client on a busy stream gets several frames
-per write (fewer syscalls) while a quiet one gets each frame at once. Only when a
-write cannot complete at once (the client reads slowly, TLS, or a control frame is
-being written) does a writer task start for that connection; it writes with
-``send_all`` until the outbox is empty, then ends, and direct writes resume.
+Writes need no task of their own while the socket takes them. A frame offered to
+an idle connection is written at once with one non-blocking ``write``
+(``WebSocketConnection.try_send_frames``), in whichever task offered it: for events,
+the publisher's. A connection written within the last ``flush_delay``, or one that
+is streaming (its last write carried a batch), queues its frames with the
+:class:`Flusher` instead, which writes them together once they have waited that
+long: from the bus after a later event, or from the flusher's task once the
+publishing task yields. So a client on a busy stream gets many frames per write
+(fewer syscalls) while a quiet one gets each frame at once. Only when a write cannot
+complete at once (the client reads slowly, TLS, or a control frame is being
+written) does a writer task start for that connection; it writes with ``send_all``
+until the outbox is empty, then ends, and direct writes resume.
 
 One watchdog task serves every connection (:meth:`Sessions.run`): each tick it
 aborts a connection whose writer began a write more than the write deadline ago,
@@ -126,6 +128,10 @@ class _RateLimiter:
         return len(self.strikes) == limit and now - self.strikes[0] <= _STRIKE_WINDOW
 
 
+#: Frames in one write that mark a connection as streaming: that many within the flush
+#: delay is thousands a second. Two or three only mean that two events came close.
+_STREAMING_BATCH: Final = 4
+
 #: An unmasked ping frame with no payload; the peer's pong shows in ``ws.last_pong``.
 _PING_FRAME: Final = b"\x89\x00"
 
@@ -140,6 +146,7 @@ class _Session(Outbox):
         "last_write",
         "read_scope",
         "sessions",
+        "streaming",
         "subscriptions",
         "write_timed_out",
         "writer",
@@ -165,19 +172,28 @@ class _Session(Outbox):
         #: (``time.perf_counter``; see :class:`Flusher`).
         self.last_write = -math.inf
         self.due = 0.0
+        #: The last write carried a batch: frames come far faster than the flush
+        #: delay, so even the first one after a pause waits to share a write.
+        self.streaming = False
 
     def send_now(self, frame: bytes) -> bool:
         # The fast path of every delivery: one write, no queue, no task switch.
         flusher = self.sessions.flusher
-        if self.writer is not None or flusher.now - self.last_write < flusher.delay:
+        if (
+            self.writer is not None
+            or self.streaming
+            or flusher.now - self.last_write < flusher.delay
+        ):
             return False  # a writer has the connection, or frames for it coalesce
         ws = self.ws
         if not ws.try_send_frames(frame):
             return False
         self.last_write = flusher.now
-        self.sessions.messages_sent += 1
+        sessions = self.sessions
+        sessions.messages_sent += 1
+        sessions.writes += 1
         if ws.backlogged:
-            self.sessions.start_writer(self, b"", 0)
+            sessions.start_writer(self, b"", 0)
         return True
 
     def ready(self) -> None:
@@ -224,7 +240,7 @@ class Flusher:
 
     def schedule(self, session: _Session) -> None:
         now = self.now
-        if now - session.last_write >= self.delay:
+        if not session.streaming and now - session.last_write >= self.delay:
             self._now.append(session)
         else:
             session.due = now + self.delay
@@ -270,8 +286,10 @@ class Flusher:
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         ws = session.ws
         session.last_write = self.now
+        session.streaming = len(frames) >= _STREAMING_BATCH
         if ws.try_send_frames(data):
             self._sessions.messages_sent += len(frames)
+            self._sessions.writes += 1
             if ws.backlogged:
                 self._sessions.start_writer(session, b"", 0)
         else:
@@ -296,6 +314,8 @@ class Sessions:
         self._idle = trio.Event()
         self._idle.set()
         self.messages_sent = 0
+        #: Writes to sockets: ``messages_sent / writes`` is the coalescing factor.
+        self.writes = 0
         self.rate_limited = 0
         self.write_timeouts = 0
         #: Writes handed to a writer task, and writer tasks running now.
@@ -476,6 +496,7 @@ class Sessions:
                     try:
                         await ws.send_frames(b"".join(frames))
                         self.messages_sent += len(frames)
+                        self.writes += 1
                     except ConnectionClosed:
                         pass
                 if deadline.cancelled_caught:
@@ -525,6 +546,7 @@ class Sessions:
                     await ws.send_frames(data)
                     session.writing_since = None
                     self.messages_sent += frames
+                    self.writes += 1
                     if session.close_code is not None:
                         break  # the handler writes what a flushing close kept
                     pending = session.take()

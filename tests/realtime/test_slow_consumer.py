@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import socket
-from collections import deque
-from typing import Any
 
 import trio
 from wsproto import WSConnection
@@ -104,76 +101,3 @@ async def _stuck_client(port: int) -> trio.SocketStream:
         frame = f'{{"type":"subscribe","channel":"{channel}"}}'
         await stream.send_all(client.send(TextMessage(data=frame)))
     return stream
-
-
-async def test_a_client_that_pauses_gets_every_message_in_order(nursery: trio.Nursery) -> None:
-    # Writes go straight to the socket until it is full; then a writer task takes over
-    # what is pending, and direct writes resume once it has caught up. Across both
-    # hand-overs nothing may be lost, duplicated or reordered.
-    server = await start_gateway(
-        nursery, feeds=False, outbox_messages=5000, outbox_bytes=64 * 1024 * 1024
-    )
-    payload = "y" * 8192
-    burst, after = 600, 20
-
-    async def publish(first: int, count: int) -> None:
-        for number in range(first, first + count):
-            await server.bus.publish(
-                Channel.NOTIFICATIONS,
-                NotificationData(id=str(number), message=payload, type=NotificationType.INFO),
-            )
-            if number % 25 == 0:
-                await trio.lowlevel.checkpoint()  # let a writer task run
-
-    with trio.fail_after(TIMEOUT * 2):
-        stream, client = await _handshake(server.port, "pausing")
-        frame = '{"type":"subscribe","channel":"notifications"}'
-        await stream.send_all(client.send(TextMessage(data=frame)))
-        messages = _Reader(stream, client)
-        while (await messages.next())["type"] != "subscribed":
-            pass
-        await publish(0, burst)  # nobody reads meanwhile: the socket fills up
-        assert server.sessions.blocked_writes >= 1
-        received = [await messages.next() for _ in range(burst)]
-        while server.sessions.writers:  # the writer has caught up and ended
-            await trio.sleep(0.01)
-        await publish(burst, after)
-        received += [await messages.next() for _ in range(after)]
-        await stream.aclose()
-    assert [m["data"]["id"] for m in received] == [str(n) for n in range(burst + after)]
-    seqs = [m["seq"] for m in received]
-    assert seqs == list(range(seqs[0], seqs[0] + burst + after))
-
-
-async def _handshake(port: int, client_id: str) -> tuple[trio.SocketStream, WSConnection]:
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
-    client = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(client.send(Request(host="127.0.0.1", target=f"/ws/{client_id}")))
-    accepted = False
-    while not accepted:
-        client.receive_data(await stream.receive_some(1))
-        accepted = any(isinstance(event, AcceptConnection) for event in client.events())
-    return stream, client
-
-
-class _Reader:
-    """Decoded JSON messages from a raw connection, fragments joined."""
-
-    def __init__(self, stream: trio.SocketStream, client: WSConnection) -> None:
-        self._stream, self._client = stream, client
-        self._ready: deque[Any] = deque()
-        self._parts: list[str] = []
-
-    async def next(self) -> Any:
-        while not self._ready:
-            self._client.receive_data(await self._stream.receive_some(65536))
-            for event in self._client.events():
-                if isinstance(event, TextMessage):
-                    self._parts.append(event.data)
-                    if event.message_finished:
-                        self._ready.append(json.loads("".join(self._parts)))
-                        self._parts.clear()
-        return self._ready.popleft()
