@@ -13,15 +13,15 @@ sees each request atomically). Bad input gets an ``error`` reply.
 Writes need no task of their own while the socket takes them. A frame offered to
 an idle connection is written at once with one non-blocking ``write``
 (``WebSocketConnection.try_send_frames``), in whichever task offered it: for events,
-the publisher's. A connection written within the last ``flush_delay``, or one that
-is streaming (its last write carried a batch), queues its frames with the
-:class:`Flusher` instead, which writes them together once they have waited that
-long: from the bus after a later event, or from the flusher's task once the
-publishing task yields. So a client on a busy stream gets many frames per write
-(fewer syscalls) while a quiet one gets each frame at once. Only when a write cannot
-complete at once (the client reads slowly, TLS, or a control frame is being
-written) does a writer task start for that connection; it writes with ``send_all``
-until the outbox is empty, then ends, and direct writes resume.
+the publisher's. Under load (see :class:`Flusher`), a connection written within the
+last ``flush_delay``, or one that is streaming (its last write carried a batch),
+queues its frames with the flusher instead, which writes them together once they
+have waited that long: from the bus after a later event, or from the flusher's task
+once the publishing task yields. So a loaded gateway pays a syscall per batch, not
+per message. Only when a write cannot complete at once (the client reads slowly,
+TLS, or a control frame is being written) does a writer task start for that
+connection; it writes with ``send_all`` until the outbox is empty, then ends, and
+direct writes resume.
 
 One watchdog task serves every connection (:meth:`Sessions.run`): each tick it
 aborts a connection whose writer began a write more than the write deadline ago,
@@ -128,6 +128,12 @@ class _RateLimiter:
         return len(self.strikes) == limit and now - self.strikes[0] <= _STRIKE_WINDOW
 
 
+#: Share of the time spent delivering events and writing above which frames coalesce,
+#: judged every ``_LOAD_WINDOW`` seconds. Below it a write per message is affordable,
+#: and each message goes out at once.
+COALESCE_LOAD: Final = 0.25
+_LOAD_WINDOW: Final = 0.1
+
 #: Frames in one write that mark a connection as streaming: that many within the flush
 #: delay is thousands a second. Two or three only mean that two events came close.
 _STREAMING_BATCH: Final = 4
@@ -179,10 +185,8 @@ class _Session(Outbox):
     def send_now(self, frame: bytes) -> bool:
         # The fast path of every delivery: one write, no queue, no task switch.
         flusher = self.sessions.flusher
-        if (
-            self.writer is not None
-            or self.streaming
-            or flusher.now - self.last_write < flusher.delay
+        if self.writer is not None or (
+            flusher.coalescing and (self.streaming or flusher.now - self.last_write < flusher.delay)
         ):
             return False  # a writer has the connection, or frames for it coalesce
         ws = self.ws
@@ -213,11 +217,12 @@ class _Session(Outbox):
 class Flusher:
     """Coalesces and writes frames for busy connections; see the module docstring.
 
-    A frame offered to an idle connection is written at once (``_Session.send_now``).
-    One offered to a connection written less than ``delay`` seconds ago, or one that
-    could not be written at once, is queued here with its session: to be written
-    at the next flush, or, for a busy connection, once it has waited ``delay``, so
-    that the frames that arrive meanwhile share its write. ``flush_due`` writes what is
+    While the gateway spends less than ``COALESCE_LOAD`` of its time delivering
+    events, every frame is written at once (``_Session.send_now``). Above it, a frame
+    offered to a connection written less than ``delay`` seconds ago, or to a streaming
+    one, is queued here with its session and written once it has waited ``delay``,
+    so that the frames that arrive meanwhile share its write; as is a frame that
+    could not be written at once, for the next flush. ``flush_due`` writes what is
     due; the bus calls it after each event. :meth:`run` writes everything queued
     whenever its task gets to run, i.e. once the task that published yields. A write
     the socket does not take at once goes to a writer task
@@ -233,6 +238,11 @@ class Flusher:
         self._now: deque[_Session] = deque()
         self._later: deque[_Session] = deque()  # ordered by ``due``
         self._task: Task | None = None
+        #: Whether the gateway is loaded enough for frames to wait (see the class doc),
+        #: from the time spent delivering events and flushing in the last window.
+        self.coalescing = False
+        self._busy = 0.0
+        self._window = self.now
 
     def tick(self) -> None:
         """Read the clock; the bus calls it before it hands an event to the hub."""
@@ -240,7 +250,9 @@ class Flusher:
 
     def schedule(self, session: _Session) -> None:
         now = self.now
-        if not session.streaming and now - session.last_write >= self.delay:
+        if not self.coalescing or (
+            not session.streaming and now - session.last_write >= self.delay
+        ):
             self._now.append(session)
         else:
             session.due = now + self.delay
@@ -251,7 +263,9 @@ class Flusher:
             reschedule(task)
 
     def flush_due(self) -> None:
-        """Write every queued session that is due now."""
+        """Write every queued session that is due now; the bus calls it after each
+        event, which it timed from :meth:`tick`."""
+        started = self.now
         now_queue, later = self._now, self._later
         write = self._write
         while now_queue:
@@ -260,6 +274,18 @@ class Flusher:
             now = self.now = perf_counter()
             while later and later[0].due <= now:
                 write(later.popleft())
+        self._account(started)
+
+    def _account(self, started: float) -> None:
+        """Add the time since ``started`` to the busy time; decide on coalescing once
+        per window."""
+        end = perf_counter()
+        self._busy += end - started
+        elapsed = end - self._window
+        if elapsed >= _LOAD_WINDOW:
+            self.coalescing = self.delay > 0 and self._busy / elapsed >= COALESCE_LOAD
+            self._busy = 0.0
+            self._window = end
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write every queued session each time this task runs, until cancelled."""
@@ -268,10 +294,11 @@ class Flusher:
             if not self._now and not self._later:
                 self._task = current_task()
                 await wait_task_rescheduled(self._abort)
-            self.now = perf_counter()
+            started = self.now = perf_counter()
             for queue in (self._now, self._later):
                 while queue:
                     self._write(queue.popleft())
+            self._account(started)
 
     def _abort(self, _: object) -> Abort:
         self._task = None

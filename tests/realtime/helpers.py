@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -138,3 +141,29 @@ async def http_requests(
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
     ((status, _, body),) = await http_requests(port, [("GET", path, b"")])
     return status, body
+
+
+REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
+
+
+async def start_process(*args: str) -> tuple[trio.Process, int, list[bytes]]:
+    """``realtime serve`` on a free port as a process: it, its port, its log so far."""
+    process = await trio.lowlevel.open_process(
+        [*REALTIME, "serve", "--port", "0", *args], stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    log: list[bytes] = []
+    buffer = b""
+    while (match := re.search(rb"Listening on 127\.0\.0\.1:(\d+)", buffer)) is None:
+        chunk = await process.stderr.receive_some()
+        assert chunk, b"".join(log).decode()
+        buffer += chunk
+        log.append(chunk)
+    return process, int(match.group(1)), log
+
+
+async def drain_log(process: trio.Process, log: list[bytes]) -> None:
+    """Keep reading the process's log into ``log`` (its pipe must not fill up)."""
+    assert process.stderr is not None
+    while chunk := await process.stderr.receive_some():
+        log.append(chunk)

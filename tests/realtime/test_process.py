@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
-import sys
 
 import trio
 from trio_websocket import ConnectionClosed
 
-from .helpers import TIMEOUT, open_ws
-
-REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
-
-
-async def _start(*args: str) -> tuple[trio.Process, int, list[bytes]]:
-    process = await trio.lowlevel.open_process(
-        [*REALTIME, "serve", "--port", "0", *args], stderr=subprocess.PIPE
-    )
-    assert process.stderr is not None
-    log: list[bytes] = []
-    buffer = b""
-    while (match := re.search(rb"Listening on 127\.0\.0\.1:(\d+)", buffer)) is None:
-        chunk = await process.stderr.receive_some()
-        assert chunk, b"".join(log).decode()
-        buffer += chunk
-        log.append(chunk)
-    return process, int(match.group(1)), log
-
-
-async def _drain_log(process: trio.Process, log: list[bytes]) -> None:
-    assert process.stderr is not None
-    while chunk := await process.stderr.receive_some():
-        log.append(chunk)
+from .helpers import REALTIME, TIMEOUT, drain_log, open_ws, start_process
 
 
 async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: object) -> None:
     with trio.fail_after(TIMEOUT * 2):
-        process, port, log = await _start("--tick-rate", "20", "--shutdown-grace", "5")
+        process, port, log = await start_process("--tick-rate", "20", "--shutdown-grace", "5")
         codes: list[int] = []
 
         async def client(name: str, task_status: trio.TaskStatus[None]) -> None:
@@ -53,7 +28,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: objec
                     codes.append(closed.reason.code)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain_log, process, log)
+            nursery.start_soon(drain_log, process, log)
             async with trio.open_nursery() as clients:
                 for index in range(3):
                     await clients.start(client, f"client-{index}")
@@ -69,9 +44,9 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: objec
 
 async def test_sigterm_exits_within_the_grace_period_despite_a_stuck_client() -> None:
     with trio.fail_after(TIMEOUT * 2):
-        process, port, log = await _start("--tick-rate", "50", "--shutdown-grace", "2")
+        process, port, log = await start_process("--tick-rate", "50", "--shutdown-grace", "2")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain_log, process, log)
+            nursery.start_soon(drain_log, process, log)
             # A client that completes the handshake and then never reads a byte.
             stuck = await trio.open_tcp_stream("127.0.0.1", port)
             async with stuck:
@@ -126,12 +101,12 @@ def test_log_file(tmp_path: object) -> None:
     log_file = Path(str(tmp_path)) / "logs" / "websocket.log"
 
     async def main() -> None:
-        process, port, log = await _start("--log-file", str(log_file))
+        process, port, log = await start_process("--log-file", str(log_file))
         async with open_ws(f"ws://127.0.0.1:{port}/ws/logged"):
             pass
         process.send_signal(signal.SIGTERM)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain_log, process, log)
+            nursery.start_soon(drain_log, process, log)
             assert await process.wait() == 0
 
     trio.run(main)

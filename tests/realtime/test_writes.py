@@ -4,6 +4,7 @@ full and back, and coalescing of bursts, against the real gateway."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections import deque
 from typing import Any
@@ -16,7 +17,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 
 from protocol import Channel, NotificationData, NotificationType
 
-from .helpers import TIMEOUT, connect, start_gateway
+from .helpers import TIMEOUT, drain_log, http_get, open_ws, start_gateway, start_process
 
 
 async def test_a_client_that_pauses_gets_every_message_in_order(nursery: trio.Nursery) -> None:
@@ -92,43 +93,49 @@ class _Reader:
         return self._ready.popleft()
 
 
-@pytest.mark.parametrize("flush_delay", [0.0005, 0.0])
-async def test_bursts_share_writes_and_sparse_messages_go_alone(
-    nursery: trio.Nursery, flush_delay: float
-) -> None:
-    server = await start_gateway(nursery, feeds=False, flush_delay=flush_delay)
-    sessions = server.sessions
-    count = 0
+@pytest.mark.parametrize(
+    ("tick_rate", "coalesced"),
+    [
+        (5, False),  # 500 events/s: idle, every message goes out alone
+        (400, True),  # 40,000 events/s: loaded, a client's burst shares writes
+    ],
+)
+async def test_messages_share_writes_only_under_load(tick_rate: int, coalesced: bool) -> None:
+    # A process of its own, so that its load is its feed's and not the test's.
+    process, port, log = await start_process(
+        "--symbols", "100", "--tick-rate", str(tick_rate), "--updates-per-tick", "100",
+        "--derived-feeds", "false",
+    )  # fmt: skip
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_log, process, log)
+            with trio.fail_after(TIMEOUT):
+                async with open_ws(f"ws://127.0.0.1:{port}/ws/reader") as ws:
+                    welcome = json.loads(await ws.get_message())
+                    request = {"type": "subscribe", "channel": "prices"}
+                    request["symbols"] = welcome["symbols"][:10]
+                    await ws.send_message(json.dumps(request))
+                    before = await _sent_and_writes(port)
+                    with trio.move_on_after(1.5):
+                        while True:
+                            await ws.get_message()
+                    after = await _sent_and_writes(port)
+            nursery.cancel_scope.cancel()
+    finally:
+        process.kill()
+        await process.wait()
+    sent, writes = after[0] - before[0], after[1] - before[1]
+    assert sent >= 1.5 * tick_rate * 10 * 0.5, b"".join(log).decode()[-2000:]
+    if coalesced:
+        assert sent / writes >= 2, (sent, writes)
+    else:
+        assert sent == writes
 
-    async def publish(burst: int) -> None:
-        nonlocal count
-        for _ in range(burst):  # back to back: the bus never yields
-            await server.bus.publish(
-                Channel.NOTIFICATIONS,
-                NotificationData(id=str(count), message="n", type=NotificationType.INFO),
-            )
-            count += 1
 
-    with trio.fail_after(TIMEOUT):
-        async with connect(server) as client:
-            await client.request({"type": "subscribe", "channel": "notifications"}, "subscribed")
-            await trio.sleep(0.05)
-            # Sparse: 10 ms apart, each one is written at once and alone.
-            sent, writes = sessions.messages_sent, sessions.writes
-            for _ in range(5):
-                await publish(1)
-                await trio.sleep(0.01)
-            assert (sessions.messages_sent - sent, sessions.writes - writes) == (5, 5)
-            # A burst: with a flush delay the messages share a few writes; without,
-            # each has its own.
-            sent, writes = sessions.messages_sent, sessions.writes
-            await publish(200)
-            while sessions.messages_sent - sent < 200:
-                await trio.sleep(0.001)
-            burst_writes = sessions.writes - writes
-            if flush_delay:
-                assert burst_writes <= 10, burst_writes
-            else:
-                assert burst_writes == 200
-            received = [await client.next("notification") for _ in range(count)]
-    assert [m["data"]["id"] for m in received] == [str(n) for n in range(count)]
+async def _sent_and_writes(port: int) -> tuple[float, float]:
+    status, body = await http_get(port, "/metrics")
+    assert status == 200
+    values = dict(re.findall(r"^(realtime_\w+_total) (\S+)$", body.decode(), re.MULTILINE))
+    return float(values["realtime_messages_sent_total"]), float(
+        values["realtime_socket_writes_total"]
+    )
