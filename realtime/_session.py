@@ -18,10 +18,11 @@ last ``flush_delay``, or one that is streaming (its last write carried a batch),
 queues its frames with the flusher instead, which writes them together once they
 have waited that long: from the bus after a later event, or from the flusher's task
 once the publishing task yields. So a loaded gateway pays a syscall per batch, not
-per message. Only when a write cannot complete at once (the client reads slowly,
-TLS, or a control frame is being written) does a writer task start for that
-connection; it writes with ``send_all`` until the outbox is empty, then ends, and
-direct writes resume.
+per message. Only when a write cannot complete at once (the client reads slowly, or
+a control frame is being written) does a writer task start for that connection; it
+writes with ``send_all`` until the outbox is empty, then ends, and direct writes
+resume. A TLS connection cannot be written directly: its writer, once started,
+stays and waits for the next frames.
 
 One watchdog task serves every connection (:meth:`Sessions.run`): each tick it
 aborts a connection whose writer began a write more than the write deadline ago,
@@ -150,6 +151,7 @@ class _Session(Outbox):
         "due",
         "heard",
         "last_write",
+        "parked",
         "read_scope",
         "sessions",
         "streaming",
@@ -171,6 +173,8 @@ class _Session(Outbox):
         self.read_scope = trio.CancelScope()
         #: The scope of this connection's writer task, while it has one.
         self.writer: trio.CancelScope | None = None
+        #: The writer task, while it waits for frames (TLS connections keep theirs).
+        self.parked: Task | None = None
         #: When the writer's write in progress began; None between writes.
         self.writing_since: float | None = None
         self.write_timed_out = False
@@ -201,13 +205,28 @@ class _Session(Outbox):
         return True
 
     def ready(self) -> None:
-        if self.close_code is not None:
+        parked = self.parked
+        if parked is not None:
+            # A waiting writer takes it from here, the close included.
+            self.parked = None
+            reschedule(parked)
+        elif self.close_code is not None:
             # The reader ends and the handler finishes the connection; a writer that
             # is still writing sees the close itself and leaves the rest to it.
             if self.writer is None:
                 self.read_scope.cancel()
         elif self.writer is None:
             self.sessions.flusher.schedule(self)
+
+    async def wait_ready(self) -> None:
+        """Park the writer task until :meth:`ready`; cancellable."""
+        self.parked = current_task()
+
+        def abort(_: object) -> Abort:
+            self.parked = None
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
 
     def reply(self, message: ServerMessage) -> None:
         codec = self.codec
@@ -561,8 +580,11 @@ class Sessions:
 
     async def _write(self, session: _Session, data: bytes, frames: int) -> None:
         """Write ``data``, then whatever the outbox holds, until it is empty; then the
-        flusher writes this connection again. Ends the connection if the transport
-        fails or the write deadline passes, and leaves a close to the handler."""
+        flusher writes this connection again. A TLS connection, which the flusher
+        cannot write, keeps its writer: it waits for the next frames instead of
+        ending (a task per burst would cost more than the write). Ends the connection
+        if the transport fails or the write deadline passes, and leaves a close to
+        the handler."""
         ws, scope = session.ws, session.writer
         assert scope is not None
         ended = True
@@ -578,8 +600,13 @@ class Sessions:
                         break  # the handler writes what a flushing close kept
                     pending = session.take()
                     if not pending:
-                        ended = False
-                        return
+                        if ws.direct:
+                            ended = False
+                            return
+                        await session.wait_ready()  # TLS: the next frames, or the close
+                        if session.close_code is not None:
+                            break
+                        pending = session.take()
                     data, frames = b"".join(pending), len(pending)
         except ConnectionClosed:
             pass
@@ -587,6 +614,7 @@ class Sessions:
             self.writers -= 1
             session.writing_since = None
             session.writer = None
+            session.parked = None
             if ended:
                 session.read_scope.cancel()
 

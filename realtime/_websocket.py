@@ -790,6 +790,11 @@ class WebSocketConnection:
         return True
 
     @property
+    def direct(self) -> bool:
+        """True when `try_send_frames` can write at all: a plain socket, not TLS."""
+        return self._fd >= 0
+
+    @property
     def backlogged(self) -> bool:
         """True while bytes taken by `try_send_frames` wait for `send_frames`."""
         return self._backlog is not None

@@ -366,3 +366,10 @@ async def test_tls_serves_wss(nursery: trio.Nursery, tmp_path: Path) -> None:
             f"wss://127.0.0.1:{server.port}/ws/secure", ssl_context=client_context
         ) as ws:
             assert json.loads(await ws.get_message())["type"] == "welcome"
+            await ws.send_message(json.dumps({"type": "subscribe", "channel": "prices"}))
+            prices = 0
+            while prices < 50:
+                prices += json.loads(await ws.get_message())["type"] == "price_update"
+            # TLS cannot be written without a task: the connection keeps one writer,
+            # started once, instead of one per burst.
+            assert (server.sessions.writers, server.sessions.blocked_writes) == (1, 1)
