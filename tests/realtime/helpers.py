@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -13,6 +14,9 @@ from typing import Any
 
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
+from wsproto import WSConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import AcceptConnection, Request
 
 from realtime import Config, Server, serve
 
@@ -167,3 +171,22 @@ async def drain_log(process: trio.Process, log: list[bytes]) -> None:
     assert process.stderr is not None
     while chunk := await process.stderr.receive_some():
         log.append(chunk)
+
+
+async def raw_client(
+    port: int, client_id: str, *, rcvbuf: int = 4096
+) -> tuple[trio.SocketStream, WSConnection]:
+    """A WebSocket client on a bare socket with a small receive buffer, handshake done
+    (the 101 read byte by byte, so nothing after it is consumed): for tests that
+    must control when, and whether, the client reads."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    client = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(client.send(Request(host="127.0.0.1", target=f"/ws/{client_id}")))
+    accepted = False
+    while not accepted:
+        client.receive_data(await stream.receive_some(1))
+        accepted = any(isinstance(event, AcceptConnection) for event in client.events())
+    return stream, client

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import trio
-from wsproto import WSConnection
-from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.events import TextMessage
 
 from protocol import Channel, NotificationData, NotificationType
 
-from .helpers import TIMEOUT, age, connect, start_gateway
+from .helpers import TIMEOUT, age, connect, raw_client, start_gateway
 
 READERS = 50
 TICK_RATE = 20.0
@@ -87,16 +83,7 @@ async def test_a_stuck_client_is_closed_and_the_others_keep_their_rate(
 
 async def _stuck_client(port: int) -> trio.SocketStream:
     """A client that handshakes, subscribes to everything, then never reads."""
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
-    client = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(client.send(Request(host="127.0.0.1", target="/ws/stuck")))
-    accepted = False
-    while not accepted:  # read the 101 response, then nothing ever again
-        client.receive_data(await stream.receive_some(1))
-        accepted = any(isinstance(event, AcceptConnection) for event in client.events())
+    stream, client = await raw_client(port, "stuck")
     for channel in ("prices", "notifications"):
         frame = f'{{"type":"subscribe","channel":"{channel}"}}'
         await stream.send_all(client.send(TextMessage(data=frame)))

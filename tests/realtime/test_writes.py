@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections import deque
 from typing import Any
 
 import pytest
 import trio
 from wsproto import WSConnection
-from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.events import TextMessage
 
 from protocol import Channel, NotificationData, NotificationType
 
-from .helpers import TIMEOUT, drain_log, http_get, open_ws, start_gateway, start_process
+from .helpers import (
+    TIMEOUT,
+    drain_log,
+    http_get,
+    open_ws,
+    raw_client,
+    start_gateway,
+    start_process,
+)
 
 
 async def test_a_client_that_pauses_gets_every_message_in_order(nursery: trio.Nursery) -> None:
@@ -40,7 +46,7 @@ async def test_a_client_that_pauses_gets_every_message_in_order(nursery: trio.Nu
                 await trio.lowlevel.checkpoint()  # let a writer task run
 
     with trio.fail_after(TIMEOUT * 2):
-        stream, client = await _handshake(server.port, "pausing")
+        stream, client = await raw_client(server.port, "pausing")
         frame = '{"type":"subscribe","channel":"notifications"}'
         await stream.send_all(client.send(TextMessage(data=frame)))
         messages = _Reader(stream, client)
@@ -57,20 +63,6 @@ async def test_a_client_that_pauses_gets_every_message_in_order(nursery: trio.Nu
     assert [m["data"]["id"] for m in received] == [str(n) for n in range(burst + after)]
     seqs = [m["seq"] for m in received]
     assert seqs == list(range(seqs[0], seqs[0] + burst + after))
-
-
-async def _handshake(port: int, client_id: str) -> tuple[trio.SocketStream, WSConnection]:
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
-    client = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(client.send(Request(host="127.0.0.1", target=f"/ws/{client_id}")))
-    accepted = False
-    while not accepted:
-        client.receive_data(await stream.receive_some(1))
-        accepted = any(isinstance(event, AcceptConnection) for event in client.events())
-    return stream, client
 
 
 class _Reader:
