@@ -16,7 +16,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, Request
+from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
 from realtime import Config, Server, serve
 
@@ -173,20 +173,65 @@ async def drain_log(process: trio.Process, log: list[bytes]) -> None:
         log.append(chunk)
 
 
+class RawClient:
+    """A WebSocket client on a raw trio stream, driven by wsproto, for edge cases."""
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
+        self.stream = stream
+        self.ws = ws
+
+    async def send(self, event: Event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def next_event(self) -> Event:
+        while True:
+            for event in self.ws.events():
+                return event
+            data = await self.stream.receive_some()
+            self.ws.receive_data(data or None)
+
+    async def next_message(self) -> Any:
+        """The next text message, its fragments joined, decoded as JSON."""
+        parts: list[str] = []
+        while True:
+            event = await self.next_event()
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    return json.loads("".join(parts))
+
+    async def expect_close(self) -> CloseConnection:
+        while True:
+            event = await self.next_event()
+            if isinstance(event, CloseConnection):
+                return event
+
+
+@asynccontextmanager
 async def raw_client(
-    port: int, client_id: str, *, rcvbuf: int = 4096
-) -> tuple[trio.SocketStream, WSConnection]:
-    """A WebSocket client on a bare socket with a small receive buffer, handshake done
-    (the 101 read byte by byte, so nothing after it is consumed): for tests that
-    must control when, and whether, the client reads."""
+    port: int,
+    path: str = "/ws/raw",
+    *,
+    subprotocols: Sequence[str] = (),
+    early: bytes = b"",
+    receive_buffer: int | None = None,
+) -> AsyncIterator[RawClient]:
+    """Handshake (followed by ``early`` bytes in the same write); closed on exit.
+
+    ``receive_buffer`` caps the kernel's receive buffer (no autotuning), so a
+    client that pauses reading pushes back on the server quickly. It is set before
+    connecting: the window scale is agreed in the handshake, and a buffer shrunk
+    afterwards drops segments the peer was allowed to send (retransmission stalls).
+    """
     sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
-    client = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(client.send(Request(host="127.0.0.1", target=f"/ws/{client_id}")))
-    accepted = False
-    while not accepted:
-        client.receive_data(await stream.receive_some(1))
-        accepted = any(isinstance(event, AcceptConnection) for event in client.events())
-    return stream, client
+    async with trio.SocketStream(sock) as stream:
+        ws = WSConnection(ConnectionType.CLIENT)
+        handshake = ws.send(Request(host="test", target=path, subprotocols=list(subprotocols)))
+        await stream.send_all(handshake + early)
+        client = RawClient(stream, ws)
+        event = await client.next_event()
+        assert isinstance(event, AcceptConnection), event
+        yield client

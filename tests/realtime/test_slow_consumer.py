@@ -39,7 +39,11 @@ async def test_a_stuck_client_is_closed_and_the_others_keep_their_rate(
         async with trio.open_nursery() as readers:
             for index in range(READERS):
                 await readers.start(reader, index)
-            async with await _stuck_client(server.port) as stuck:
+            # A client that handshakes, subscribes to everything, then never reads.
+            async with raw_client(server.port, "/ws/stuck", receive_buffer=4096) as stuck:
+                for channel in ("prices", "notifications"):
+                    frame = f'{{"type":"subscribe","channel":"{channel}"}}'
+                    await stuck.send(TextMessage(data=frame))
                 while server.hub.statistics().channel_subscriptions["notifications"] < 1:
                     await trio.sleep(0.01)
                 measuring.set()
@@ -79,12 +83,3 @@ async def test_a_stuck_client_is_closed_and_the_others_keep_their_rate(
         ages.sort()
         assert ages[int(len(ages) * 0.99)] < 0.5  # nobody waited behind the stuck client
     assert server.hub.statistics().total_connections == 0
-
-
-async def _stuck_client(port: int) -> trio.SocketStream:
-    """A client that handshakes, subscribes to everything, then never reads."""
-    stream, client = await raw_client(port, "stuck")
-    for channel in ("prices", "notifications"):
-        frame = f'{{"type":"subscribe","channel":"{channel}"}}'
-        await stream.send_all(client.send(TextMessage(data=frame)))
-    return stream

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -15,9 +14,7 @@ import trio_websocket
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
-    CloseConnection,
     Event,
     Ping,
     Pong,
@@ -37,6 +34,8 @@ from realtime._websocket import (
     build_frame,
     reject_websocket,
 )
+
+from .helpers import raw_client
 
 StartListener = Callable[..., Awaitable[Listener]]
 OpenClient = Callable[..., AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
@@ -89,56 +88,6 @@ def echo_handler(
             recorder.done.set()
 
     return handler
-
-
-class RawClient:
-    """A WebSocket client on a raw trio stream, driven by wsproto, for edge cases."""
-
-    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
-        self.stream = stream
-        self.ws = ws
-
-    async def send(self, event: Event) -> None:
-        await self.stream.send_all(self.ws.send(event))
-
-    async def next_event(self) -> Event:
-        while True:
-            for event in self.ws.events():
-                return event
-            data = await self.stream.receive_some()
-            self.ws.receive_data(data or None)
-
-    async def expect_close(self) -> CloseConnection:
-        while True:
-            event = await self.next_event()
-            if isinstance(event, CloseConnection):
-                return event
-
-
-@asynccontextmanager
-async def raw_client(
-    port: int,
-    path: str = "/ws/raw",
-    *,
-    subprotocols: Sequence[str] = (),
-    early: bytes = b"",
-    receive_buffer: int | None = None,
-) -> AsyncIterator[RawClient]:
-    """Handshake (followed by ``early`` bytes in the same write); closed on exit.
-
-    ``receive_buffer`` caps the kernel's receive buffer (no autotuning), so a
-    client that pauses reading pushes back on the server quickly.
-    """
-    async with await trio.open_tcp_stream(HOST, port) as stream:
-        if receive_buffer is not None:
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        ws = WSConnection(ConnectionType.CLIENT)
-        handshake = ws.send(Request(host="test", target=path, subprotocols=list(subprotocols)))
-        await stream.send_all(handshake + early)
-        client = RawClient(stream, ws)
-        event = await client.next_event()
-        assert isinstance(event, AcceptConnection), event
-        yield client
 
 
 def client_frame(payload: bytes | str, *, fin: bool = True) -> bytes:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
-from typing import Any
 
 import pytest
 import trio
-from wsproto import WSConnection
 from wsproto.events import TextMessage
 
 from protocol import Channel, NotificationData, NotificationType
@@ -46,43 +43,20 @@ async def test_a_client_that_pauses_gets_every_message_in_order(nursery: trio.Nu
                 await trio.lowlevel.checkpoint()  # let a writer task run
 
     with trio.fail_after(TIMEOUT * 2):
-        stream, client = await raw_client(server.port, "pausing")
-        frame = '{"type":"subscribe","channel":"notifications"}'
-        await stream.send_all(client.send(TextMessage(data=frame)))
-        messages = _Reader(stream, client)
-        while (await messages.next())["type"] != "subscribed":
-            pass
-        await publish(0, burst)  # nobody reads meanwhile: the socket fills up
-        assert server.sessions.blocked_writes >= 1
-        received = [await messages.next() for _ in range(burst)]
-        while server.sessions.writers:  # the writer has caught up and ended
-            await trio.sleep(0.01)
-        await publish(burst, after)
-        received += [await messages.next() for _ in range(after)]
-        await stream.aclose()
+        async with raw_client(server.port, "/ws/pausing", receive_buffer=4096) as client:
+            await client.send(TextMessage(data='{"type":"subscribe","channel":"notifications"}'))
+            while (await client.next_message())["type"] != "subscribed":
+                pass
+            await publish(0, burst)  # nobody reads meanwhile: the socket fills up
+            assert server.sessions.blocked_writes >= 1
+            received = [await client.next_message() for _ in range(burst)]
+            while server.sessions.writers:  # the writer has caught up and ended
+                await trio.sleep(0.01)
+            await publish(burst, after)
+            received += [await client.next_message() for _ in range(after)]
     assert [m["data"]["id"] for m in received] == [str(n) for n in range(burst + after)]
     seqs = [m["seq"] for m in received]
     assert seqs == list(range(seqs[0], seqs[0] + burst + after))
-
-
-class _Reader:
-    """Decoded JSON messages from a raw connection, fragments joined."""
-
-    def __init__(self, stream: trio.SocketStream, client: WSConnection) -> None:
-        self._stream, self._client = stream, client
-        self._ready: deque[Any] = deque()
-        self._parts: list[str] = []
-
-    async def next(self) -> Any:
-        while not self._ready:
-            self._client.receive_data(await self._stream.receive_some(65536))
-            for event in self._client.events():
-                if isinstance(event, TextMessage):
-                    self._parts.append(event.data)
-                    if event.message_finished:
-                        self._ready.append(json.loads("".join(self._parts)))
-                        self._parts.clear()
-        return self._ready.popleft()
 
 
 @pytest.mark.parametrize(
