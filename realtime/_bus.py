@@ -3,10 +3,10 @@
 ``publish`` stamps the event and hands it to the hub, which offers its frames to
 every subscriber's outbox: a frame for an idle connection is written there and then,
 and the flusher writes what is due of the rest; all in the publisher's task, without
-yielding. So the stamp is taken right before the
-fan-out, a publisher can never outrun the hub (it pays for the fan-out itself: the
-strongest backpressure, with no buffer to bound), and the flusher coalesces what a
-burst of events leaves for each connection (see ``_session.Flusher``).
+yielding. So the stamp is taken right before the fan-out, a publisher can never
+outrun the hub (it pays for the fan-out itself: the strongest backpressure, with no
+buffer to bound), and the flusher coalesces what a burst of events leaves for each
+connection (see ``_session.Flusher``).
 """
 
 from __future__ import annotations

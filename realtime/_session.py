@@ -193,12 +193,17 @@ class _Session(Outbox):
             flusher.coalescing and (self.streaming or flusher.now - self.last_write < flusher.delay)
         ):
             return False  # a writer has the connection, or frames for it coalesce
+        return self.write_now(frame, 1)
+
+    def write_now(self, data: bytes, frames: int) -> bool:
+        """Write ``data`` (``frames`` of them) with one non-blocking write: False if it
+        could not be written at all. What the socket did not take goes on with a writer."""
         ws = self.ws
-        if not ws.try_send_frames(frame):
+        if not ws.try_send_frames(data):
             return False
-        self.last_write = flusher.now
         sessions = self.sessions
-        sessions.messages_sent += 1
+        self.last_write = sessions.flusher.now
+        sessions.messages_sent += frames
         sessions.writes += 1
         if ws.backlogged:
             sessions.start_writer(self, b"", 0)
@@ -330,15 +335,8 @@ class Flusher:
         if not frames:
             return
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        ws = session.ws
-        session.last_write = self.now
         session.streaming = len(frames) >= _STREAMING_BATCH
-        if ws.try_send_frames(data):
-            self._sessions.messages_sent += len(frames)
-            self._sessions.writes += 1
-            if ws.backlogged:
-                self._sessions.start_writer(session, b"", 0)
-        else:
+        if not session.write_now(data, len(frames)):
             self._sessions.start_writer(session, data, len(frames))
 
 
