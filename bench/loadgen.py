@@ -44,6 +44,7 @@ import socket
 import struct
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -61,6 +62,19 @@ MAX_SAMPLES_PER_SECOND = 4_000
 def emit(record: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
+
+
+def emit_ready(clients: int, started: float, errors: dict[str, int]) -> None:
+    """The record that ends a connecting phase: how many are subscribed, and how long
+    it took since ``started`` (``time.monotonic``)."""
+    emit(
+        {
+            "event": "ready",
+            "clients": clients,
+            "connect_seconds": time.monotonic() - started,
+            "errors": errors,
+        }
+    )
 
 
 def progress(text: str) -> None:
@@ -213,7 +227,7 @@ def run_raw_stream(args: argparse.Namespace) -> None:
     host, port = split.hostname or "127.0.0.1", split.port or 80
     selector = selectors.DefaultSelector()
     connections: list[RawConnection] = []
-    errors: dict[str, int] = {}
+    errors: Counter[str] = Counter()
     universe: list[str] = []
     started = time.monotonic()
     for i in range(args.clients):
@@ -230,7 +244,7 @@ def run_raw_stream(args: argparse.Namespace) -> None:
             selector.register(sock, selectors.EVENT_READ, connection)
             connections.append(connection)
         except OSError as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            errors[type(exc).__name__] += 1
         if i % 500 == 499:
             progress(f"{i + 1}/{args.clients} connected")
     selector.register(sys.stdin, selectors.EVENT_READ, None)
@@ -266,14 +280,7 @@ def run_raw_stream(args: argparse.Namespace) -> None:
             all(c.subscribed for c in connections) or time.monotonic() > ready_deadline
         ):
             ready_sent = True
-            emit(
-                {
-                    "event": "ready",
-                    "clients": sum(c.subscribed for c in connections),
-                    "connect_seconds": time.monotonic() - started,
-                    "errors": errors,
-                }
-            )
+            emit_ready(sum(c.subscribed for c in connections), started, errors)
         events = selector.select(timeout=0.05)
         now = time.time()
         for key, _ in events:
@@ -363,14 +370,6 @@ def _ioctl_inq(sock: socket.socket) -> bytes:
 # --- trio-websocket clients ----------------------------------------------------------
 
 
-class Counters:
-    def __init__(self) -> None:
-        self.errors: dict[str, int] = {}
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
 def error_kind(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
         return f"closed {exc.reason.code}"
@@ -417,7 +416,7 @@ async def wait_for_line() -> str:
 
 
 async def trio_stream(args: argparse.Namespace) -> None:
-    counters = Counters()
+    errors: Counter[str] = Counter()
     state: dict[str, Any] = {"measuring": False, "received": 0, "samples": []}
     subscribed = 0
     all_subscribed = trio.Event()
@@ -444,19 +443,12 @@ async def trio_stream(args: argparse.Namespace) -> None:
                         if value is not None:
                             state["samples"].append(value)
         except Exception as exc:  # counted and reported, never hidden
-            counters.error(error_kind(exc))
+            errors[error_kind(exc)] += 1
 
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
         await start_in_waves(nursery, client, args, all_subscribed, lambda: subscribed)
-        emit(
-            {
-                "event": "ready",
-                "clients": subscribed,
-                "connect_seconds": time.monotonic() - started,
-                "errors": counters.errors,
-            }
-        )
+        emit_ready(subscribed, started, errors)
         await wait_for_line()
         cpu0, wall0 = cpu_seconds(), time.monotonic()
         state["measuring"] = True
@@ -477,14 +469,14 @@ async def trio_stream(args: argparse.Namespace) -> None:
             "event": "result",
             "client": "trio-websocket",
             "loadgen_cpu": cpu / elapsed,
-            "errors": counters.errors,
+            "errors": errors,
             "closes": {},
         }
     )
 
 
 async def trio_idle(args: argparse.Namespace) -> None:
-    counters = Counters()
+    errors: Counter[str] = Counter()
     subscribed = 0
     answered = 0
     all_subscribed = trio.Event()
@@ -505,33 +497,26 @@ async def trio_idle(args: argparse.Namespace) -> None:
                 answered += 1
                 await trio.sleep_forever()
         except Exception as exc:
-            counters.error(error_kind(exc))
+            errors[error_kind(exc)] += 1
 
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
         await start_in_waves(nursery, client, args, all_subscribed, lambda: subscribed)
-        emit(
-            {
-                "event": "ready",
-                "clients": subscribed,
-                "connect_seconds": time.monotonic() - started,
-                "errors": counters.errors,
-            }
-        )
+        emit_ready(subscribed, started, errors)
         await wait_for_line()
         check.set()
         with trio.move_on_after(args.seconds):
             # A count shared by thousands of tasks: polling it beats an Event per client.
             while answered < subscribed:  # noqa: ASYNC110
                 await trio.sleep(0.05)
-        emit({"event": "result", "answered": answered, "errors": counters.errors})
+        emit({"event": "result", "answered": answered, "errors": errors})
         await wait_for_line()
         nursery.cancel_scope.cancel()
 
 
 async def trio_storm(args: argparse.Namespace) -> None:
     """Clients that reconnect with backoff; the harness restarts the server meanwhile."""
-    counters = Counters()
+    errors: Counter[str] = Counter()
     handshakes: list[float] = []
     dropped_at: list[float] = []
     resubscribed_at: list[float] = []
@@ -567,15 +552,15 @@ async def trio_storm(args: argparse.Namespace) -> None:
                     dropped_at.append(time.time())
                     drops = 1
                 else:
-                    counters.error(kind)
+                    errors[kind] += 1
             # Exponential backoff with full jitter: 0.1 s doubling up to 5 s.
             await trio.sleep(rng.uniform(0, min(5.0, 0.1 * 2**attempt)))
             attempt += 1
 
     async with trio.open_nursery() as nursery:
         await start_in_waves(nursery, client, args, first_round, lambda: subscribed)
-        emit({"event": "ready", "clients": subscribed, "errors": dict(counters.errors)})
-        counters.errors.clear()
+        emit({"event": "ready", "clients": subscribed, "errors": dict(errors)})
+        errors.clear()
         handshakes.clear()
         with trio.move_on_after(args.seconds):
             await done.wait()
@@ -587,14 +572,14 @@ async def trio_storm(args: argparse.Namespace) -> None:
                 "first_drop": min(dropped_at, default=None),
                 "last_resubscribed": max(resubscribed_at, default=None),
                 "handshakes": handshakes,
-                "errors": counters.errors,
+                "errors": errors,
             }
         )
         nursery.cancel_scope.cancel()
 
 
 async def trio_churn(args: argparse.Namespace) -> None:
-    counters = Counters()
+    errors: Counter[str] = Counter()
     done = 0
     started = time.monotonic()
     next_report = started + 5.0
@@ -613,7 +598,7 @@ async def trio_churn(args: argparse.Namespace) -> None:
                 # except*: trio-websocket can end a connection with a group that also
                 # holds its own Cancelled, which "except Exception" would let through
                 # and so end the whole run.
-                counters.error(error_kind(group.exceptions[0]))
+                errors[error_kind(group.exceptions[0])] += 1
             done += 1
             index += args.concurrency
             if time.monotonic() > next_report:
@@ -631,7 +616,7 @@ async def trio_churn(args: argparse.Namespace) -> None:
             "cycles": done,
             "seconds": elapsed,
             "cycles_per_second": done / elapsed,
-            "errors": counters.errors,
+            "errors": errors,
         }
     )
 
