@@ -42,6 +42,9 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     #: The WebSocket framing was violated. A bug in the client: fix before reconnecting.
     PROTOCOL_ERROR = 1002
+    #: The connection was lost without a close frame (RFC 6455 section 7.1.5). Never sent
+    #: on the wire: it is what either side reports when the transport broke. Reconnect.
+    ABNORMAL_CLOSURE = 1006
     #: A text frame was not valid UTF-8. A bug in the client.
     INVALID_DATA = 1007
     #: An inbound message exceeded the size limit. Reconnecting and resending will fail again.
@@ -63,12 +66,23 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4499
 
 
-#: Close codes after which a client should reconnect with backoff. 1006 is never sent
-#: (it stands for a connection lost without a close frame) but counts here too.
-RECONNECT_CLOSE_CODES = frozenset({1001, 1006, 1011, 4429, 4499})
+#: Close codes after which a client should reconnect with backoff; after any other code
+#: it stops. Both clients (Python and browser) follow this one list.
+RECONNECT_CLOSE_CODES = frozenset(
+    {
+        CloseCode.GOING_AWAY,
+        CloseCode.ABNORMAL_CLOSURE,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.RATE_LIMITED,
+        CloseCode.SLOW_CONSUMER,
+    }
+)
 
-#: Close codes after which a client must never reconnect on its own.
-FATAL_CLOSE_CODES = frozenset({4400, 4403, 4409})
+#: Close codes after which a client must never reconnect on its own: the same request
+#: would be refused again.
+FATAL_CLOSE_CODES = frozenset(
+    {CloseCode.INVALID_CLIENT_ID, CloseCode.FORBIDDEN, CloseCode.REPLACED}
+)
 
 
 def should_reconnect(code: int) -> bool:
