@@ -1,8 +1,9 @@
 """Wire protocol v1 of the real-time gateway, sans-IO.
 
 Message classes, the JSON and MessagePack codecs, strict validation, error and close
-codes, the subscription state of one connection, and the JSON Schema export. Pure
-functions and small state machines: no I/O, no clock (time comes in as arguments).
+codes, the subscription state and the request handler of one connection, and the
+JSON Schema export. Pure functions and small state machines: no I/O, no clock (time
+comes in as arguments).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ._codec import (
 )
 from ._codes import FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES, CloseCode, ErrorCode, should_reconnect
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._handler import Accepted, Close, RateLimit, Reply, RequestHandler
 from ._messages import (
     CHANNEL_EVENTS,
     CLIENT_ID_PATTERN,
@@ -67,11 +69,13 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RECONNECT_CLOSE_CODES",
     "SYMBOL_PATTERN",
+    "Accepted",
     "AlertData",
     "AlertTriggered",
     "Change",
     "Channel",
     "ClientMessage",
+    "Close",
     "CloseCode",
     "Codec",
     "ErrorCode",
@@ -92,7 +96,10 @@ __all__ = [
     "PriceData",
     "PriceUpdate",
     "ProtocolError",
+    "RateLimit",
     "RemoteProtocolError",
+    "Reply",
+    "RequestHandler",
     "RequestId",
     "Selection",
     "ServerMessage",
