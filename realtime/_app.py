@@ -20,7 +20,7 @@ from ._hub import Hub
 from ._publish import PATH as PUBLISH_PATH
 from ._publish import PublishAPI
 from ._rules_api import AlertRulesAPI
-from ._session import Sessions
+from ._sessions import Sessions
 from ._static import StaticFiles
 
 Scope = dict[str, Any]

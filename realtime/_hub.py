@@ -28,7 +28,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Final
 
 import attrs
 
@@ -37,6 +36,7 @@ from protocol import (
     CHANNEL_EVENTS,
     Change,
     Channel,
+    CloseCode,
     Codec,
     ErrorCode,
     EventData,
@@ -48,9 +48,7 @@ from protocol import (
 )
 
 from ._outbox import Outbox
-from ._websocket import build_frame
-
-REPLACED: Final = 4409
+from .ws import build_frame
 
 
 @attrs.frozen
@@ -149,7 +147,9 @@ class Hub:
         self._clients[outbox.client_id] = outbox
         if older is not None:
             self.replaced += 1
-            older.close(REPLACED, "Replaced by a newer connection with the same client id")
+            older.close(
+                CloseCode.REPLACED, "Replaced by a newer connection with the same client id"
+            )
         return older
 
     def unregister(self, outbox: Outbox, subscriptions: Iterable[Change]) -> None:

@@ -13,16 +13,18 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ._delivery import Delivery
 from ._hub import Hub
-from ._session import Sessions
+from ._sessions import Sessions
 
 
 class GatewayCollector(Collector):
     """Exports connections, subscriptions, message counters and outbox depth."""
 
-    def __init__(self, hub: Hub, sessions: Sessions) -> None:
+    def __init__(self, hub: Hub, sessions: Sessions, delivery: Delivery) -> None:
         self.hub = hub
         self.sessions = sessions
+        self.delivery = delivery
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.statistics()
@@ -45,11 +47,11 @@ class GatewayCollector(Collector):
         counters = (
             ("realtime_messages_published", "Events published into the hub", stats.published),
             ("realtime_messages_offered", "Messages offered to outboxes", stats.offered),
-            ("realtime_messages_sent", "Messages written to sockets", self.sessions.messages_sent),
+            ("realtime_messages_sent", "Messages written to sockets", self.delivery.messages_sent),
             (
                 "realtime_socket_writes",
                 "Writes to sockets (messages_sent / socket_writes: messages per write)",
-                self.sessions.writes,
+                self.delivery.writes,
             ),
             (
                 "realtime_messages_conflated",
@@ -70,12 +72,12 @@ class GatewayCollector(Collector):
             (
                 "realtime_write_timeouts",
                 "Connections aborted at the write deadline",
-                self.sessions.write_timeouts,
+                self.delivery.write_timeouts,
             ),
             (
                 "realtime_blocked_writes",
                 "Writes the socket did not take at once, handed to a writer task",
-                self.sessions.blocked_writes,
+                self.delivery.blocked_writes,
             ),
             (
                 "realtime_heartbeat_timeouts",
@@ -96,7 +98,7 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "realtime_writer_tasks",
             "Connections whose writes wait on a full socket (a writer task each)",
-            value=self.sessions.writers,
+            value=self.delivery.writers,
         )
         yield GaugeMetricFamily(
             "realtime_trio_tasks", "Trio tasks alive in the server", value=_count_tasks()
@@ -120,9 +122,9 @@ def _count_tasks() -> int:
     return count
 
 
-def make_registry(hub: Hub, sessions: Sessions) -> CollectorRegistry:
+def make_registry(hub: Hub, sessions: Sessions, delivery: Delivery) -> CollectorRegistry:
     """A registry of the gateway's own metrics (not the process-global default)."""
     registry = CollectorRegistry()
-    registry.register(GatewayCollector(hub, sessions))
+    registry.register(GatewayCollector(hub, sessions, delivery))
     ProcessCollector(registry=registry)  # RSS, CPU seconds, open file descriptors
     return registry

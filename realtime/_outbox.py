@@ -10,10 +10,10 @@ bounded by ``limits`` (messages and bytes); an offer past either bound closes th
 outbox with 4499 (slow consumer) and drops what was pending: the client reconnects
 and resumes from history.
 
-A frame offered to an empty outbox is first handed to ``send_now``, which the session
-behind it (``_session``) overrides to write it at once when it can. Otherwise the
+A frame offered to an empty outbox is first handed to ``send_now``, which the outlet
+behind it (``_delivery``) overrides to write it at once when it can. Otherwise the
 outbox calls its ``ready`` hook when it goes from empty to pending, and when it is
-closed: the session then schedules the write, or the close.
+closed: the outlet then schedules the write, or the close.
 Whoever writes ``take``s everything pending at once and writes it with one call.
 ``close`` records the close code for the session to send; ``flush=True`` (going
 away) keeps what is pending so it is written before the close frame.
@@ -21,11 +21,9 @@ away) keeps what is pending so it is written before the close frame.
 
 from __future__ import annotations
 
-from typing import Final
-
 import attrs
 
-from protocol import Codec
+from protocol import CloseCode, Codec
 
 
 @attrs.frozen
@@ -34,9 +32,6 @@ class OutboxLimits:
 
     max_messages: int = 1024
     max_bytes: int = 4 * 1024 * 1024
-
-
-SLOW_CONSUMER: Final = 4499
 
 
 class Outbox:
@@ -90,7 +85,7 @@ class Outbox:
             self._fifo_bytes + len(frame) > self.limits.max_bytes
         ):
             self.close(
-                SLOW_CONSUMER,
+                CloseCode.SLOW_CONSUMER,
                 f"Slow consumer: more than {self.limits.max_messages} messages or "
                 f"{self.limits.max_bytes} bytes pending",
             )

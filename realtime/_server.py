@@ -44,15 +44,15 @@ from protocol import Channel, NotificationData, NotificationType
 from ._app import GatewayApp
 from ._bus import InProcessBus
 from ._config import Config
+from ._delivery import Delivery
 from ._hub import Event, Hub, utc_now
-from ._listener import Listener
-from ._listener import serve as listen
 from ._metrics import make_registry
 from ._publish import PublishAPI
 from ._rules_api import AlertRulesAPI
-from ._session import Sessions
+from ._sessions import Sessions
 from ._supervisor import supervise
-from ._websocket import DEFAULT_CLOSE_TIMEOUT
+from .ws import DEFAULT_CLOSE_TIMEOUT, Listener
+from .ws import serve as listen
 
 logger = logging.getLogger("realtime.server")
 
@@ -65,10 +65,8 @@ class Feeds:
 
     #: What the price source publishes through; the Python publish API (see Server).
     tap: PriceTap
-    #: The simulated market (also built, unused, when replaying).
-    price_feed: PriceFeed
-    #: The replay of ``--feed replay:FILE``, else ``None``.
-    replay: ReplayFeed | None
+    #: The price source: the replay of ``--feed replay:FILE``, else the simulated market.
+    prices: PriceFeed | ReplayFeed
     alerts: AlertFeed
     signals: SignalFeed
     portfolio: PortfolioFeed
@@ -76,20 +74,19 @@ class Feeds:
     @property
     def symbols(self) -> tuple[str, ...]:
         """The price universe: ``welcome.symbols``."""
-        return self.replay.symbols if self.replay is not None else self.price_feed.symbols
+        return self.prices.symbols
 
     def supervised(
         self, *, derived: bool = True
     ) -> list[tuple[str, Callable[[Publisher], Awaitable[object]]]]:
         """(name, run) of each feed, consumers of the tap first; ``derived`` False leaves
         out the feeds computed from prices (alerts, signals, portfolio)."""
-        prices = self.replay.run if self.replay is not None else self.price_feed.run
         derived_feeds = [
             ("alerts", self.alerts.run),
             ("signals", self.signals.run),
             ("portfolio", self.portfolio.run),
         ]
-        return [*(derived_feeds if derived else []), ("prices", prices)]
+        return [*(derived_feeds if derived else []), ("prices", self.prices.run)]
 
 
 def build_feeds(config: Config, bus: Publisher) -> Feeds:
@@ -99,21 +96,20 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
     naming the file, entry and field for a bad file, or a rule or position on a
     symbol outside the price universe.
     """
-    price_feed = PriceFeed(
-        PriceFeedConfig(
-            symbols=config.symbols,
-            tick_rate=config.tick_rate,
-            updates_per_tick=config.updates_per_tick,
-            seed=config.seed,
-        )
-    )
-    replay_file = config.replay_file
-    replay = None
-    if replay_file is not None:
-        replay = ReplayFeed.from_file(replay_file, speed=config.replay_speed)
-        opens = dict(replay.opens)
+    prices: PriceFeed | ReplayFeed
+    if config.replay_file is not None:
+        prices = ReplayFeed.from_file(config.replay_file, speed=config.replay_speed)
+        opens = dict(prices.opens)
     else:
-        opens = {symbol: price_feed.market.last(symbol).price for symbol in price_feed.symbols}
+        prices = PriceFeed(
+            PriceFeedConfig(
+                symbols=config.symbols,
+                tick_rate=config.tick_rate,
+                updates_per_tick=config.updates_per_tick,
+                seed=config.seed,
+            )
+        )
+        opens = {symbol: prices.market.last(symbol).price for symbol in prices.symbols}
     universe = frozenset(opens)
     if config.alerts is not None:
         rules = load_rules(config.alerts)
@@ -128,8 +124,7 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
     tap = PriceTap(bus)
     return Feeds(
         tap=tap,
-        price_feed=price_feed,
-        replay=replay,
+        prices=prices,
         alerts=AlertFeed(tap, rules),
         signals=SignalFeed(tap, interval=config.signal_interval),
         portfolio=PortfolioFeed(tap, spec, interval=config.portfolio_interval),
@@ -153,8 +148,8 @@ class Server:
     hub: Hub
     bus: InProcessBus
     sessions: Sessions
+    delivery: Delivery
     listener: Listener
-    price_feed: PriceFeed
     feeds: Feeds
     publish_api: PublishAPI
     #: ``/api/alert-rules``: edits ``feeds.alerts.engine``, the engine the alert feed runs.
@@ -198,8 +193,9 @@ async def serve(
         history_messages=config.history_messages,
         history_seconds=config.history_seconds,
     )
-    sessions = Sessions(config, hub, server_version=__version__)
-    bus.attach(hub, sessions.flusher)
+    delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
+    sessions = Sessions(config, hub, delivery, server_version=__version__)
+    bus.attach(hub)
     publish_api = PublishAPI(bus, api_key=config.api_key, max_body=config.publish_max_body)
     # The feed's own engine, which outlives the feed's restarts: rules added over HTTP
     # are evaluated from the next tick on and survive a crash of the feed.
@@ -212,12 +208,13 @@ async def serve(
     app = GatewayApp(
         hub,
         sessions,
-        make_registry(hub, sessions),
+        make_registry(hub, sessions, delivery),
         version=__version__,
         publish=publish_api,
         alert_rules=alert_rules_api,
     )
     async with trio.open_nursery() as nursery:
+        await nursery.start(delivery.run)
         await nursery.start(sessions.run)
         if config.feeds:
             for name, run in feeds.supervised(derived=config.derived_feeds):
@@ -239,8 +236,8 @@ async def serve(
             hub,
             bus,
             sessions,
+            delivery,
             listener,
-            feeds.price_feed,
             feeds,
             publish_api,
             alert_rules_api,

@@ -1,7 +1,7 @@
 """An echo server on our own WebSocket layer, for the Autobahn cases.
 
-``realtime._listener.serve`` (the gateway's listener: HTTP head, upgrade routing)
-plus ``realtime._websocket.accept_websocket`` (our wsproto connection), with a
+``realtime.ws.serve`` (the gateway's listener: HTTP head, upgrade routing)
+plus ``realtime.ws.accept_websocket`` (our wsproto connection), with a
 handler that sends every message back. Run as a process::
 
     python -c "from tests.autobahn.echo import main; main()" PORT
@@ -17,8 +17,7 @@ from typing import Any, Final
 
 import trio
 
-from realtime._listener import serve
-from realtime._websocket import ConnectionClosed, RequestHead, accept_websocket
+from realtime.ws import ConnectionClosed, RequestHead, accept_websocket, serve
 
 #: Autobahn's 9.x cases send messages of up to 16 MiB.
 MAX_MESSAGE_SIZE: Final = 32 * 1024 * 1024

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio_websocket
 
-from realtime._listener import Listener, WebSocketHandler, serve
+from realtime.ws import Listener, WebSocketHandler, serve
 
 HOST = "127.0.0.1"
 

@@ -372,4 +372,4 @@ async def test_tls_serves_wss(nursery: trio.Nursery, tmp_path: Path) -> None:
                 prices += json.loads(await ws.get_message())["type"] == "price_update"
             # TLS cannot be written without a task: the connection keeps one writer,
             # started once, instead of one per burst.
-            assert (server.sessions.writers, server.sessions.blocked_writes) == (1, 1)
+            assert (server.delivery.writers, server.delivery.blocked_writes) == (1, 1)

@@ -20,11 +20,12 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import Request
 
-from realtime._listener import Listener, serve
-from realtime._websocket import (
+from realtime.ws import (
     ConnectionClosed,
+    Listener,
     RequestHead,
     accept_websocket,
+    serve,
 )
 
 StartListener = Callable[..., Awaitable[Listener]]

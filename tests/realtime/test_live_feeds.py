@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from feeds import SAMPLE_REPLAY, AlertFeed, AlertRule, PriceTap, load_quotes
+from feeds import SAMPLE_REPLAY, AlertFeed, AlertRule, PriceTap, ReplayFeed, load_quotes
 from protocol import AlertData, Channel, EventData, NotificationData, PriceData, Severity
 from realtime import Config, serve
 from realtime._supervisor import supervise
@@ -73,8 +73,9 @@ async def test_replay_of_the_shipped_sample_reaches_a_client_in_order(
             while received[-len(expected) :] != expected:
                 message = await client.next("price_update")
                 received.append((message["symbol"], message["data"]["price"]))
-    assert server.feeds.replay is not None
-    assert server.feeds.replay.published >= len(rows)
+    replay = server.feeds.prices
+    assert isinstance(replay, ReplayFeed)
+    assert replay.published >= len(rows)
 
 
 async def test_the_drain_is_announced_before_the_1001_close(nursery: trio.Nursery) -> None:

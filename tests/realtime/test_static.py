@@ -11,7 +11,6 @@ import h11
 import pytest
 import trio
 
-from realtime._listener import Listener
 from realtime._static import (
     DEFAULT_ROOT,
     IMMUTABLE,
@@ -21,6 +20,7 @@ from realtime._static import (
     content_type,
     safe_relative_path,
 )
+from realtime.ws import Listener
 
 from .conftest import HOST, StartListener
 

@@ -25,9 +25,9 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import FrameProtocol
 
-from realtime._listener import Listener
-from realtime._websocket import (
+from realtime.ws import (
     ConnectionClosed,
+    Listener,
     RequestHead,
     WebSocketConnection,
     accept_websocket,

@@ -1,16 +1,7 @@
-"""Server-side WebSocket connections on a Trio stream, with wsproto underneath.
+"""An open server-side WebSocket on a Trio stream, with wsproto underneath.
 
 Theory of operation
 -------------------
-The listener reads an HTTP request head from a new TCP (or TLS) stream and
-parses it into a `RequestHead`, keeping any bytes that followed the head (a
-client may pipeline its first frames right behind the upgrade request) in
-`RequestHead.trailing`. `accept_websocket` validates the upgrade, picks a
-subprotocol, writes the ``101 Switching Protocols`` response itself and feeds
-the trailing bytes to a low-level `wsproto.connection.Connection`, so no
-wsproto/h11 handshake object stays alive per connection.
-`reject_websocket` answers with a plain HTTP error instead.
-
 A `WebSocketConnection` is served by at most two tasks of its owner:
 
 * one *reader* calling `WebSocketConnection.receive_message`, which feeds
@@ -47,43 +38,30 @@ directly rather than through ``SocketStream.receive_some``: an idle connection
 waits in `receive_message`, and every coroutine frame on that stack is memory
 held per connection. Measured with tracemalloc (S4, 2,000 idle subscribed
 connections), the whole gateway holds about 8.2 KB of Python heap per
-connection; wsproto's objects are about 1 KB of it and the `trio.Lock` 0.2 KB.
+connection; wsproto's objects are about 1.6 KB of it and the `trio.Lock` 0.2 KB.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import os
-import struct
-from collections.abc import Iterator, Sequence
 from contextlib import suppress
-from http import HTTPStatus
 from typing import Final
 
-import attrs
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from protocol import CloseCode
+
+from ._frames import build_frame
+from ._head import RequestHead
 
 __all__ = [
-    "BadRequest",
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
     "ConnectionClosed",
-    "RequestHead",
     "WebSocketConnection",
-    "accept_websocket",
-    "build_frame",
-    "check_websocket_upgrade",
-    "parse_request_head",
-    "reject_websocket",
 ]
-
-#: Close code used when the transport went away without a close handshake
-#: (RFC 6455 section 7.1.5); never sent on the wire.
-ABNORMAL_CLOSURE: Final = 1006
-_PROTOCOL_ERROR: Final = 1002
-_MESSAGE_TOO_BIG: Final = 1009
 
 DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024
 DEFAULT_CLOSE_TIMEOUT: Final = 2.0
@@ -92,11 +70,6 @@ DEFAULT_CLOSE_TIMEOUT: Final = 2.0
 # beyond the message-size limit before the limit is checked.
 _RECEIVE_SIZE: Final = 64 * 1024
 
-_ACCEPT_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TOKEN_CHARS: Final = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-_HTTP_VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 # wsproto states in which our close frame may still be sent.
 _CLOSE_ALLOWED: Final = frozenset({ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING})
 
@@ -117,340 +90,6 @@ class ConnectionClosed(Exception):
     def __str__(self) -> str:
         suffix = f": {self.reason}" if self.reason else ""
         return f"WebSocket closed with code {self.code}{suffix}"
-
-
-class BadRequest(Exception):
-    """An HTTP request the server refuses before any hand-off or upgrade.
-
-    Carries the ``status_code`` to answer with, a one-line ``message`` for the
-    response body, and extra response ``headers`` (e.g. ``Sec-WebSocket-Version``
-    for 426).
-    """
-
-    def __init__(
-        self, status_code: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
-    ) -> None:
-        super().__init__(status_code, message)
-        self.status_code = status_code
-        self.message = message
-        self.headers = tuple(headers)
-
-    def __str__(self) -> str:
-        return f"{self.status_code} {self.message}"
-
-
-# --------------------------------------------------------------------------- HTTP head
-
-
-@attrs.frozen
-class RequestHead:
-    """A parsed HTTP/1.x request head, as read by the listener.
-
-    ``raw_headers`` is the validated header block as received (``name: value``
-    lines joined by CRLF); `headers` and `header` parse it on each call, so an
-    idle WebSocket keeps one small bytes object rather than a tuple per
-    header line. ``trailing`` holds the bytes that arrived after the head
-    (early WebSocket frames, or a pipelined body); `accept_websocket` consumes
-    them. ``client`` is the peer's ``(host, port)`` when known.
-    """
-
-    method: str
-    target: str
-    http_version: str
-    raw_headers: bytes = b""
-    trailing: bytes = b""
-    client: tuple[str, int] | None = None
-
-    @property
-    def path(self) -> str:
-        """The raw (still percent-encoded) path of ``target``, e.g. ``/ws/client-1``."""
-        path = self.target.partition("?")[0]
-        if not path.startswith("/") and "://" in path:
-            # Absolute form (RFC 9112 section 3.2.2): keep only the path.
-            path = "/" + path.split("://", 1)[1].partition("/")[2]
-        return path
-
-    @property
-    def query(self) -> str:
-        """The raw query string of ``target`` (without ``?``), or ``""``."""
-        return self.target.partition("?")[2]
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """Every header line in order: lower-cased name, value without padding."""
-        return list(_split_headers(self.raw_headers))
-
-    def header(self, name: str) -> str | None:
-        """The value of header ``name`` (any case), repeated lines joined by ``", "``.
-
-        Values are decoded as Latin-1, HTTP's lossless byte-to-text mapping.
-        Returns None when absent.
-        """
-        key = name.lower().encode("ascii")
-        values = [value for field, value in _split_headers(self.raw_headers) if field == key]
-        if not values:
-            return None
-        return b", ".join(values).decode("latin-1")
-
-    def header_tokens(self, name: str) -> list[str]:
-        """The comma-separated tokens of header ``name``, stripped and lower-cased."""
-        value = self.header(name)
-        if value is None:
-            return []
-        return [token for token in (part.strip().lower() for part in value.split(",")) if token]
-
-    @property
-    def subprotocols(self) -> list[str]:
-        """The subprotocols the client offered, in its order of preference."""
-        value = self.header("sec-websocket-protocol")
-        if value is None:
-            return []
-        return [part.strip() for part in value.split(",") if part.strip()]
-
-    @property
-    def is_websocket_upgrade(self) -> bool:
-        """True when the client asks for ``Upgrade: websocket`` (valid or not)."""
-        return "websocket" in self.header_tokens("upgrade")
-
-
-def _split_headers(raw: bytes) -> Iterator[tuple[bytes, bytes]]:
-    if not raw:
-        return
-    for line in raw.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        yield name.lower(), value.strip(b" \t")
-
-
-def parse_request_head(
-    head: bytes,
-    *,
-    trailing: bytes = b"",
-    client: tuple[str, int] | None = None,
-) -> RequestHead:
-    """Parse an HTTP/1.0 or 1.1 request head.
-
-    ``head`` runs from the request line up to (optionally including) the blank
-    line; lines end with CRLF. Strict by design: obsolete line folding, header
-    names that are not tokens, and control characters in values are rejected.
-
-    Raises `BadRequest` (400, or 505 for another HTTP version).
-    """
-    if head.endswith(b"\r\n\r\n"):
-        head = head[:-4]
-    request_line, _, raw_headers = head.partition(b"\r\n")
-    parts = request_line.split(b" ")
-    if len(parts) != 3:
-        raise BadRequest(400, "Malformed request line")
-    method, target, version = parts
-    if not method or not _TOKEN_CHARS.issuperset(method):
-        raise BadRequest(400, "Malformed request method")
-    if not target or any(byte <= 0x20 or byte >= 0x7F for byte in target):
-        raise BadRequest(400, "Malformed request target")
-    http_version = _HTTP_VERSIONS.get(version)
-    if http_version is None:
-        raise BadRequest(505, "Only HTTP/1.0 and HTTP/1.1 are supported")
-    if raw_headers:
-        for line in raw_headers.split(b"\r\n"):
-            name, colon, value = line.partition(b":")
-            if not colon or not name or not _TOKEN_CHARS.issuperset(name):
-                # Also catches obsolete line folding (a line starting with a space).
-                raise BadRequest(400, "Malformed header line")
-            if b"\r" in value or b"\n" in value or b"\x00" in value:
-                raise BadRequest(400, "Invalid character in header value")
-    return RequestHead(
-        method=method.decode("ascii"),
-        target=target.decode("ascii"),
-        http_version=http_version,
-        raw_headers=raw_headers,
-        trailing=trailing,
-        client=client,
-    )
-
-
-def check_websocket_upgrade(request: RequestHead) -> bytes:
-    """Validate an RFC 6455 opening handshake and return its ``Sec-WebSocket-Key``.
-
-    Raises `BadRequest` with 426 (and the header telling what to upgrade to)
-    when the Upgrade or version is wrong, 400 for anything else.
-    """
-    if request.method != "GET":
-        raise BadRequest(400, "WebSocket handshake must use GET")
-    if request.http_version != "1.1":
-        raise BadRequest(400, "WebSocket handshake requires HTTP/1.1")
-    if "websocket" not in request.header_tokens("upgrade"):
-        raise BadRequest(426, "Upgrade to websocket required", [(b"Upgrade", b"websocket")])
-    if "upgrade" not in request.header_tokens("connection"):
-        raise BadRequest(400, "Missing header 'Connection: Upgrade'")
-    if request.header("sec-websocket-version") != "13":
-        raise BadRequest(426, "Unsupported WebSocket version", [(b"Sec-WebSocket-Version", b"13")])
-    if request.header("host") is None:
-        raise BadRequest(400, "Missing header 'Host'")
-    key = request.header("sec-websocket-key")
-    if key is None:
-        raise BadRequest(400, "Missing header 'Sec-WebSocket-Key'")
-    try:
-        decoded = base64.b64decode(key, validate=True)
-    except binascii.Error:
-        decoded = b""
-    if len(decoded) != 16:
-        raise BadRequest(400, "Invalid header 'Sec-WebSocket-Key'")
-    return key.encode("ascii")
-
-
-def _check_headers(headers: Sequence[tuple[bytes, bytes]]) -> None:
-    for name, value in headers:
-        if not name or not _TOKEN_CHARS.issuperset(name):
-            raise ValueError(f"invalid header name {name!r}")
-        if b"\r" in value or b"\n" in value or b"\x00" in value:
-            raise ValueError(f"invalid value for header {name!r}")
-
-
-def _render_headers(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
-    _check_headers(headers)
-    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-
-
-# --------------------------------------------------------------------------- frames
-
-_HEADER_16: Final = struct.Struct("!BBH").pack
-_HEADER_64: Final = struct.Struct("!BBQ").pack
-
-
-def build_frame(payload: bytes, *, text: bool) -> bytes:
-    """Build one complete server-to-client frame: FIN, opcode, length, payload.
-
-    Unmasked and unfragmented, so the same bytes can be written to every
-    client that uses the same codec. Pure; copies ``payload`` once.
-    """
-    first = 0x81 if text else 0x82
-    length = len(payload)
-    if length < 126:
-        return bytes((first, length)) + payload
-    if length < 65536:
-        return _HEADER_16(first, 126, length) + payload
-    return _HEADER_64(first, 127, length) + payload
-
-
-# --------------------------------------------------------------------------- handshake
-
-
-async def reject_websocket(
-    stream: trio.abc.Stream,
-    status_code: int,
-    body: str = "",
-    *,
-    headers: Sequence[tuple[bytes, bytes]] = (),
-) -> None:
-    """Answer the request with an HTTP error response and close ``stream``.
-
-    Used for refused WebSocket handshakes (400, 426, 503 when full, ...) and
-    for any request the listener refuses before hand-off. The body is sent as
-    ``text/plain``; the connection is closed after it (``Connection: close``).
-
-    Blocks until the response is written; the caller applies its deadline.
-    The stream is closed on every exit, also when cancelled. Transport errors
-    are swallowed: the peer is gone, which is fine for a rejection.
-    """
-    payload = body.encode("utf-8")
-    try:
-        phrase = HTTPStatus(status_code).phrase
-    except ValueError:
-        phrase = ""
-    response = b"".join(
-        [
-            f"HTTP/1.1 {status_code} {phrase}\r\n".encode("ascii"),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\n" % len(payload),
-            b"Connection: close\r\n",
-            _render_headers(headers),
-            b"\r\n",
-            payload,
-        ]
-    )
-    try:
-        await stream.send_all(response)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-def _select_subprotocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
-    # The client lists its preference first (RFC 6455 section 4.1), so honour its order.
-    for candidate in offered:
-        if candidate in supported:
-            return candidate
-    return None
-
-
-async def accept_websocket(
-    stream: trio.abc.Stream,
-    request: RequestHead,
-    *,
-    subprotocols: Sequence[str] = (),
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-    extra_headers: Sequence[tuple[bytes, bytes]] = (),
-) -> WebSocketConnection:
-    """Complete the opening handshake and return the open connection.
-
-    ``subprotocols`` lists what the server supports; the first one the client
-    offered that is in it is chosen (None when there is no match or no offer;
-    the connection is accepted either way). No extension (compression) is ever
-    negotiated: prepared frames must be identical for every client.
-    ``request.trailing`` (frames the client sent right behind its request) is
-    fed to the connection and will be returned by `receive_message`.
-
-    ``max_message_size`` bounds inbound messages in bytes; ``close_timeout``
-    bounds the closing handshake and control-frame writes (see `aclose`).
-
-    To accept and close straight away (e.g. an invalid client id), call
-    ``await ws.aclose(4400, "Invalid client id")`` on the result.
-
-    Blocks until the 101 response is written; the caller applies its write
-    deadline. If ``request`` is not a valid upgrade, answers 400/426 like
-    `reject_websocket` and raises ``ConnectionClosed(1002)``; on transport
-    errors raises ``ConnectionClosed(1006)``. Either way ``stream`` is closed.
-    """
-    try:
-        key = check_websocket_upgrade(request)
-    except BadRequest as error:
-        await reject_websocket(stream, error.status_code, error.message, headers=error.headers)
-        raise ConnectionClosed(_PROTOCOL_ERROR, f"handshake rejected: {error.message}") from None
-    subprotocol = _select_subprotocol(request.subprotocols, subprotocols)
-    accept = base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
-    parts = [
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n",
-    ]
-    if subprotocol is not None:
-        parts.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii") + b"\r\n")
-    parts.append(_render_headers(extra_headers))
-    parts.append(b"\r\n")
-    connection = WebSocketConnection(
-        stream,
-        request,
-        subprotocol=subprotocol,
-        max_message_size=max_message_size,
-        close_timeout=close_timeout,
-    )
-    await connection._send_handshake(b"".join(parts))
-    return connection
-
-
-# --------------------------------------------------------------------------- connection
-
-
-class _EventQueue(list[Event]):
-    """wsproto's ``Connection`` keeps its pending events in a deque, which allocates a
-    64-slot block (about 600 bytes) up front; every connection holds one, nearly always
-    empty. This list does the same job (``append``, ``popleft``, truth) in 56 bytes.
-    wsproto is pinned (pyproject) because this relies on how it uses ``_events``."""
-
-    __slots__ = ()
-
-    def popleft(self) -> Event:
-        return self.pop(0)
 
 
 class WebSocketConnection:
@@ -508,7 +147,6 @@ class WebSocketConnection:
         """Wrap a stream whose handshake is complete; prefer `accept_websocket`."""
         self._stream = stream
         self._proto = Connection(ConnectionType.SERVER, None, request.trailing)
-        self._proto._events = _EventQueue(self._proto._events)  # type: ignore[assignment]
         self._send_lock = trio.Lock()
         self._max_message_size = max_message_size
         self._close_timeout = close_timeout
@@ -641,7 +279,9 @@ class WebSocketConnection:
             self._fragments = None
             self._fragments_size = 0
             await self._fail(
-                _MESSAGE_TOO_BIG, f"Message exceeds {self._max_message_size} bytes", parsing=True
+                CloseCode.MESSAGE_TOO_BIG,
+                f"Message exceeds {self._max_message_size} bytes",
+                parsing=True,
             )
         fragments = self._fragments
         if finished:
@@ -920,19 +560,9 @@ class WebSocketConnection:
                         await self._drain()
         await self._close_transport()
 
-    async def abort(self) -> None:
-        """Close the transport now, without a closing handshake.
-
-        Never blocks and also works in a cancelled scope. Blocked readers and
-        writers of this connection get `ConnectionClosed` (1006 unless a close
-        frame was already exchanged). Idempotent.
-        """
-        self._broken = True
-        await self._close_transport()
-
     async def _close_transport(self) -> None:
         if self.close_code is None:
-            self.close_code = ABNORMAL_CLOSURE
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
             self.close_reason = "Connection lost"
         if not self._closed:
             self._closed = True
@@ -951,5 +581,5 @@ class WebSocketConnection:
         await self._closed_event.wait()
 
     def _closed_error(self) -> ConnectionClosed:
-        code = self.close_code if self.close_code is not None else ABNORMAL_CLOSURE
+        code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL_CLOSURE
         return ConnectionClosed(code, self.close_reason)

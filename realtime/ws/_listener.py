@@ -54,14 +54,9 @@ from hypercorn.config import Config
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
-from realtime._websocket import (
-    BadRequest,
-    ConnectionClosed,
-    RequestHead,
-    check_websocket_upgrade,
-    parse_request_head,
-    reject_websocket,
-)
+from ._connection import ConnectionClosed
+from ._handshake import check_websocket_upgrade, reject_websocket
+from ._head import BadRequest, RequestHead, parse_request_head
 
 __all__ = [
     "ASGIApp",

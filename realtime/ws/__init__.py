@@ -1,0 +1,36 @@
+"""The WebSocket side of the gateway's port: one listener, request heads, the
+opening handshake, prepared data frames and open connections (Trio streams with
+wsproto underneath). Everything that is not a WebSocket upgrade is handed to
+hypercorn by the listener."""
+
+from __future__ import annotations
+
+from ._connection import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ConnectionClosed,
+    WebSocketConnection,
+)
+from ._frames import PING_FRAME, build_frame
+from ._handshake import accept_websocket, check_websocket_upgrade, reject_websocket
+from ._head import BadRequest, RequestHead, parse_request_head
+from ._listener import Listener, ListenerStatistics, WebSocketHandler, serve
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "PING_FRAME",
+    "BadRequest",
+    "ConnectionClosed",
+    "Listener",
+    "ListenerStatistics",
+    "RequestHead",
+    "WebSocketConnection",
+    "WebSocketHandler",
+    "accept_websocket",
+    "build_frame",
+    "check_websocket_upgrade",
+    "parse_request_head",
+    "reject_websocket",
+    "serve",
+]
