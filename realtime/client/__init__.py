@@ -9,7 +9,7 @@
 
 See ``docs/client.md`` and the theory of operation in ``realtime.client._client``.
 The terminal viewer behind ``realtime listen`` (``_viewer``, on rich) is not imported
-here, so importing the client loads no rich.
+here: importing this package loads no server module and no rich.
 """
 
 from __future__ import annotations
