@@ -17,7 +17,14 @@ from ._codec import (
     encode,
     structure_strict,
 )
-from ._codes import FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES, CloseCode, ErrorCode, should_reconnect
+from ._codes import (
+    CLOSE_CODE_MEANINGS,
+    FATAL_CLOSE_CODES,
+    RECONNECT_CLOSE_CODES,
+    CloseCode,
+    ErrorCode,
+    should_reconnect,
+)
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._handler import Accepted, Close, RateLimit, Reply, RequestHandler
 from ._messages import (
@@ -63,6 +70,7 @@ __all__ = [
     "ALL_SYMBOLS",
     "CHANNEL_EVENTS",
     "CLIENT_ID_PATTERN",
+    "CLOSE_CODE_MEANINGS",
     "DEFAULT_LIMITS",
     "FATAL_CLOSE_CODES",
     "MESSAGE_TYPES",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
 
 
 class ErrorCode(enum.StrEnum):
@@ -34,37 +37,75 @@ class ErrorCode(enum.StrEnum):
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server sends, and whether a client should reconnect."""
+    """WebSocket close codes the server sends, and whether a client should reconnect.
 
-    #: Normal closure. Do not reconnect unless the application wants to.
+    What each code means for a client is in :data:`CLOSE_CODE_MEANINGS`: a table
+    rather than comments, because the JSON Schema (and through it the browser's
+    generated constants) carries those sentences.
+    """
+
     NORMAL = 1000
-    #: The server is going away (drain or restart). Reconnect, with jitter, possibly elsewhere.
     GOING_AWAY = 1001
-    #: The WebSocket framing was violated. A bug in the client: fix before reconnecting.
     PROTOCOL_ERROR = 1002
-    #: The connection was lost without a close frame (RFC 6455 section 7.1.5). Never sent
-    #: on the wire: it is what either side reports when the transport broke. Reconnect.
     ABNORMAL_CLOSURE = 1006
-    #: A text frame was not valid UTF-8. A bug in the client.
     INVALID_DATA = 1007
-    #: An inbound message exceeded the size limit. Reconnecting and resending will fail again.
     MESSAGE_TOO_BIG = 1009
-    #: The server hit an unexpected condition, or the peer missed its heartbeats. Reconnect.
     INTERNAL_ERROR = 1011
-    #: The ``client_id`` in the URL is not 1-64 of ``A-Z a-z 0-9 _ . : -``. Never reconnect as is.
     INVALID_CLIENT_ID = 4400
-    #: Authentication is missing, invalid or expired. Reconnect only with new credentials.
     UNAUTHORIZED = 4401
-    #: The origin or a channel is not allowed for this client. Never reconnect as is.
     FORBIDDEN = 4403
-    #: A newer connection with the same ``client_id`` replaced this one. Never reconnect:
-    #: the newer one would be replaced in turn.
     REPLACED = 4409
-    #: The client kept exceeding its message rate. Reconnect after backing off.
     RATE_LIMITED = 4429
-    #: The client read too slowly and its outbox overflowed. Reconnect and resume with ``since``.
     SLOW_CONSUMER = 4499
 
+
+#: Each close code, and what it means for a client.
+CLOSE_CODE_MEANINGS: Final[Mapping[CloseCode, str]] = MappingProxyType(
+    {
+        CloseCode.NORMAL: "Normal closure. Do not reconnect unless the application wants to.",
+        CloseCode.GOING_AWAY: (
+            "The server is going away (drain or restart). Reconnect, with jitter, "
+            "possibly elsewhere."
+        ),
+        CloseCode.PROTOCOL_ERROR: (
+            "The WebSocket framing was violated. A bug in the client: fix before reconnecting."
+        ),
+        CloseCode.ABNORMAL_CLOSURE: (
+            "The connection was lost without a close frame (RFC 6455 section 7.1.5). Never "
+            "sent on the wire: it is what either side reports when the transport broke. "
+            "Reconnect."
+        ),
+        CloseCode.INVALID_DATA: "A text frame was not valid UTF-8. A bug in the client.",
+        CloseCode.MESSAGE_TOO_BIG: (
+            "An inbound message exceeded the size limit. Reconnecting and resending will "
+            "fail again."
+        ),
+        CloseCode.INTERNAL_ERROR: (
+            "The server hit an unexpected condition, or the peer missed its heartbeats. Reconnect."
+        ),
+        CloseCode.INVALID_CLIENT_ID: (
+            "The `client_id` in the URL is not 1-64 of `A-Z a-z 0-9 _ . : -`. "
+            "Never reconnect as is."
+        ),
+        CloseCode.UNAUTHORIZED: (
+            "Authentication is missing, invalid or expired. Reconnect only with new credentials."
+        ),
+        CloseCode.FORBIDDEN: (
+            "The origin or a channel is not allowed for this client. Never reconnect as is."
+        ),
+        CloseCode.REPLACED: (
+            "A newer connection with the same `client_id` replaced this one. Never reconnect: "
+            "the newer one would be replaced in turn."
+        ),
+        CloseCode.RATE_LIMITED: (
+            "The client kept exceeding its message rate. Reconnect after backing off."
+        ),
+        CloseCode.SLOW_CONSUMER: (
+            "The client read too slowly and its outbox overflowed. "
+            "Reconnect and resume with `since`."
+        ),
+    }
+)
 
 #: Close codes after which a client should reconnect with backoff; after any other code
 #: it stops. Both clients (Python and browser) follow this one list.

@@ -3,6 +3,11 @@
 The schema describes the JSON codec (the MessagePack codec carries the same fields).
 It is what the TypeScript types of the browser client are generated from, so a field
 renamed here breaks the browser build instead of the browser at run time.
+
+It also carries the close codes: ``$defs/CloseCode`` (each code's name and meaning)
+and the two lists that make the reconnect policy, ``$defs/ReconnectCloseCode`` and
+``$defs/FatalCloseCode``. The browser's constants are generated from these, so both
+clients reconnect after exactly the codes :func:`should_reconnect` names.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Final, get_args, get_origin
 
 import attrs
 
+from ._codes import CLOSE_CODE_MEANINGS, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES, CloseCode
 from ._messages import (
     CLIENT_MESSAGE_CLASSES,
     MAX_ID_LENGTH,
@@ -47,6 +53,7 @@ def json_schema() -> dict[str, Any]:
         _add_class(cls, defs)
     defs["ClientMessage"] = _one_of(CLIENT_MESSAGE_CLASSES)
     defs["ServerMessage"] = _one_of(SERVER_MESSAGE_CLASSES)
+    defs |= _close_code_defs()
     return {
         "$schema": SCHEMA_DIALECT,
         "title": f"Realtime gateway wire protocol v{PROTOCOL_VERSION}",
@@ -56,6 +63,39 @@ def json_schema() -> dict[str, Any]:
         ),
         "oneOf": [{"$ref": "#/$defs/ClientMessage"}, {"$ref": "#/$defs/ServerMessage"}],
         "$defs": defs,
+    }
+
+
+def _close_code_defs() -> dict[str, Any]:
+    """The close codes, and the two lists a client's reconnect decision is made of."""
+    return {
+        "CloseCode": {
+            "title": "CloseCode",
+            "description": "WebSocket close codes the server sends (1006 is only reported).",
+            "type": "integer",
+            "oneOf": [
+                {"const": int(code), "title": code.name, "description": CLOSE_CODE_MEANINGS[code]}
+                for code in CloseCode
+            ],
+        },
+        "ReconnectCloseCode": {
+            "title": "ReconnectCloseCode",
+            "description": (
+                "Close codes after which a client reconnects, with backoff. After any other "
+                "code it stops: both clients, Python and browser, follow this one list."
+            ),
+            "type": "integer",
+            "enum": sorted(int(code) for code in RECONNECT_CLOSE_CODES),
+        },
+        "FatalCloseCode": {
+            "title": "FatalCloseCode",
+            "description": (
+                "Close codes after which a client must never reconnect on its own: the same "
+                "request would be refused again."
+            ),
+            "type": "integer",
+            "enum": sorted(int(code) for code in FATAL_CLOSE_CODES),
+        },
     }
 
 

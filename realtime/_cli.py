@@ -1,4 +1,4 @@
-"""The ``realtime`` command: ``serve`` the gateway, print the protocol's ``schema``."""
+"""The ``realtime`` command: ``serve`` the gateway, ``schema``, ``listen`` (the viewer)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ import trio
 from protocol import json_schema
 
 from ._config import ENV_PREFIX, Config, parse_setting, setting_type
-from ._listen import add_listen_arguments, listen_options
-from ._listen import run as run_listen
 from ._server import Server, __version__, serve
+from .client._viewer_options import add_listen_arguments, listen_options
 
 logger = logging.getLogger("realtime")
 
@@ -31,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     if args.command == "listen":
+        # Imported only here: the viewer is what needs rich, and `serve` never does.
+        from .client._viewer import run as run_listen
+
         sys.exit(run_listen(listen_options(args)))
     overrides = {
         field.name: getattr(args, field.name)

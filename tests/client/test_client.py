@@ -24,7 +24,6 @@ from protocol import (
     PriceUpdate,
 )
 from realtime import Config, Server, serve
-from realtime._client import EVENT_RESERVE, _Inbox
 from realtime.client import (
     Backoff,
     ConnectError,
@@ -38,6 +37,7 @@ from realtime.client import (
     RequestError,
     open_client,
 )
+from realtime.client._client import EVENT_RESERVE, _Inbox
 
 from ..realtime.helpers import start_gateway
 

@@ -9,7 +9,8 @@ import trio
 
 from protocol import Channel, NotificationData, NotificationType
 from realtime._cli import _parser
-from realtime._listen import ListenOptions, listen, listen_options
+from realtime.client._viewer import listen
+from realtime.client._viewer_options import ListenOptions, listen_options
 
 from ..realtime.helpers import start_gateway
 

@@ -1,19 +1,36 @@
 /**
- * The generated protocol types must match the Python protocol's schema now: a field
- * renamed in protocol/ fails here (and `npm run build`) until `npm run gen-types`
- * is run, after which tsc fails wherever the old name is used.
+ * The generated protocol files must match the Python protocol's schema now: a field
+ * renamed in protocol/, or a change to the close codes or to which of them a client
+ * reconnects after, fails here (and `npm run build`) until `npm run gen-types` is
+ * run, after which tsc fails wherever the old name is used.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { generate, outputPath, readSchema } from '../scripts/gen-types.mjs';
+import {
+  closeCodesPath,
+  generate,
+  generateAll,
+  generateCloseCodes,
+  outputPath,
+  readSchema,
+  staleFiles,
+} from '../scripts/gen-types.mjs';
 
-describe('generated protocol types', () => {
+interface CloseCodeDefs {
+  $defs: {
+    CloseCode: { oneOf: { const: number; title: string; description: string }[] };
+    ReconnectCloseCode: { enum: number[] };
+  };
+}
+
+describe('generated protocol files', () => {
   it('are up to date with `realtime schema` (else: npm run gen-types)', async () => {
-    const expected = await generate(readSchema());
-    const committed = readFileSync(outputPath, 'utf8');
-    expect(committed, 'web/src/protocol/messages.gen.ts is stale: run `npm run gen-types` in web/').toBe(
-      expected,
-    );
+    for (const [path, expected] of await generateAll(readSchema())) {
+      expect(readFileSync(path, 'utf8'), `${path} is stale: run \`npm run gen-types\` in web/`).toBe(
+        expected,
+      );
+    }
+    expect(await staleFiles()).toEqual([]);
   });
 
   it('detect a renamed field', async () => {
@@ -28,5 +45,18 @@ describe('generated protocol types', () => {
     const renamed = await generate(schema);
     expect(renamed).toContain('last_price: number');
     expect(renamed).not.toBe(readFileSync(outputPath, 'utf8'));
+  });
+
+  it('detect a change to the reconnect policy', async () => {
+    const schema = readSchema() as CloseCodeDefs;
+    schema.$defs.ReconnectCloseCode.enum.push(1000);
+    expect(generateCloseCodes(schema)).toContain('  CloseCode.NORMAL,\n]);');
+    expect(await staleFiles(schema)).toEqual([closeCodesPath]);
+  });
+
+  it('refuse a reconnect code that is not a close code', () => {
+    const schema = readSchema() as CloseCodeDefs;
+    schema.$defs.ReconnectCloseCode.enum.push(4999);
+    expect(() => generateCloseCodes(schema)).toThrow(/4999, which is not a CloseCode/);
   });
 });

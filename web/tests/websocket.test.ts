@@ -1,10 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
+  DEFAULT_RECONNECT,
   resetSharedClients,
   sharedClient,
   WebSocketClient,
   type ClientOptions,
 } from '../src/lib/websocket';
+import { CloseCode, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES } from '../src/protocol';
 import { SubscriptionSet } from '../src/lib/subscriptions';
 import { alert, FakeWebSocket, price, welcome } from './fakeSocket';
 
@@ -163,7 +165,25 @@ describe('reconnection schedule', () => {
     expect(client.getStatus().retryInMs).toBe(1000);
   });
 
-  it.each([4400, 4403, 4409])('never retries after fatal close %i', (code) => {
+  // The policy is the protocol's (generated from the Python package's schema); the
+  // literal lists pin what DESIGN.md promises, so a change to it shows here too.
+  it('follows the protocol: reconnect after 1001, 1006, 1011, 4429, 4499; never after 4400, 4403, 4409', () => {
+    expect([...RECONNECT_CLOSE_CODES]).toEqual([1001, 1006, 1011, 4429, 4499]);
+    expect([...FATAL_CLOSE_CODES]).toEqual([4400, 4403, 4409]);
+    expect(DEFAULT_RECONNECT.fatalCloseCodes).toBe(FATAL_CLOSE_CODES);
+  });
+
+  it.each([...RECONNECT_CLOSE_CODES])('retries after close %i', (code) => {
+    const client = makeClient();
+    client.connect();
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverClose(code);
+    expect(client.getStatus().state).toBe('reconnecting');
+    vi.runOnlyPendingTimers();
+    expect(FakeWebSocket.instances).toHaveLength(2);
+  });
+
+  it.each([...FATAL_CLOSE_CODES])('never retries after fatal close %i', (code) => {
     const client = makeClient();
     client.connect();
     FakeWebSocket.last.serverOpen();
@@ -175,21 +195,37 @@ describe('reconnection schedule', () => {
     expect(FakeWebSocket.instances).toHaveLength(1);
   });
 
-  it.each([1000, 1001, 1006, 1011, 4429, 4499])('retries after close %i', (code) => {
+  // What the Python client does too: a normal close ends it, and so does any code a
+  // retry cannot fix (a client bug, a message too big, missing credentials, unknown).
+  it.each([
+    CloseCode.NORMAL,
+    CloseCode.PROTOCOL_ERROR,
+    CloseCode.INVALID_DATA,
+    CloseCode.MESSAGE_TOO_BIG,
+    CloseCode.UNAUTHORIZED,
+    1005,
+    1012,
+    4000,
+  ])('does not retry after close %i', (code) => {
     const client = makeClient();
     client.connect();
     FakeWebSocket.last.serverOpen();
     FakeWebSocket.last.serverClose(code);
-    expect(client.getStatus().state).toBe('reconnecting');
-    vi.runOnlyPendingTimers();
-    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(client.getStatus()).toMatchObject({ state: 'closed', canReconnect: true, retryInMs: null });
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
   });
 
-  it('fatal codes are configurable', () => {
-    const client = makeClient({ reconnect: { fatalCloseCodes: [4401] } });
+  it('fatalCloseCodes can veto a reconnect code, and never adds one', () => {
+    const client = makeClient({ reconnect: { fatalCloseCodes: [CloseCode.SLOW_CONSUMER] } });
     client.connect();
-    FakeWebSocket.last.serverClose(4401);
+    FakeWebSocket.last.serverClose(CloseCode.SLOW_CONSUMER);
     expect(client.getStatus().state).toBe('closed');
+    client.reconnect();
+    // The default fatal codes are replaced, not extended, but still never retried.
+    FakeWebSocket.last.serverClose(CloseCode.REPLACED);
+    expect(client.getStatus().state).toBe('closed');
+    expect(FakeWebSocket.instances).toHaveLength(2);
   });
 
   it('manual reconnect() works after a fatal close and after giving up, and starts the count over', () => {

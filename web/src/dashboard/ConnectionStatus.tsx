@@ -1,17 +1,19 @@
 import type { ConnectionStatus as Status } from '../lib/websocket';
+import { CloseCode } from '../protocol';
 
+/** What the page says about a close; the protocol's own sentences are for developers. */
 const CLOSE_REASONS: Readonly<Record<number, string>> = {
-  1000: 'closed normally',
-  1001: 'the server is restarting',
-  1006: 'the connection was lost',
-  1009: 'a message was too big',
-  1011: 'server error',
-  4400: 'invalid client id',
-  4401: 'not authenticated',
-  4403: 'not allowed',
-  4409: 'opened in another tab or window',
-  4429: 'too many requests',
-  4499: 'this page fell behind',
+  [CloseCode.NORMAL]: 'closed normally',
+  [CloseCode.GOING_AWAY]: 'the server is restarting',
+  [CloseCode.ABNORMAL_CLOSURE]: 'the connection was lost',
+  [CloseCode.MESSAGE_TOO_BIG]: 'a message was too big',
+  [CloseCode.INTERNAL_ERROR]: 'server error',
+  [CloseCode.INVALID_CLIENT_ID]: 'invalid client id',
+  [CloseCode.UNAUTHORIZED]: 'not authenticated',
+  [CloseCode.FORBIDDEN]: 'not allowed',
+  [CloseCode.REPLACED]: 'opened in another tab or window',
+  [CloseCode.RATE_LIMITED]: 'too many requests',
+  [CloseCode.SLOW_CONSUMER]: 'this page fell behind',
 };
 
 function describe(status: Status): string {

@@ -1,4 +1,5 @@
 /** Reconnection policy: exponential backoff with full jitter. */
+import { FATAL_CLOSE_CODES } from '../protocol';
 
 export interface ReconnectOptions {
   /** Ceiling of the first retry's delay; each later retry doubles it. */
@@ -9,7 +10,11 @@ export interface ReconnectOptions {
   maxAttempts: number;
   /** A connection that stays open this long resets the attempt count. */
   stableAfterMs: number;
-  /** Close codes after which retrying cannot help (DESIGN.md: bad id, forbidden, replaced). */
+  /**
+   * Close codes after which the client never retries. Only a code in the protocol's
+   * `RECONNECT_CLOSE_CODES` is ever retried; this list can veto some of those too.
+   * Default: the protocol's `FATAL_CLOSE_CODES` (bad id, forbidden, replaced).
+   */
   fatalCloseCodes: readonly number[];
 }
 
@@ -18,7 +23,7 @@ export const DEFAULT_RECONNECT: Readonly<ReconnectOptions> = Object.freeze({
   maxDelayMs: 30_000,
   maxAttempts: 10,
   stableAfterMs: 5_000,
-  fatalCloseCodes: Object.freeze([4400, 4403, 4409]),
+  fatalCloseCodes: FATAL_CLOSE_CODES,
 });
 
 /**

@@ -6,14 +6,16 @@
  *
  *   idle --connect()--> connecting --open--> open
  *   connecting|open --close (retryable)--> reconnecting --timer--> connecting
- *   any --fatal close | attempts exhausted | disconnect()--> closed
+ *   any --close not retried | attempts exhausted | disconnect()--> closed
  *   closed|reconnecting --reconnect()--> connecting (attempts start over)
  *
  * Retries use exponential backoff with full jitter (`backoff.ts`); the attempt
  * count resets only after a connection has stayed open for `stableAfterMs`, so a
- * server that accepts and then drops at once cannot make clients spin. Close codes
- * 4400, 4403 and 4409 are fatal: retrying with the same id cannot succeed (4409
- * means another tab took over the id; fighting back would loop forever).
+ * server that accepts and then drops at once cannot make clients spin. Only a close
+ * with a code in the protocol's `RECONNECT_CLOSE_CODES` (generated from the Python
+ * protocol, so the Python client follows the same list) is retried; any other code
+ * (1000, 1002, 1009, 4401, the fatal 4400, 4403 and 4409, ...) ends in `closed`.
+ * Retrying after 4409 in particular would fight the tab that took over the id forever.
  *
  * Subscriptions are remembered (`SubscriptionSet`) and replayed on every new
  * connection. Non-price channels resume with `since` + `epoch` so that alerts,
@@ -28,7 +30,7 @@
  * subscriptions are the hook's own, so nothing a second user asks for is ignored.
  */
 import type { Channel, ClientMessage, ServerMessage, Welcome } from '../protocol';
-import { EVENT_CHANNEL } from '../protocol';
+import { CloseCode, EVENT_CHANNEL, RECONNECT_CLOSE_CODES } from '../protocol';
 import { backoffDelay, DEFAULT_RECONNECT, type ReconnectOptions } from './backoff';
 import { SubscriptionSet, type Request } from './subscriptions';
 import { defaultBaseUrl, endpointUrl, generateClientId } from './url';
@@ -87,8 +89,6 @@ export interface ClientOptions {
 }
 
 const OPEN = 1;
-/** Close code the client sends on `disconnect()` (1000: normal closure). */
-const NORMAL_CLOSURE = 1000;
 /** Request ids of resumed subscriptions, to recognise their `history_unavailable`. */
 const RESUME_ID_PREFIX = 'resume:';
 
@@ -248,7 +248,7 @@ export class WebSocketClient {
     this.socket = null;
     if (socket) {
       detach(socket);
-      socket.close(NORMAL_CLOSURE, 'client disconnect');
+      socket.close(CloseCode.NORMAL, 'client disconnect');
     }
     if (this.state !== 'idle') this.setState('closed');
   }
@@ -259,7 +259,7 @@ export class WebSocketClient {
     const old = this.socket;
     if (old) {
       detach(old);
-      old.close(NORMAL_CLOSURE, 'reconnecting');
+      old.close(CloseCode.NORMAL, 'reconnecting');
     }
     const socket = new Factory(this.url);
     this.socket = socket;
@@ -344,7 +344,7 @@ export class WebSocketClient {
     detach(socket);
     this.clearTimers();
     this.lastClose = { code: event.code, reason: event.reason };
-    if (this.options.fatalCloseCodes.includes(event.code)) {
+    if (!this.retries(event.code)) {
       this.setState('closed');
     } else if (this.attempt >= this.options.maxAttempts) {
       this.setState('closed');
@@ -358,6 +358,12 @@ export class WebSocketClient {
       }, delay);
       this.setState('reconnecting');
     }
+  }
+
+  /** The protocol's reconnect policy, less the codes the caller made fatal. */
+  private retries(code: number): boolean {
+    const reconnectCodes: readonly number[] = RECONNECT_CLOSE_CODES;
+    return reconnectCodes.includes(code) && !this.options.fatalCloseCodes.includes(code);
   }
 
   private sendAll(requests: Request[]): void {

@@ -1,6 +1,8 @@
 // The protocol's types: generated ones re-exported, plus names derived from them,
 // so nothing here can drift from the Python protocol.
 export type * from './messages.gen';
+// The close codes and the reconnect policy, generated from the same schema.
+export { CloseCode, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES } from './closeCodes.gen';
 import type { ServerMessage, Subscribe } from './messages.gen';
 
 export type Channel = Subscribe['channel'];

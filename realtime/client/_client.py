@@ -78,9 +78,9 @@ import wsproto.utilities
 from protocol import (
     CHANNEL_EVENTS,
     FATAL_CLOSE_CODES,
-    RECONNECT_CLOSE_CODES,
     Channel,
     ClientMessage,
+    CloseCode,
     Codec,
     ErrorCode,
     ErrorReply,
@@ -98,6 +98,7 @@ from protocol import (
     Welcome,
     decode_server,
     encode,
+    should_reconnect,
 )
 
 logger = logging.getLogger("realtime.client")
@@ -114,8 +115,6 @@ DEFAULT_CLOSE_TIMEOUT: Final = 2.0
 #: Largest server message accepted (trio-websocket closes with 1009 beyond it).
 MAX_SERVER_MESSAGE: Final = 4 * 1024 * 1024
 
-_NORMAL_CLOSURE: Final = 1000
-_ABNORMAL_CLOSURE: Final = 1006
 #: HTTP statuses that refuse a handshake only for now (draining, at capacity).
 _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
 
@@ -625,7 +624,7 @@ class Client:
             if self._error is not None:
                 raise self._error
             if self._done:
-                raise ConnectionClosedError(_NORMAL_CLOSURE, "client closed")
+                raise ConnectionClosedError(CloseCode.NORMAL, "client closed")
             if self._connection is not None:
                 return self._connection
             await self._ready.wait()
@@ -662,6 +661,7 @@ class Client:
         client's end is recorded and raised to the consumer and to requests instead.
         """
         attempt = 0
+        code: int  # a CloseCode, or any other code the server sent
         try:
             while True:
                 try:
@@ -670,7 +670,7 @@ class Client:
                     if not self._started:
                         raise
                     error: ClientError = exc
-                    code, reason, uptime = _ABNORMAL_CLOSURE, str(exc), 0.0
+                    code, reason, uptime = CloseCode.ABNORMAL_CLOSURE, str(exc), 0.0
                     if exc.status_code is not None and exc.status_code not in _RETRYABLE_STATUS:
                         self._finish(exc)
                         return
@@ -679,10 +679,10 @@ class Client:
                     error = ConnectionClosedError(code, reason)
                     if not self._started:
                         raise error
-                    if code == _NORMAL_CLOSURE or self._closing:
+                    if code == CloseCode.NORMAL or self._closing:
                         self._finish(None)
                         return
-                    if code not in RECONNECT_CLOSE_CODES:
+                    if not should_reconnect(code):
                         self._finish(error)
                         return
                 if uptime >= self.backoff.reset_after:
@@ -770,7 +770,7 @@ class Client:
             # with a pong wsproto refuses in that state, and dies. The connection
             # is over either way: an end like any other, not a crash of the client.
             if outcome is None:
-                outcome = _Ended(_ABNORMAL_CLOSURE, "Connection lost while closing", 0.0)
+                outcome = _Ended(CloseCode.ABNORMAL_CLOSURE, "Connection lost while closing", 0.0)
         assert outcome is not None
         return outcome
 
@@ -851,7 +851,7 @@ class Client:
                 await ws.aclose()
         if closed is None:  # we ended it: the keepalive found the peer dead
             return _Ended(
-                _ABNORMAL_CLOSURE, "No pong: connection lost", trio.current_time() - opened
+                CloseCode.ABNORMAL_CLOSURE, "No pong: connection lost", trio.current_time() - opened
             )
         return _Ended(closed.code, closed.reason or "", trio.current_time() - opened)
 
@@ -995,7 +995,7 @@ class _ClosedBeforeWelcome(Exception):
 def _close_of(exc: BaseException) -> tuple[int, str]:
     reason = getattr(exc, "reason", None)
     if reason is None:
-        return _ABNORMAL_CLOSURE, "Connection lost"
+        return CloseCode.ABNORMAL_CLOSURE, "Connection lost"
     return int(reason.code), reason.reason or ""
 
 

@@ -4,17 +4,17 @@ Prices show as a live table (one row per symbol, updated in place); the other
 channels as a scrolling log; ``--json`` writes each message as one line of JSON
 (NDJSON) to stdout for piping. Reconnects, history gaps and lag are reported on
 stderr, so the NDJSON stream stays clean.
+
+The only module that loads rich: the ``realtime`` command imports it when ``listen``
+runs, and its flags live in ``_viewer_options``.
 """
 
 from __future__ import annotations
 
-import argparse
-import secrets
 import sys
 from datetime import datetime
 from typing import IO, Final
 
-import attrs
 import trio
 from rich.console import Console
 from rich.live import Live
@@ -31,7 +31,7 @@ from protocol import (
     encode,
 )
 
-from .client import (
+from ._client import (
     Client,
     ClientError,
     Disconnected,
@@ -41,23 +41,11 @@ from .client import (
     Reconnected,
     open_client,
 )
+from ._viewer_options import ListenOptions
 
-DEFAULT_URL: Final = "ws://127.0.0.1:8000"
 #: Table redraws per second: enough to look live, cheap on a slow terminal.
 REFRESH_PER_SECOND: Final = 4
 _EVENTS: Final = (PriceUpdate, AlertTriggered, TradingSignal, PortfolioUpdate, Notification)
-
-
-@attrs.frozen(kw_only=True)
-class ListenOptions:
-    url: str = DEFAULT_URL
-    channel: Channel = Channel.PRICES
-    #: Prices only; None: every symbol.
-    symbols: tuple[str, ...] | None = None
-    json: bool = False
-    client_id: str = attrs.field(factory=lambda: f"listen-{secrets.token_hex(4)}")
-    #: Stop after this many messages (None: until interrupted).
-    count: int | None = None
 
 
 async def listen(options: ListenOptions, out: IO[str], err: IO[str]) -> None:
@@ -194,38 +182,3 @@ def run(options: ListenOptions) -> int:
         sys.stderr.write(f"realtime listen: {exc}\n")
         return 1
     return 0
-
-
-def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``realtime listen``."""
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"gateway (default: {DEFAULT_URL})")
-    parser.add_argument(
-        "--channel",
-        type=Channel,
-        choices=list(Channel),
-        default=Channel.PRICES,
-        help="channel to watch (default: prices)",
-    )
-    parser.add_argument(
-        "--symbols", help="comma-separated prices symbols, e.g. AAPL,MSFT (default: every symbol)"
-    )
-    parser.add_argument("--json", action="store_true", help="print raw NDJSON for piping")
-    parser.add_argument("--client-id", help="client id (default: listen-<random>)")
-    parser.add_argument(
-        "--count", type=int, help="stop after this many messages (default: run until Ctrl-C)"
-    )
-
-
-def listen_options(args: argparse.Namespace) -> ListenOptions:
-    symbols = None
-    if args.symbols:
-        symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
-    extra = {"client_id": args.client_id} if args.client_id else {}
-    return ListenOptions(
-        url=args.url,
-        channel=args.channel,
-        symbols=symbols or None,
-        json=args.json,
-        count=args.count,
-        **extra,
-    )

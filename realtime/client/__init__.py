@@ -7,7 +7,9 @@
         async for item in client:
             ...
 
-See ``docs/client.md`` and the theory of operation in ``realtime._client``.
+See ``docs/client.md`` and the theory of operation in ``realtime.client._client``.
+The terminal viewer behind ``realtime listen`` (``_viewer``, on rich) is not imported
+here: importing this package loads no server module and no rich.
 """
 
 from __future__ import annotations
