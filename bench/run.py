@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> Path:
     profile = scenarios.QUICK if args.quick else scenarios.FULL
     if args.client:
         profile.client = args.client
+    if args.s1_levels:
+        profile.s1_levels = [int(level) for level in args.s1_levels.split(",")]
     servers = args.servers.split(",")
     chosen = args.scenarios.split(",")
     check_environment(servers)
@@ -176,6 +178,10 @@ def main() -> None:
     parser.add_argument("--client", choices=("raw", "trio-websocket"), help="S1-S3 client")
     parser.add_argument("--out", help="output directory (default bench/results/<date>)")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy reruns")
+    parser.add_argument(
+        "--s1-levels",
+        help="S1's offered loads, messages/s, comma-separated (default: the profile's)",
+    )
     run(parser.parse_args())
 
 
