@@ -985,13 +985,6 @@ class Client:
         self._inbox.put(error)
 
 
-class _ClosedBeforeWelcome(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-
 def _close_of(exc: BaseException) -> tuple[int, str]:
     reason = getattr(exc, "reason", None)
     if reason is None:
