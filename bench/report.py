@@ -245,8 +245,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         lines += ["", "Every level (first repetition):", ""]
         lines += [
             "| server | offered/s | delivered/s | p50 ms | p99 ms | max ms | server CPU | "
-            "µs/msg | loadgen CPU |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "µs/msg | msgs/write | loadgen CPU |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for s in servers:
             for level in (runs(results, "s1", s) or [{"levels": []}])[0]["levels"]:
@@ -255,6 +255,7 @@ def write(results: dict[str, Any], out: Path) -> None:
                     f"| {s} | {level['offered_per_s']:,} | {level['delivered_per_s']:,.0f}{mark} "
                     f"| {_f(level['p50_ms'])} | {_f(level['p99_ms'])} | {_f(level['max_ms'])} | "
                     f"{level['server_cpu']:.2f} | {_f(level['server_us_per_message'])} | "
+                    f"{_f(level.get('gateway_messages_per_write'))} | "
                     f"{level['loadgen_cpu']:.2f} |"
                 )
         lines += ["", f"![latency vs offered load]({plots['s1']})", ""]
