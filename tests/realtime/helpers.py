@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
@@ -59,7 +59,9 @@ class Client:
             if message["type"] in types:
                 return message
 
-    async def request(self, message: dict[str, Any], *reply_types: str) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any] | str | bytes, *reply_types: str
+    ) -> dict[str, Any]:
         await self.send(message)
         return await self.next(*reply_types)
 
@@ -97,6 +99,13 @@ async def connect(
         welcome = json.loads(await ws.get_message())
         assert welcome["type"] == "welcome"
         yield Client(ws, welcome)
+
+
+def close_of(closed: ConnectionClosed) -> tuple[int, str]:
+    """The close code and reason a trio-websocket client saw. (Its type allows no
+    reason at all; trio-websocket always raises with one.)"""
+    assert closed.reason is not None
+    return closed.reason.code, closed.reason.reason or ""
 
 
 def age(message: dict[str, Any]) -> float:
@@ -162,7 +171,7 @@ async def start_process(*args: str) -> tuple[trio.Process, int, list[bytes]]:
         chunk = await process.stderr.receive_some()
         assert chunk, b"".join(log).decode()
         buffer += chunk
-        log.append(chunk)
+        log.append(bytes(chunk))
     return process, int(match.group(1)), log
 
 
@@ -170,7 +179,7 @@ async def drain_log(process: trio.Process, log: list[bytes]) -> None:
     """Keep reading the process's log into ``log`` (its pipe must not fill up)."""
     assert process.stderr is not None
     while chunk := await process.stderr.receive_some():
-        log.append(chunk)
+        log.append(bytes(chunk))
 
 
 class RawClient:

@@ -9,7 +9,7 @@ import subprocess
 import trio
 from trio_websocket import ConnectionClosed
 
-from .helpers import REALTIME, TIMEOUT, drain_log, open_ws, start_process
+from .helpers import REALTIME, TIMEOUT, close_of, drain_log, open_ws, start_process
 
 
 async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: object) -> None:
@@ -25,7 +25,7 @@ async def test_sigterm_closes_every_client_with_1001_and_exits_0(tmp_path: objec
                     while True:
                         await ws.get_message()
                 except ConnectionClosed as closed:
-                    codes.append(closed.reason.code)
+                    codes.append(close_of(closed)[0])
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain_log, process, log)
