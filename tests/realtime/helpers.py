@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -106,12 +105,6 @@ def close_of(closed: ConnectionClosed) -> tuple[int, str]:
     reason at all; trio-websocket always raises with one.)"""
     assert closed.reason is not None
     return closed.reason.code, closed.reason.reason or ""
-
-
-def age(message: dict[str, Any]) -> float:
-    """Seconds since the message's publish timestamp."""
-    stamp = datetime.fromisoformat(message["timestamp"])
-    return (datetime.now(UTC) - stamp).total_seconds()
 
 
 async def http_requests(
