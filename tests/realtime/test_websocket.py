@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 import trio_websocket
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionType
@@ -321,7 +322,8 @@ async def test_receive_message_is_cancel_safe(start_listener: StartListener) -> 
         listener = await start_listener(handler)
         async with raw_client(listener.port) as client:
             await client.send(TextMessage(data="first half, ", message_finished=False))
-            await trio.sleep(0.2)
+            while timeouts < 2:
+                await trio.sleep(0.01)
             await client.send(TextMessage(data="second half", message_finished=True))
             close = await client.expect_close()
             assert close.code == 1000
@@ -368,7 +370,7 @@ async def test_aclose_while_another_task_reads(
 
         async with trio.open_nursery() as tasks:
             tasks.start_soon(reader)
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the reader waits for a frame
             await ws.aclose(1001, "going away")
 
     with trio.fail_after(TIMEOUT):
@@ -500,7 +502,10 @@ async def test_concurrent_send_frames_and_pongs_do_not_interleave(
                     await trio.sleep(0.0005)
 
             nursery.start_soon(pinger)
-            await trio.sleep(0.05)  # let the server's writer fill the pipe first
+            # Not a byte read until the server's writer has filled the pipe and holds
+            # the send lock while a pong waits for it.
+            while not pong_waited_for_lock:
+                await trio.sleep(0.01)
             messages: list[str] = []
             partial = ""
             pongs: list[bytes] = []
