@@ -64,17 +64,34 @@ class Client:
         await self.send(message)
         return await self.next(*reply_types)
 
-    async def collect(
-        self, seconds: float, keep: Callable[[dict[str, Any]], bool]
+    async def collect_until(
+        self,
+        done: Callable[[list[dict[str, Any]]], bool],
+        keep: Callable[[dict[str, Any]], bool],
     ) -> list[dict[str, Any]]:
-        """Every message for ``seconds`` that ``keep`` accepts."""
-        kept = []
-        with trio.move_on_after(seconds):
-            while True:
-                message = await self.receive()
-                if keep(message):
-                    kept.append(message)
+        """The messages ``keep`` accepts, until ``done`` holds for them. Waits as long as
+        it takes: the caller's ``fail_after`` bounds it."""
+        kept: list[dict[str, Any]] = []
+        while not done(kept):
+            message = await self.receive()
+            if keep(message):
+                kept.append(message)
         return kept
+
+    async def queued(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The messages ``keep`` accepts among those the server sends before it answers a
+        ping sent now: replies and events go out in order, so that is everything it had
+        for us (except prices, which conflate and may go out after later replies)."""
+        await self.send({"type": "ping", "id": "queued"})
+        return (await self.collect_until(_ends_with_pong, lambda m: keep(m) or _is_pong(m)))[:-1]
+
+
+def _is_pong(message: dict[str, Any]) -> bool:
+    return message["type"] == "pong" and message.get("id") == "queued"
+
+
+def _ends_with_pong(kept: list[dict[str, Any]]) -> bool:
+    return bool(kept) and _is_pong(kept[-1])
 
 
 @asynccontextmanager
