@@ -166,6 +166,15 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     return status, body
 
 
+async def metric(port: int, name: str) -> float:
+    """The value of the unlabelled sample ``name`` on the gateway's ``/metrics``."""
+    status, body = await http_get(port, "/metrics")
+    assert status == 200
+    match = re.search(rb"^%s (\S+)$" % re.escape(name).encode(), body, re.MULTILINE)
+    assert match is not None, name
+    return float(match[1])
+
+
 REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
 
 

@@ -19,6 +19,7 @@ from .helpers import (
     connect,
     http_get,
     http_requests,
+    metric,
     open_ws,
     start_gateway,
     ws_url,
@@ -300,8 +301,12 @@ async def test_heartbeat_closes_a_silent_peer_and_keeps_a_live_one(nursery: trio
                         if isinstance(event, CloseConnection):
                             close_code = event.code
             assert close_code == 1011
-            await trio.sleep(0.5)
+            # Two more heartbeats (pings to it are all the server sends it), still alive.
+            sent = await metric(server.port, "realtime_messages_sent_total")
+            while await metric(server.port, "realtime_messages_sent_total") < sent + 2:
+                await trio.sleep(0.05)
             assert (await alive.request({"type": "ping", "id": 1}, "pong"))["id"] == 1
+            assert await metric(server.port, "realtime_heartbeat_timeouts_total") == 1
 
 
 # --- HTTP on the same port ------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 
@@ -16,7 +15,7 @@ from .helpers import (
     TIMEOUT,
     close_of,
     drain_log,
-    http_get,
+    metric,
     open_ws,
     raw_client,
     start_process,
@@ -66,7 +65,7 @@ async def test_sigterm_exits_within_the_grace_period_despite_a_stuck_client() ->
             async with raw_client(port, "/ws/stuck", receive_buffer=4096) as stuck:
                 await stuck.send(TextMessage(data='{"type":"subscribe","channel":"prices"}'))
                 # Its buffers fill with prices until the server's write blocks.
-                while await _writer_tasks(port) < 1:
+                while await metric(port, "realtime_writer_tasks") < 1:
                     await trio.sleep(0.05)
                 process.send_signal(signal.SIGTERM)
                 assert await process.wait() == 0
@@ -75,15 +74,6 @@ async def test_sigterm_exits_within_the_grace_period_despite_a_stuck_client() ->
     # The grace period ended the drain with the stuck client still there, and it exited.
     assert "Grace period over; aborting 1 connections" in text, text
     assert "Shut down" in text, text
-
-
-async def _writer_tasks(port: int) -> float:
-    """The gateway's realtime_writer_tasks gauge: connections whose writes wait."""
-    status, body = await http_get(port, "/metrics")
-    assert status == 200
-    match = re.search(rb"^realtime_writer_tasks (\S+)$", body, re.MULTILINE)
-    assert match is not None
-    return float(match[1])
 
 
 def test_bad_setting_stops_the_command_with_a_clear_message() -> None:
