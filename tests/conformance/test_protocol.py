@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,6 +33,20 @@ async def alive(connection: Peer) -> None:
     """The connection still answers."""
     pong = await connection.request({"type": "ping", "id": "alive"}, "pong")
     assert pong["id"] == "alive"
+
+
+def prices(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "price_update"]
+
+
+def updates_of(symbols: list[str], count: int) -> Callable[[list[dict[str, Any]]], bool]:
+    """For ``collect_until``: done once ``count`` updates of each of ``symbols`` arrived."""
+
+    def done(received: list[dict[str, Any]]) -> bool:
+        updates = prices(received)
+        return all(sum(m["symbol"] == symbol for m in updates) >= count for symbol in symbols)
+
+    return done
 
 
 def symbols_of(connection: Peer, n: int) -> list[str]:
@@ -183,8 +198,10 @@ async def test_snapshot_follows_subscribed_at_once(target: Target) -> None:
             await connection.send({"type": "subscribe", "channel": "prices", "symbols": wanted})
             ack = await connection.receive()
             assert ack["type"] == "subscribed"  # the ack comes first
-            with trio.fail_after(1.0):  # then the last price of each symbol, at once
-                snapshot = [await connection.next("price_update") for _ in wanted]
+            # Then the last price of each symbol, at once: nothing comes in between, and
+            # not one symbol twice, as ticks would.
+            snapshot = [await connection.receive() for _ in wanted]
+            assert [m["type"] for m in snapshot] == ["price_update"] * len(wanted)
             assert sorted(m["symbol"] for m in snapshot) == sorted(wanted)
             for update in snapshot:
                 data = update["data"]
@@ -199,11 +216,10 @@ async def test_seq_grows_per_symbol(target: Target) -> None:
             await connection.request(
                 {"type": "subscribe", "channel": "prices", "symbols": wanted}, "subscribed"
             )
-            updates = [m for m in await connection.collect(1.5) if m["type"] == "price_update"]
+            updates = prices(await connection.collect_until(updates_of(wanted, 3)))
             assert {m["symbol"] for m in updates} <= set(wanted)
             for symbol in wanted:
                 seqs = [m["seq"] for m in updates if m["symbol"] == symbol]
-                assert len(seqs) >= 2, f"too few updates of {symbol} to judge the order"
                 assert all(x < y for x, y in itertools.pairwise(seqs)), seqs
 
 
@@ -212,8 +228,8 @@ async def test_every_symbol_subscription_gets_many_symbols(target: Target) -> No
         async with peer(target.ws(new_id("every"))) as connection:
             ack = await connection.request({"type": "subscribe", "channel": "prices"}, "subscribed")
             assert "symbols" not in ack
-            updates = [m for m in await connection.collect(1.0) if m["type"] == "price_update"]
-            assert len({m["symbol"] for m in updates}) > 1
+            # More than one symbol arrives (or the hang guard fails the test).
+            await connection.collect_until(lambda got: len({m["symbol"] for m in prices(got)}) > 1)
 
 
 async def test_no_updates_after_unsubscribed(target: Target) -> None:
@@ -226,12 +242,21 @@ async def test_no_updates_after_unsubscribed(target: Target) -> None:
             await connection.request(
                 {"type": "unsubscribe", "channel": "prices", "symbols": [a]}, "unsubscribed"
             )
-            later = [m for m in await connection.collect(1.0) if m["type"] == "price_update"]
-            assert later, f"no updates of {b}"
+            # Three updates of b, and not one of a.
+            later = prices(await connection.collect_until(updates_of([b], 3)))
             assert {m["symbol"] for m in later} == {b}
             await connection.request({"type": "unsubscribe", "channel": "prices"}, "unsubscribed")
-            later = [m for m in await connection.collect(0.5) if m["type"] == "price_update"]
-            assert later == []
+            # Nothing over the next three updates of b, as another connection sees them.
+            async with peer(target.ws(new_id("unsub-watch"))) as watcher:
+                await watcher.request(
+                    {"type": "subscribe", "channel": "prices", "symbols": [b]}, "subscribed"
+                )
+                await watcher.collect_until(updates_of([b], 1 + 3))  # its snapshot, then 3
+            await connection.send({"type": "ping", "id": "after"})
+            later = await connection.collect_until(
+                lambda got: bool(got) and got[-1]["type"] == "pong"
+            )
+            assert prices(later) == []
 
 
 # --- errors: each code with its exact trigger, and the connection stays open ----------------
