@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed
 
 from protocol import ErrorCode
@@ -224,7 +225,9 @@ async def test_oversized_message_is_closed_with_1009(nursery: trio.Nursery) -> N
             assert (await client.request({"type": "ping", "id": 2}, "pong"))["id"] == 2
 
 
-async def test_rate_limit_answers_then_closes_4429(nursery: trio.Nursery) -> None:
+async def test_rate_limit_answers_then_closes_4429(
+    nursery: trio.Nursery, socket_clock: trio.testing.MockClock
+) -> None:
     server = await start_gateway(nursery, rate_limit=5.0, rate_burst=5, rate_strikes=3)
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
@@ -278,7 +281,9 @@ async def test_msgpack_subprotocol(nursery: trio.Nursery) -> None:
             assert update["symbol"] == "AAPL"
 
 
-async def test_heartbeat_closes_a_silent_peer_and_keeps_a_live_one(nursery: trio.Nursery) -> None:
+async def test_heartbeat_closes_a_silent_peer_and_keeps_a_live_one(
+    nursery: trio.Nursery, socket_clock: trio.testing.MockClock
+) -> None:
     from wsproto import WSConnection
     from wsproto.connection import ConnectionType
     from wsproto.events import CloseConnection, Request

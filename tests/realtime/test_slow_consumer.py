@@ -7,6 +7,7 @@ benchmarks (S3, docs/benchmarks.md); here only what holds on any machine.
 from __future__ import annotations
 
 import trio
+import trio.testing
 from wsproto.events import TextMessage
 
 from protocol import Channel, NotificationData, NotificationType
@@ -20,7 +21,7 @@ SYMBOL = "AAPL"
 
 
 async def test_a_stuck_client_is_closed_and_the_others_keep_their_rate(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, socket_clock: trio.testing.MockClock
 ) -> None:
     server = await start_gateway(
         nursery, tick_rate=TICK_RATE, outbox_messages=OUTBOX_MESSAGES, write_timeout=2.0
@@ -81,7 +82,8 @@ async def test_a_stuck_client_is_closed_and_the_others_keep_their_rate(
                 assert server.hub.slow_consumer_closes == 1
                 closed_at = price_seq()
                 # Its write stays blocked until the write deadline, then the connection is
-                # aborted and gone. Meanwhile (2 s: 40 ticks) the readers were served.
+                # aborted and gone. Meanwhile (2 s on the virtual clock, which only moves
+                # when all is idle: 40 ticks) the readers were served.
                 while "stuck" in server.hub.statistics().clients:
                     await trio.sleep(0.01)
                 # And they still are afterwards: each gets a price published from now on.
