@@ -14,6 +14,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
+# mypy checks bench/ too, against the reference servers' libraries (FastAPI, uvicorn,
+# websockets, matplotlib), so linting needs the Python side of bench-peers.
+lint: $(BENCH_STAMP)
+
 $(BENCH_NODE)/node_modules/.package-lock.json: $(BENCH_NODE)/package-lock.json
 	cd $(BENCH_NODE) && npm ci --no-audit --no-fund
 

@@ -372,7 +372,8 @@ def _ioctl_inq(sock: socket.socket) -> bytes:
 
 def error_kind(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
-        return f"closed {exc.reason.code}"
+        # Typed optional, but trio-websocket always sets the reason it raises with.
+        return f"closed {exc.reason.code if exc.reason is not None else 'without a reason'}"
     if isinstance(exc, HandshakeError):
         # trio-websocket wraps a failed TCP connect (server down) in HandshakeError.
         if isinstance(exc.__cause__, OSError):

@@ -15,6 +15,7 @@ import statistics
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import protocol as p
 
@@ -84,14 +85,12 @@ def main() -> None:
             tag = p.MESSAGE_TYPES[type(message)]
             wire = p.encode(message, codec)
             cases.append(
-                (f"encode {tag} ({name}, {len(wire)} B)", lambda m=message, c=codec: p.encode(m, c))
+                (f"encode {tag} ({name}, {len(wire)} B)", partial(p.encode, message, codec))
             )
-            cases.append(
-                (f"decode_server {tag} ({name})", lambda w=wire, c=codec: p.decode_server(w, c))
-            )
+            cases.append((f"decode_server {tag} ({name})", partial(p.decode_server, wire, codec)))
         request = p.encode(SUBSCRIBE, codec)
         cases.append(
-            (f"decode_client subscribe ({name})", lambda w=request, c=codec: p.decode_client(w, c))
+            (f"decode_client subscribe ({name})", partial(p.decode_client, request, codec))
         )
     bad = b'{"type":"subscribe","channel":"invalid_channel","id":1}'
     cases.append(("decode_client unknown channel error (json)", lambda: _error(bad)))

@@ -55,7 +55,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ours = median_of(results, "s1", "gateway", "us_per_message")
         ws = median_of(results, "s1", "websockets", "us_per_message")
         node = median_of(results, "s1", "node-ws", "us_per_message")
-        met = None if None in (ours, ws, node) else bool(ours <= ws / 2 and ours < node)  # type: ignore[operator]
+        met = (
+            None
+            if ours is None or ws is None or node is None
+            else bool(ours <= ws / 2 and ours < node)
+        )
         add(
             "s1",
             "server CPU per delivered message <= 1/2 websockets and < Node ws (goal <= 2 µs)",

@@ -171,7 +171,7 @@ def measure_stream(
         cpu1, t1 = server.cpu_seconds(), time.monotonic()
         sent1 = server.metric("realtime_messages_sent_total")
         writes1 = server.metric("realtime_socket_writes_total")
-        stuck_result = None
+        stuck_result: dict[str, Any] | None = None
         if stuck_gen:
             stuck_result = {
                 "result": stuck_gen.wait_all("result", 30)[0],

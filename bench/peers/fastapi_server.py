@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,7 +49,7 @@ def create_app(args: argparse.Namespace) -> FastAPI:
     market = Market(args.symbols.split(","))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
         if args.feeds == "true":
             task = asyncio.create_task(

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_report_from_results(tmp_path: Path) -> None:
     }
     s1 = {"levels": [level], "max_sustained_per_s": 1000, "us_per_message": 1.5}
     s1["lower_bound"] = False
-    results = {
+    results: dict[str, Any] = {
         "profile": "quick",
         "command": "python -m bench.run --quick",
         "started": "now",

@@ -7,7 +7,7 @@ Schema (exported by ``protocol``, the protocol's published contract) for shapes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any, Final
@@ -74,12 +74,15 @@ class Peer:
         await self.send(message)
         return await self.next(*types)
 
-    async def collect(self, seconds: float) -> list[dict[str, Any]]:
-        kept = []
-        with trio.move_on_after(seconds):
-            while True:
-                kept.append(await self.receive())
-        return kept
+    async def collect_until(
+        self, done: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        """Every message until ``done`` holds for them. Waits as long as it takes: the
+        caller's ``fail_after`` bounds it (a server may tick at any rate)."""
+        received: list[dict[str, Any]] = []
+        while not done(received):
+            received.append(await self.receive())
+        return received
 
     async def replies_until_closed(self) -> list[dict[str, Any]]:
         """Every message until the server closes the connection."""

@@ -165,7 +165,7 @@ def test_bad_rules_are_refused(kwargs: dict[str, object], message: str) -> None:
     }
     fields.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        AlertRule(**fields)  # type: ignore[arg-type]
+        AlertRule(**fields)  # type: ignore[arg-type]  # values of the wrong type on purpose
 
 
 def test_rules_file(tmp_path: Path) -> None:

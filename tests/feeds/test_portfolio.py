@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -103,9 +104,9 @@ def test_many_small_prices_do_not_drift() -> None:
         ),
     ],
 )
-def test_bad_portfolios_are_refused(make: object, message: str) -> None:
+def test_bad_portfolios_are_refused(make: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        make()  # type: ignore[operator]
+        make()
 
 
 def test_portfolio_file(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from realtime.ws import Listener, WebSocketHandler, serve
@@ -99,3 +100,17 @@ def open_client() -> OpenClient:
     """``async with open_client(url, **kwargs) as ws``: trio_websocket's
     ``open_websocket_url``, minus its socket leak."""
     return _open_client
+
+
+@pytest.fixture
+def socket_clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
+    """Trio's virtual clock, for tests whose server keeps time (heartbeats, rate limits,
+    write deadlines) over real sockets: those deadlines then pass only when everything
+    is idle, never because the machine was slow or busy.
+
+    It jumps to the next deadline once every task has been blocked for 10 ms of real
+    time, not at once, so bytes still on their way through loopback do not count as
+    idleness (trio.testing.MockClock.autojump_threshold).
+    """
+    mock_clock.autojump_threshold = 0.01
+    return mock_clock

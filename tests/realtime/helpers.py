@@ -9,11 +9,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
@@ -59,21 +58,40 @@ class Client:
             if message["type"] in types:
                 return message
 
-    async def request(self, message: dict[str, Any], *reply_types: str) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any] | str | bytes, *reply_types: str
+    ) -> dict[str, Any]:
         await self.send(message)
         return await self.next(*reply_types)
 
-    async def collect(
-        self, seconds: float, keep: Callable[[dict[str, Any]], bool]
+    async def collect_until(
+        self,
+        done: Callable[[list[dict[str, Any]]], bool],
+        keep: Callable[[dict[str, Any]], bool],
     ) -> list[dict[str, Any]]:
-        """Every message for ``seconds`` that ``keep`` accepts."""
-        kept = []
-        with trio.move_on_after(seconds):
-            while True:
-                message = await self.receive()
-                if keep(message):
-                    kept.append(message)
+        """The messages ``keep`` accepts, until ``done`` holds for them. Waits as long as
+        it takes: the caller's ``fail_after`` bounds it."""
+        kept: list[dict[str, Any]] = []
+        while not done(kept):
+            message = await self.receive()
+            if keep(message):
+                kept.append(message)
         return kept
+
+    async def queued(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The messages ``keep`` accepts among those the server sends before it answers a
+        ping sent now: replies and events go out in order, so that is everything it had
+        for us (except prices, which conflate and may go out after later replies)."""
+        await self.send({"type": "ping", "id": "queued"})
+        return (await self.collect_until(_ends_with_pong, lambda m: keep(m) or _is_pong(m)))[:-1]
+
+
+def _is_pong(message: dict[str, Any]) -> bool:
+    return message["type"] == "pong" and message.get("id") == "queued"
+
+
+def _ends_with_pong(kept: list[dict[str, Any]]) -> bool:
+    return bool(kept) and _is_pong(kept[-1])
 
 
 @asynccontextmanager
@@ -99,10 +117,11 @@ async def connect(
         yield Client(ws, welcome)
 
 
-def age(message: dict[str, Any]) -> float:
-    """Seconds since the message's publish timestamp."""
-    stamp = datetime.fromisoformat(message["timestamp"])
-    return (datetime.now(UTC) - stamp).total_seconds()
+def close_of(closed: ConnectionClosed) -> tuple[int, str]:
+    """The close code and reason a trio-websocket client saw. (Its type allows no
+    reason at all; trio-websocket always raises with one.)"""
+    assert closed.reason is not None
+    return closed.reason.code, closed.reason.reason or ""
 
 
 async def http_requests(
@@ -147,6 +166,15 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     return status, body
 
 
+async def metric(port: int, name: str) -> float:
+    """The value of the unlabelled sample ``name`` on the gateway's ``/metrics``."""
+    status, body = await http_get(port, "/metrics")
+    assert status == 200
+    match = re.search(rb"^%s (\S+)$" % re.escape(name).encode(), body, re.MULTILINE)
+    assert match is not None, name
+    return float(match[1])
+
+
 REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
 
 
@@ -162,7 +190,7 @@ async def start_process(*args: str) -> tuple[trio.Process, int, list[bytes]]:
         chunk = await process.stderr.receive_some()
         assert chunk, b"".join(log).decode()
         buffer += chunk
-        log.append(chunk)
+        log.append(bytes(chunk))
     return process, int(match.group(1)), log
 
 
@@ -170,7 +198,7 @@ async def drain_log(process: trio.Process, log: list[bytes]) -> None:
     """Keep reading the process's log into ``log`` (its pipe must not fill up)."""
     assert process.stderr is not None
     while chunk := await process.stderr.receive_some():
-        log.append(chunk)
+        log.append(bytes(chunk))
 
 
 class RawClient:

@@ -14,6 +14,7 @@ import h2.events
 import h11
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 import trustme
 from wsproto import WSConnection
@@ -261,7 +262,8 @@ async def test_stop_accepting_keeps_existing_connections(
                     assert response.status_code == 200
                     listener.stop_accepting()
                     assert not listener.accepting
-                    await trio.sleep(0.05)
+                    # The accept loop has seen it and closed the listening socket.
+                    await trio.testing.wait_all_tasks_blocked()
                     with pytest.raises(OSError, match=r"[Cc]onnect"):
                         await trio.open_tcp_stream(HOST, port)
                     # The WebSocket carries on...

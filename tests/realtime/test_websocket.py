@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import struct
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 import trio_websocket
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionType
@@ -320,7 +322,8 @@ async def test_receive_message_is_cancel_safe(start_listener: StartListener) -> 
         listener = await start_listener(handler)
         async with raw_client(listener.port) as client:
             await client.send(TextMessage(data="first half, ", message_finished=False))
-            await trio.sleep(0.2)
+            while timeouts < 2:
+                await trio.sleep(0.01)
             await client.send(TextMessage(data="second half", message_finished=True))
             close = await client.expect_close()
             assert close.code == 1000
@@ -367,7 +370,7 @@ async def test_aclose_while_another_task_reads(
 
         async with trio.open_nursery() as tasks:
             tasks.start_soon(reader)
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the reader waits for a frame
             await ws.aclose(1001, "going away")
 
     with trio.fail_after(TIMEOUT):
@@ -381,34 +384,41 @@ async def test_aclose_while_another_task_reads(
         assert reader_saw == [1001]
 
 
+def _writable(stream: trio.abc.Stream) -> bool:
+    """Whether the kernel would take more bytes on the stream's socket right now."""
+    assert isinstance(stream, trio.SocketStream)
+    _, writable, _ = select.select([], [stream.socket], [], 0)
+    return bool(writable)
+
+
 async def test_aclose_against_a_stuck_peer_is_bounded(start_listener: StartListener) -> None:
     elapsed: list[float] = []
+    writer_saw: list[int] = []
+    server_side: list[WebSocketConnection] = []
+    closed = trio.Event()
 
     async def handler(stream: trio.abc.Stream, request: RequestHead) -> None:
         ws = await accept_websocket(stream, request, close_timeout=0.3)
+        server_side.append(ws)
         frame = build_frame(b"x" * 65536, text=False)
-        sent = 0
 
         async def writer() -> None:
-            nonlocal sent
             try:
                 while True:
                     await ws.send_frames(frame)
-                    sent += 1
-            except ConnectionClosed:
-                pass
+            except ConnectionClosed as error:
+                writer_saw.append(error.code)
 
         async with trio.open_nursery() as tasks:
             tasks.start_soon(writer)
             # Wait until the peer's and our socket buffers are full: the writer
             # is then parked inside send_all, holding the send lock.
-            previous = -1
-            while sent != previous:
-                previous = sent
-                await trio.sleep(0.1)
+            while _writable(stream):
+                await trio.sleep(0.01)
             start = trio.current_time()
             await ws.aclose(1001)
             elapsed.append(trio.current_time() - start)
+        closed.set()
 
     with trio.fail_after(TIMEOUT):
         listener = await start_listener(handler)
@@ -416,9 +426,17 @@ async def test_aclose_against_a_stuck_peer_is_bounded(start_listener: StartListe
         async with await trio.open_tcp_stream(HOST, listener.port) as stream:
             ws = WSConnection(ConnectionType.CLIENT)
             await stream.send_all(ws.send(Request(host="t", target="/ws/stuck")))
-            while not elapsed:
-                await trio.sleep(0.05)
-        assert 0.3 <= elapsed[0] < 1.0
+            await closed.wait()
+            # aclose returned (the hang guard bounds it) and took the whole connection
+            # down: the blocked writer was released with the close code, and the peer,
+            # reading at last, finds the end of the stream after what was buffered.
+            ws_server = server_side[0]
+            assert (ws_server.closed, ws_server.close_code) == (True, 1001)
+            assert writer_saw == [1001]
+            while await stream.receive_some():
+                pass
+        # It gave the close handshake its whole close_timeout before giving up.
+        assert elapsed[0] >= 0.3
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -484,7 +502,10 @@ async def test_concurrent_send_frames_and_pongs_do_not_interleave(
                     await trio.sleep(0.0005)
 
             nursery.start_soon(pinger)
-            await trio.sleep(0.05)  # let the server's writer fill the pipe first
+            # Not a byte read until the server's writer has filled the pipe and holds
+            # the send lock while a pong waits for it.
+            while not pong_waited_for_lock:
+                await trio.sleep(0.01)
             messages: list[str] = []
             partial = ""
             pongs: list[bytes] = []
