@@ -67,26 +67,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"gateway {_f(ours)} µs, websockets {_f(ws)} µs, Node ws {_f(node)} µs",
         )
     for offered in BURST_LEVELS:
-        cpu = {s: s1_level_median(results, s, offered, "server_us_per_message") for s in SERVERS}
-        p99 = {s: s1_level_median(results, s, offered, "p99_ms") for s in SERVERS}
-        if cpu["gateway"] is None:
+        ours = s1_level_median(results, "gateway", offered, "server_us_per_message")
+        ours_p99 = s1_level_median(results, "gateway", offered, "p99_ms")
+        ws = s1_level_median(results, "websockets", offered, "server_us_per_message")
+        ws_p99 = s1_level_median(results, "websockets", offered, "p99_ms")
+        if ours is None:
             continue  # this level was not run
-        known = None in (cpu["websockets"], p99["gateway"], p99["websockets"])
         met = (
             None
-            if known
-            else bool(
-                cpu["gateway"] <= cpu["websockets"] / 2  # type: ignore[operator]
-                and p99["gateway"] <= p99["websockets"] + BURST_P99_MARGIN_MS  # type: ignore[operator]
-            )
+            if ours_p99 is None or ws is None or ws_p99 is None
+            else bool(ours <= ws / 2 and ours_p99 <= ws_p99 + BURST_P99_MARGIN_MS)
         )
         add(
             "s1",
             f"at {offered:,} msg/s: CPU per message <= 1/2 websockets, "
             f"p99 <= websockets + {BURST_P99_MARGIN_MS:g} ms",
             met,
-            f"gateway {_f(cpu['gateway'])} µs, p99 {_f(p99['gateway'])} ms; "
-            f"websockets {_f(cpu['websockets'])} µs, p99 {_f(p99['websockets'])} ms",
+            f"gateway {_f(ours)} µs, p99 {_f(ours_p99)} ms; "
+            f"websockets {_f(ws)} µs, p99 {_f(ws_p99)} ms",
         )
     if runs(results, "s2", "gateway"):
         ours = median_of(results, "s2", "gateway", "p99_ms")
