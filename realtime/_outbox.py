@@ -21,6 +21,8 @@ away) keeps what is pending so it is written before the close frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from protocol import CloseCode, Codec
@@ -113,6 +115,16 @@ class Outbox:
         if len(prices) == 1 and not self._fifo:
             self.ready()
         return False
+
+    def drop_prices(self, symbols: Iterable[str] | None = None) -> None:
+        """Forget the pending price of each of ``symbols`` (``None``: of every symbol),
+        after an unsubscribe: nothing may follow its ack for what it dropped."""
+        prices = self._prices
+        if symbols is None:
+            prices.clear()
+        else:
+            for symbol in symbols:
+                prices.pop(symbol, None)
 
     def take(self) -> list[bytes]:
         """Everything pending, queued messages first, and empty the outbox."""

@@ -284,7 +284,16 @@ class Sessions:
         try:
             if isinstance(request, Unsubscribe):
                 accepted = requests.unsubscribe(request, timestamp=timestamp)
-                hub.apply(session, accepted.change)
+                change = accepted.change
+                hub.apply(session, change)
+                if change.channel is Channel.PRICES:
+                    # A price offered before the request may still be pending: it must
+                    # not follow the ack.
+                    session.drop_prices(
+                        change.old - change.new
+                        if isinstance(change.old, frozenset) and isinstance(change.new, frozenset)
+                        else None
+                    )
                 session.reply(accepted.reply)
                 logger.info(
                     "[WebSocket] Client %s unsubscribed from %s", session.client_id, request.channel

@@ -104,6 +104,22 @@ def test_prices_conflate_per_symbol_and_keep_their_place(hub: Hub) -> None:
     assert outbox.close_code is None  # prices never overflow the outbox
 
 
+@pytest.mark.parametrize(
+    ("dropped", "kept"),
+    [(["AAPL"], ["MSFT", "GOOG"]), (None, []), (["IBM"], ["AAPL", "MSFT", "GOOG"])],
+)
+def test_an_unsubscribe_drops_the_pending_prices_it_covers(
+    hub: Hub, dropped: list[str] | None, kept: list[str]
+) -> None:
+    outbox = Outbox("c", Codec.JSON, OutboxLimits())
+    hub.register(outbox)
+    subscribe(hub, outbox, Subscriptions(10), Channel.PRICES)
+    for symbol in UNIVERSE:
+        hub.publish(price(symbol))
+    outbox.drop_prices(dropped)
+    assert [frame_payload(f)["symbol"] for f in outbox.take()] == kept
+
+
 def test_fifo_overflow_closes_with_4499_and_frees_the_queue(hub: Hub) -> None:
     slow = Outbox("slow", Codec.JSON, OutboxLimits(max_messages=3))
     fast = Outbox("fast", Codec.JSON, OutboxLimits(max_messages=3))
