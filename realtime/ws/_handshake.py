@@ -7,6 +7,11 @@ hands the bytes that followed the head to the new `WebSocketConnection`, so no
 wsproto or h11 handshake object stays alive per connection. The accept token
 is wsproto's. `reject_websocket` answers any refused request with a plain HTTP
 error and closes the stream.
+
+The upgrade checks are our own: wsproto keeps its checks inside
+``H11Handshake``, which would parse every head a second time with h11, and
+they are looser than RFC 6455 asks (any ``Sec-WebSocket-Key``, any HTTP
+version h11 accepts); a bad key or HTTP/1.0 is refused here with 400.
 """
 
 from __future__ import annotations
