@@ -13,7 +13,10 @@ delivery decides when and how:
   each queued outlet's pending frames with one non-blocking ``write``. So the frames
   a publisher hands over without yielding -- one feed tick's hundred price updates,
   a replay -- go out as one write per connection, at the cost of one task switch per
-  burst, not one per message or per connection.
+  burst, not one per message or per connection. A burst that goes on for
+  ``flush_delay`` is written there and then, from the publisher's task, after the
+  event that took it past (the hub calls :meth:`Delivery.fanned_out` after each):
+  no frame waits longer than that for its burst to end.
 * **Time-window coalescing under load.** While the gateway spends at least
   ``COALESCE_LOAD`` of its time delivering (the :class:`LoadMeter`, judged per
   ``LOAD_WINDOW``), an outlet written less than ``flush_delay`` ago waits that long
@@ -212,23 +215,36 @@ class Delivery:
             self._flusher = None
             reschedule(task)
 
+    def fanned_out(self) -> None:
+        """Called after each published event: write what the burst so far left pending
+        once it has gone on for ``flush_delay``."""
+        started = self._burst_started
+        if started is not None and self._clock() - started >= self.flush_delay:
+            self._flush_queued()
+
     async def _flush_forever(self) -> None:
-        clock, now_queue, later = self._clock, self._now, self._later
         while True:
-            if not now_queue:
+            if not self._now:
+                later = self._later
                 if later:
                     with trio.move_on_at(later[0].due):
                         await _park(self, "_flusher")
                 else:
                     await _park(self, "_flusher")
-            started = self._burst_started
-            self._burst_started = None
-            now = clock()
-            while now_queue:
-                self._flush(now_queue.popleft(), now)
-            while later and later[0].due <= now:
-                self._flush(later.popleft(), now)
-            self.meter.busy(now if started is None else started, clock())
+            self._flush_queued()
+
+    def _flush_queued(self) -> None:
+        """Write every queued outlet, and those waiting out the flush delay that are due;
+        count the burst's time as busy."""
+        clock, now_queue, later = self._clock, self._now, self._later
+        started = self._burst_started
+        self._burst_started = None
+        now = clock()
+        while now_queue:
+            self._flush(now_queue.popleft(), now)
+        while later and later[0].due <= now:
+            self._flush(later.popleft(), now)
+        self.meter.busy(now if started is None else started, clock())
 
     def _flush(self, outlet: Outlet, now: float) -> None:
         if outlet.writer is not None or outlet.close_code is not None or outlet.ws.closed:

@@ -103,6 +103,9 @@ class Hub:
 
     ``clock`` gives the monotonic time used to age history (``trio.current_time``
     in the server); ``universe`` is the set of known price symbols.
+    ``after_fan_out`` is called after each published event has been offered to every
+    subscriber (the delivery bounds how long a burst of them may wait, see
+    ``_delivery``).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class Hub:
         history_messages: int = 1000,
         history_seconds: float = 600.0,
         epoch: str | None = None,
+        after_fan_out: Callable[[], None] = lambda: None,
     ) -> None:
         #: The known price symbols, in the feed's order (for ``welcome``), and as a set.
         self.symbols: tuple[str, ...] = tuple(universe)
@@ -121,6 +125,7 @@ class Hub:
         #: Identity of this history: a restart of the in-process bus loses history.
         self.epoch = epoch or uuid.uuid4().hex
         self._clock = clock
+        self._after_fan_out = after_fan_out
         self._history_messages = history_messages
         self._history_seconds = history_seconds
         self._clients: dict[str, Outbox] = {}
@@ -266,6 +271,7 @@ class Hub:
             self._expire(history)
             self._fan_out(channel, frames, event.to)
         self.published += 1
+        self._after_fan_out()
         return message
 
     def _fan_out_price(self, symbol: str, frames: _Frames, to: str | None) -> None:

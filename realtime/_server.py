@@ -187,13 +187,14 @@ async def serve(
     """
     bus = InProcessBus()
     feeds = build_feeds(config, bus)
+    delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
     hub = Hub(
         universe=feeds.symbols,
         clock=trio.current_time,
         history_messages=config.history_messages,
         history_seconds=config.history_seconds,
+        after_fan_out=delivery.fanned_out,
     )
-    delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
     sessions = Sessions(config, hub, delivery, server_version=__version__)
     bus.attach(hub)
     publish_api = PublishAPI(bus, api_key=config.api_key, max_body=config.publish_max_body)

@@ -146,7 +146,7 @@ class Sessions:
         interval, timeout = self.config.heartbeat_interval, self.config.heartbeat_timeout
         for session in list(self._sessions):
             silent = now - max(session.requests.heard, session.ws.last_pong or 0.0)
-            if silent > timeout:
+            if silent >= timeout:
                 if session.close_code is None:
                     self.heartbeat_timeouts += 1
                     session.close(CloseCode.INTERNAL_ERROR, "Heartbeat timeout: no pong received")

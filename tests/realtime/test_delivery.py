@@ -69,7 +69,7 @@ async def open_rig(
     delivery = Delivery(
         flush_delay=flush_delay, write_timeout=WRITE_TIMEOUT, clock=trio.current_time, meter=meter
     )
-    hub = Hub(universe=UNIVERSE, clock=trio.current_time)
+    hub = Hub(universe=UNIVERSE, clock=trio.current_time, after_fan_out=delivery.fanned_out)
     bus = InProcessBus()
     bus.attach(hub)
     ours, peer = trio.socket.socketpair()
@@ -149,6 +149,24 @@ async def test_a_burst_shares_one_write_on_an_idle_gateway(
         await trio.testing.wait_all_tasks_blocked()
         assert (rig.delivery.writes, rig.delivery.messages_sent) == (1, 10)
         assert [orjson_id(p) for p in await rig.received(10)] == [str(n) for n in range(10)]
+
+
+async def test_a_burst_that_goes_on_is_written_once_it_is_flush_delay_old(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        await rig.publish(3)
+        mock_clock.jump(FLUSH_DELAY / 2)
+        await rig.publish(3)
+        assert rig.delivery.writes == 0
+        mock_clock.jump(FLUSH_DELAY / 2)
+        await rig.publish(1)  # the event that takes the burst to the flush delay
+        assert (rig.delivery.writes, rig.delivery.messages_sent) == (1, 7)
+        await rig.publish(2)  # a new burst, written once the publisher yields
+        assert rig.delivery.writes == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert (rig.delivery.writes, rig.delivery.messages_sent) == (2, 9)
+        assert len(await rig.received(9)) == 9
 
 
 async def test_idle_bursts_apart_are_written_apart(mock_clock: trio.testing.MockClock) -> None:
