@@ -14,7 +14,10 @@ Modes:
 * ``stream`` (S1-S3) — clients subscribe to ``--symbols-per-client`` symbols, assigned
   round-robin so that every symbol has the same number of subscribers; counts every
   message and samples latency (receive time minus the message's publish
-  ``timestamp``) every ``--sample-every`` messages per connection.
+  ``timestamp``) every ``--sample-every`` messages per connection. The raw client
+  takes the receive time from the kernel (``SO_TIMESTAMPNS``: when the data reached
+  the client's socket), so the time this one process spends on the other sockets of
+  a burst is not counted against the server.
 * ``stuck`` (S3) — one raw-socket client with a small receive buffer that subscribes
   to every symbol and never reads again; reports its TCP state every second.
 * ``idle`` (S4) — clients connect and subscribe, then hold; on ``check`` each sends a
@@ -85,6 +88,24 @@ def progress(text: str) -> None:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+# Linux's SO_TIMESTAMPNS (also its control message type), which Python does not name:
+# the kernel stamps each received segment, and recvmsg returns the stamp of the last
+# one read as a struct timespec (CLOCK_REALTIME, the clock of the publish stamps).
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def receive_stamped(sock: socket.socket, fallback: float) -> tuple[bytes, float]:
+    """Read what is there, with the kernel's receive time (``fallback`` without one)."""
+    data, ancillary, _, _ = sock.recvmsg(65536, _ANCILLARY_SIZE)
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            seconds, nanoseconds = _TIMESPEC.unpack(value[: _TIMESPEC.size])
+            return data, seconds + nanoseconds / 1e9
+    return data, fallback
 
 
 def latency(payload: bytes | str, now: float) -> float | None:
@@ -240,6 +261,7 @@ def run_raw_stream(args: argparse.Namespace) -> None:
                 universe.extend(orjson.loads(welcome)["symbols"])
             symbols = symbols_for(index, universe, args.symbols_per_client)
             sock.sendall(masked_frame(0x1, subscribe_request(symbols, index)))
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
             selector.register(sock, selectors.EVENT_READ, connection)
             connections.append(connection)
@@ -267,11 +289,11 @@ def run_raw_stream(args: argparse.Namespace) -> None:
             return
         received += 1
         if connection.count % sample_every == 0 and payload is not None:
-            value = latency(payload, now)
+            value = latency(payload, arrived)
             if value is not None:
                 samples.append(value)
 
-    now = time.time()
+    now = arrived = time.time()
     second_end = 0.0
     t = 0
     cpu0 = wall0 = mark = 0.0
@@ -296,7 +318,7 @@ def run_raw_stream(args: argparse.Namespace) -> None:
                 received = 0
                 continue
             try:
-                data = connection.sock.recv(65536)
+                data, arrived = receive_stamped(connection.sock, now)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
