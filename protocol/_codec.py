@@ -11,6 +11,7 @@ clients, and skip fields they do not know, as protocol v1 asks of clients.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 import typing
@@ -294,6 +295,8 @@ def _configure(
 @attrs.frozen
 class _CodecImpl:
     loads: Callable[[bytes | str], Any]
+    #: ``loads`` that also refuses an object with a repeated key (client input).
+    loads_unique: Callable[[bytes | str], Any]
     format_name: str
     strict: cattrs.Converter
     lenient: cattrs.Converter
@@ -305,6 +308,7 @@ def _build(
     make_converter: Callable[..., cattrs.Converter],
     dumps: Callable[[Any], bytes],
     loads: Callable[[bytes | str], Any],
+    loads_unique: Callable[[bytes | str], Any],
     format_name: str,
     unstructure_timestamp: Callable[[datetime], datetime | str],
 ) -> _CodecImpl:
@@ -322,13 +326,33 @@ def _build(
         unstructure = strict.get_unstructure_hook(cls)
         return lambda message: dumps({"type": tag, **unstructure(message)})
 
-    return _CodecImpl(loads, format_name, strict, lenient, {c: encoder(c) for c in MESSAGE_TYPES})
+    encoders = {c: encoder(c) for c in MESSAGE_TYPES}
+    return _CodecImpl(loads, loads_unique, format_name, strict, lenient, encoders)
 
 
-def _msgpack_loads(data: bytes | str) -> Any:
+def _msgpack_loads(data: bytes | str, **options: Any) -> Any:
     if isinstance(data, str):
         raise ValueError("a MessagePack connection takes binary frames, not text")
-    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, **options)
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """An object from its key-value pairs; a key given twice is refused, since which
+    of the two values counts would be the parser's choice, not the sender's."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[Any] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _json_loads_unique(data: bytes | str) -> Any:
+    obj = orjson.loads(data)  # validity as orjson judges it, and the value returned
+    json.loads(data, object_pairs_hook=_unique_keys)  # orjson keeps the last of two keys
+    return obj
 
 
 _CODECS: Final = {
@@ -336,6 +360,7 @@ _CODECS: Final = {
         make_orjson_converter,
         partial(orjson.dumps, option=_TIMESTAMP_OPTION),
         orjson.loads,
+        _json_loads_unique,
         "JSON",
         _unstructure_timestamp_json,
     ),
@@ -343,6 +368,7 @@ _CODECS: Final = {
         make_msgpack_converter,
         msgpack.Packer(autoreset=True).pack,
         _msgpack_loads,
+        partial(_msgpack_loads, object_pairs_hook=_unique_keys),
         "MessagePack",
         _unstructure_timestamp_text,
     ),
@@ -388,7 +414,7 @@ def decode_client(
             close_code=CloseCode.MESSAGE_TOO_BIG,
         )
     impl = _CODECS[codec]
-    obj = _loads(impl, data)
+    obj = _loads(impl.loads_unique, impl.format_name, data)
     request_id = _readable_request_id(obj)
     try:
         message = _structure_tagged(impl.strict, obj, _CLIENT_TAGS, "a client")
@@ -408,7 +434,7 @@ def decode_server(data: bytes | str, codec: Codec = Codec.JSON) -> ServerMessage
     with ``unknown_type``: clients should skip it, as protocol v1 asks.
     """
     impl = _CODECS[codec]
-    obj = _loads(impl, data)
+    obj = _loads(impl.loads, impl.format_name, data)
     return typing.cast(
         ServerMessage, _structure_tagged(impl.lenient, obj, _SERVER_TAGS, "a server")
     )
@@ -433,12 +459,12 @@ def _size(data: bytes | str) -> int:
     return len(data)
 
 
-def _loads(impl: _CodecImpl, data: bytes | str) -> Any:
+def _loads(loads: Callable[[bytes | str], Any], format_name: str, data: bytes | str) -> Any:
     try:
-        obj = impl.loads(data)
+        obj = loads(data)
     except Exception as exc:  # each library raises its own family of errors
         raise RemoteProtocolError(
-            ErrorCode.INVALID_JSON, f"Message is not valid {impl.format_name}: {exc}"
+            ErrorCode.INVALID_JSON, f"Message is not valid {format_name}: {exc}"
         ) from None
     if type(obj) is not dict:
         raise RemoteProtocolError(

@@ -268,6 +268,7 @@ TOO_MANY = [f"S{n:04d}" for n in range(501)]  # well-formed, past the default 50
 BAD_FRAMES: list[tuple[str, str]] = [
     ("not json", "invalid_json"),
     ('{"type":"ping"', "invalid_json"),
+    ('{"type":"ping","type":"subscribe","channel":"alerts"}', "invalid_json"),
     ("[1, 2]", "invalid_message"),
     ('"ping"', "invalid_message"),
     ('{"id":1}', "invalid_message"),

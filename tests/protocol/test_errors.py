@@ -17,6 +17,13 @@ BAD_INPUTS = [
     (b"{", E.INVALID_JSON, "not valid JSON"),
     (b"\xff\xfe", E.INVALID_JSON, "not valid JSON"),
     (b"NaN", E.INVALID_JSON, "not valid JSON"),
+    # The last of two keys would win in orjson: a second 'type' would slip past.
+    (
+        b'{"type":"ping","type":"subscribe","channel":"alerts"}',
+        E.INVALID_JSON,
+        "duplicate key 'type'",
+    ),
+    (b'{"type":"ping","id":1,"id":2}', E.INVALID_JSON, "duplicate key 'id'"),
     (b"[]", E.INVALID_MESSAGE, "must be an object, got an array"),
     (b'"subscribe"', E.INVALID_MESSAGE, "must be an object, got a string"),
     (b"42", E.INVALID_MESSAGE, "must be an object, got an integer"),
@@ -194,6 +201,7 @@ def test_text_frames_are_accepted_as_str() -> None:
         (msgpack.packb({"type": "ping"}) + b"\x00", E.INVALID_JSON),  # trailing data
         (msgpack.packb({"type": "ping", "id": b"bytes"}), E.INVALID_MESSAGE),
         (msgpack.packb({1: 2}), E.INVALID_JSON),  # map keys must be strings
+        (b"\x82\xa4type\xa4ping\xa4type\xa4ping", E.INVALID_JSON),  # a key twice
         (msgpack.packb({"type": "subscribe", "channel": "x"}), E.UNKNOWN_CHANNEL),
     ],
 )
