@@ -53,8 +53,10 @@ def check_websocket_upgrade(request: RequestHead) -> bytes:
         raise BadRequest(400, "Missing header 'Connection: Upgrade'")
     if request.header("sec-websocket-version") != "13":
         raise BadRequest(426, "Unsupported WebSocket version", [(b"Sec-WebSocket-Version", b"13")])
-    if request.header("host") is None:
-        raise BadRequest(400, "Missing header 'Host'")
+    hosts = [value for name, value in request.headers if name == b"host"]
+    if len(hosts) != 1 or not hosts[0]:
+        # RFC 9112 section 3.2: exactly one Host, as the HTTP side (h11) demands too.
+        raise BadRequest(400, "A request needs exactly one non-empty 'Host' header")
     key = request.header("sec-websocket-key")
     if key is None:
         raise BadRequest(400, "Missing header 'Sec-WebSocket-Key'")

@@ -19,7 +19,10 @@ Theory of operation
    every byte already read replayed first, and hypercorn owns the connection
    from then on (keep-alive, pipelining, its own timeouts).
 
-Refusals are written with `reject_websocket` under ``reject_timeout``.
+Before a hand-off, a request with both ``Content-Length`` and
+``Transfer-Encoding`` is refused and an ``Upgrade: h2c`` is dropped (see
+`_plain_http`). Refusals are written with `reject_websocket` under
+``reject_timeout``.
 
 Shutdown: `Listener.stop_accepting` closes the listening sockets at once (new
 connects are refused by the kernel) while accepted connections carry on.
@@ -109,6 +112,30 @@ class ListenerStatistics:
     accepted_total: int
     refused_full_total: int
     refused_total: int
+
+
+def _plain_http(request: RequestHead, data: bytes) -> bytes:
+    """The bytes to hand to hypercorn for an HTTP request read as ``data``.
+
+    A request with both ``Content-Length`` and ``Transfer-Encoding`` is refused (RFC
+    9112 section 6.1): the two framings disagree on where it ends, and what one reads
+    as body the other runs as the next request. An ``Upgrade: h2c`` is dropped, so
+    the request is answered in HTTP/1.1 as if it had not asked (RFC 9113 section
+    3.1): honoured, it would open an HTTP/2 tunnel past the path rules of a proxy
+    that forwards ``Upgrade`` for WebSockets. Raises `BadRequest`.
+    """
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise BadRequest(400, "Content-Length and Transfer-Encoding together are refused")
+    if "h2c" not in request.header_tokens("upgrade"):
+        return data
+    kept = [
+        line
+        for line in request.raw_headers.split(b"\r\n")
+        if line.partition(b":")[0].strip().lower() not in (b"upgrade", b"http2-settings")
+    ]
+    line = f"{request.method} {request.target} HTTP/{request.http_version}".encode("ascii")
+    return b"\r\n".join([line, *kept]) + b"\r\n\r\n" + request.trailing
 
 
 class _ReplayStream(trio.abc.Stream):
@@ -334,7 +361,7 @@ class Listener:
             if not (
                 request.path.startswith(self._websocket_prefix) and request.is_websocket_upgrade
             ):
-                await self._serve_http(transport, data)
+                await self._serve_http(transport, _plain_http(request, data))
                 return None
             check_websocket_upgrade(request)
         except BadRequest as error:

@@ -214,6 +214,56 @@ async def test_bad_request_heads_are_refused(
         assert listener.statistics().refused_total == 1
 
 
+async def test_an_h2c_upgrade_is_answered_in_http_1_1(start_listener: StartListener) -> None:
+    # Honoured, it would open HTTP/2 to every route behind a proxy that forwards
+    # Upgrade for /ws/ (as the usual WebSocket config does).
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        response = await raw_exchange(
+            listener.port,
+            b"GET /ws/stats HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+        )
+        assert response.startswith(b"HTTP/1.1 200 ")
+        assert b"101" not in response.split(b"\r\n", 1)[0]
+        assert response.endswith(b'{"total_connections":0}')
+
+
+async def test_content_length_with_transfer_encoding_is_refused(
+    start_listener: StartListener,
+) -> None:
+    # The smuggling shape: one framing reads the rest as body, the other as a request.
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        response = await raw_exchange(
+            listener.port,
+            b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /missing HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        assert response.startswith(b"HTTP/1.1 400 ")
+        assert response.count(b"HTTP/1.1 ") == 1  # one answer, and the connection closed
+        assert listener.statistics().refused_total == 1
+
+
+@pytest.mark.parametrize(
+    "hosts", [b"Host: a\r\nHost: b\r\n", b"Host:\r\n", b""], ids=["twice", "empty", "none"]
+)
+async def test_an_upgrade_needs_exactly_one_host(
+    start_listener: StartListener, hosts: bytes
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo)
+        response = await raw_exchange(
+            listener.port,
+            b"GET /ws/client-1 HTTP/1.1\r\n" + hosts + b"Upgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        assert response.startswith(b"HTTP/1.1 400 ")
+        assert b"exactly one non-empty 'Host'" in response
+        assert listener.statistics().websockets == 0
+
+
 async def test_slow_head_times_out_with_408(start_listener: StartListener) -> None:
     with trio.fail_after(TIMEOUT):
         listener = await start_listener(echo, head_timeout=0.2)
