@@ -114,7 +114,17 @@ class Outlet(Outbox):
     must end (a close was decided, or a write failed).
     """
 
-    __slots__ = ("delivery", "due", "last_write", "parked", "read_scope", "writer", "ws")
+    __slots__ = (
+        "aborted",
+        "delivery",
+        "due",
+        "finisher",
+        "last_write",
+        "parked",
+        "read_scope",
+        "writer",
+        "ws",
+    )
 
     def __init__(
         self, ws: WebSocketConnection, client_id: str, limits: OutboxLimits, delivery: Delivery
@@ -127,9 +137,13 @@ class Outlet(Outbox):
         self.writer: trio.CancelScope | None = None
         #: The writer task, while it waits for frames (TLS connections keep theirs).
         self.parked: Task | None = None
+        #: The owner's task, while it waits for the writer to end (see ``finish``).
+        self.finisher: Task | None = None
         #: When the flusher last wrote this outlet, and when it may write it next.
         self.last_write = -math.inf
         self.due = 0.0
+        #: Why the delivery cut the connection without a close frame, if it did.
+        self.aborted: str | None = None
 
     def send_now(self, frame: bytes) -> bool:
         delivery = self.delivery
@@ -318,16 +332,27 @@ class Delivery:
             outlet.parked = None
             if ended:
                 outlet.read_scope.cancel()
+            finisher = outlet.finisher
+            if finisher is not None:
+                outlet.finisher = None
+                reschedule(finisher)
 
     # --- closing --------------------------------------------------------------------
 
     async def finish(self, outlet: Outlet) -> None:
-        """End the connection once its reader has ended: stop its writer, write what a
+        """End the connection once its reader has ended: let a writer finish the write
+        in progress if the server decided the close (else stop it), write what a
         flushing close kept (e.g. the messages before a 1001) within the write
         deadline, then close with the outlet's code (or 1000), bounded by the
         connection's close timeout. Never raises for the peer's behaviour."""
-        if outlet.writer is not None:
-            outlet.writer.cancel()  # the peer is gone, or the server stops
+        writer = outlet.writer
+        if writer is not None:
+            if outlet.close_code is None or outlet.parked is not None:
+                writer.cancel()  # the peer is gone, or the writer is only waiting
+            else:
+                # A close the server decided: the write in progress ends first (within
+                # its deadline), so that the close frame follows it instead of tearing it.
+                await _park(outlet, "finisher")
         ws, code = outlet.ws, outlet.close_code
         frames = outlet.take() if code is not None else []
         if (frames or ws.backlogged) and not ws.closed:
@@ -348,8 +373,4 @@ class Delivery:
 
     def _timed_out(self, outlet: Outlet) -> None:
         self.write_timeouts += 1
-        logger.warning(
-            "[WebSocket] Write timed out after %ss: %s; aborted",
-            self.write_timeout,
-            outlet.client_id,
-        )
+        outlet.aborted = f"a write took longer than the write deadline ({self.write_timeout:g} s)"

@@ -251,6 +251,12 @@ class Sessions:
                 session.client_id,
                 session.close_reason,
             )
+        if session.aborted is not None:
+            # No close frame was sent or received: the code would say nothing true.
+            logger.warning(
+                "[WebSocket] Disconnected: %s (aborted: %s)", session.client_id, session.aborted
+            )
+            return
         code, reason = session.ws.close_code, session.ws.close_reason
         logger.info(
             "[WebSocket] Disconnected: %s (code %s%s)",

@@ -246,6 +246,7 @@ async def test_a_write_past_its_deadline_aborts_the_connection(
         assert rig.outlet.read_scope.cancelled_caught
         assert rig.outlet.ws.closed
         assert rig.delivery.write_timeouts == 1
+        assert rig.outlet.aborted == "a write took longer than the write deadline (10 s)"
         assert trio.current_time() - started >= WRITE_TIMEOUT
 
 
