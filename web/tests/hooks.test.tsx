@@ -1,4 +1,4 @@
-import { act, render, renderHook, waitFor } from '@testing-library/react';
+import { act, cleanup, render, renderHook, waitFor } from '@testing-library/react';
 import { StrictMode, type ReactNode } from 'react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -26,6 +26,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
+  cleanup(); // unmount what the test rendered (Vitest runs without globals: no auto-cleanup)
   resetSharedClients();
   vi.unstubAllGlobals();
 });
@@ -79,6 +80,47 @@ describe('useWebSocket', () => {
     expect(socket.sent).toEqual([
       { type: 'subscribe', channel: 'prices', symbols: ['AAPL'] },
       { type: 'subscribe', channel: 'alerts' },
+    ]);
+  });
+
+  it('StrictMode mount while the shared socket is already open sends one subscribe per channel, nothing more', async () => {
+    // Something else (a header's status badge, say) already holds the open socket.
+    renderHook(() => useWebSocket(options));
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([]);
+    function Panels() {
+      usePriceUpdates(['AAPL', 'MSFT'], options);
+      useAlertNotifications(options);
+      useTradingSignals(options);
+      useSystemNotifications(options);
+      usePortfolio(options);
+      return null;
+    }
+    const view = render(
+      <StrictMode>
+        <Panels />
+      </StrictMode>,
+    );
+    await act(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // past every deferred release
+    });
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL', 'MSFT'] },
+      { type: 'subscribe', channel: 'alerts' },
+      { type: 'subscribe', channel: 'signals' },
+      { type: 'subscribe', channel: 'notifications' },
+      { type: 'subscribe', channel: 'portfolio' },
+    ]);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    // And unmounting releases each once.
+    view.unmount();
+    await act(async () => {});
+    expect(socket.sent.slice(5)).toEqual([
+      { type: 'unsubscribe', channel: 'prices' },
+      { type: 'unsubscribe', channel: 'alerts' },
+      { type: 'unsubscribe', channel: 'signals' },
+      { type: 'unsubscribe', channel: 'notifications' },
+      { type: 'unsubscribe', channel: 'portfolio' },
     ]);
   });
 
@@ -137,12 +179,12 @@ describe('useWebSocket', () => {
     const { result } = renderHook(() => useWebSocket(options));
     serverAccepts();
     const seen: number[] = [];
-    let cleanup = () => {};
+    let stop = () => {};
     act(() => {
-      cleanup = result.current.onMessage('price_update', (m) => seen.push(m.data.price));
+      stop = result.current.onMessage('price_update', (m) => seen.push(m.data.price));
     });
     serverSends(alert('x'), price('AAPL', 10));
-    cleanup();
+    stop();
     serverSends(price('AAPL', 11));
     expect(seen).toEqual([10]);
   });
@@ -158,6 +200,7 @@ describe('useWebSocket', () => {
     socket = serverAccepts();
     expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'signals' }]);
     unmount();
+    await act(async () => {}); // releases take effect a microtask later
     expect(socket.sent.at(-1)).toEqual({ type: 'unsubscribe', channel: 'signals' });
   });
 });
