@@ -14,7 +14,7 @@ WEB_MODULES  := $(WEB)/node_modules/.package-lock.json
 # Inside dist/ so that deleting dist/ rebuilds it; a dot file, so the gateway never serves it.
 WEB_BUILT    := $(WEB)/dist/.built
 WEB_SOURCES  := $(shell find $(WEB)/src $(WEB)/scripts -type f 2>/dev/null) \
-                $(WEB)/index.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json \
+                $(WEB)/index.html $(WEB)/samples.html $(WEB)/vite.config.ts $(WEB)/tsconfig.json \
                 $(wildcard protocol/*.py)
 
 .PHONY: web-install web-test web-e2e-deps web-e2e web-clean

@@ -39,6 +39,7 @@ export async function freePort(): Promise<number> {
 
 export class Gateway {
   private process: ChildProcess | null = null;
+  private frozen = false;
   log = '';
 
   constructor(readonly port: number) {}
@@ -81,8 +82,27 @@ export class Gateway {
     throw new Error(`gateway did not become healthy:\n${this.log}`);
   }
 
+  /**
+   * SIGSTOP: the gateway freezes without closing anything, as a hung process or a
+   * dead network path looks to a browser (the kernel still accepts TCP connections
+   * into the listen backlog, but nothing answers).
+   */
+  freeze(): void {
+    if (!this.process || this.process.exitCode !== null) throw new Error('the gateway is not running');
+    this.process.kill('SIGSTOP');
+    this.frozen = true;
+  }
+
+  /** SIGCONT: the frozen gateway carries on where it stopped. */
+  thaw(): void {
+    if (!this.process || !this.frozen) return;
+    this.process.kill('SIGCONT');
+    this.frozen = false;
+  }
+
   /** SIGTERM (the gateway drains, closing sockets with 1001) and wait for the exit. */
   async stop(): Promise<void> {
+    this.thaw(); // a stopped process would never act on SIGTERM
     const child = this.process;
     this.process = null;
     if (!child || child.exitCode !== null) return;

@@ -1,4 +1,4 @@
-import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { act, cleanup, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { App } from '../src/dashboard/App';
 import { resetSharedClients } from '../src/lib/websocket';
@@ -11,6 +11,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
+  cleanup(); // unmount what the test rendered (Vitest runs without globals: no auto-cleanup)
   resetSharedClients();
   vi.unstubAllGlobals();
 });

@@ -11,10 +11,19 @@ import {
   generate,
   generateAll,
   generateCloseCodes,
+  generateNames,
+  namesPath,
   outputPath,
   readSchema,
   staleFiles,
 } from '../scripts/gen-types.mjs';
+import { CHANNELS, Channel, MessageType } from '../src/protocol';
+import type { ClientMessage, ServerMessage, Subscribe } from '../src/protocol';
+
+// Compile-time: the generated constants name exactly the generated types' members.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const channelsMatch: Same<Channel, Subscribe['channel']> = true;
+const typesMatch: Same<MessageType, (ClientMessage | ServerMessage)['type']> = true;
 
 interface CloseCodeDefs {
   $defs: {
@@ -52,6 +61,38 @@ describe('generated protocol files', () => {
     schema.$defs.ReconnectCloseCode.enum.push(1000);
     expect(generateCloseCodes(schema)).toContain('  CloseCode.NORMAL,\n]);');
     expect(await staleFiles(schema)).toEqual([closeCodesPath]);
+  });
+
+  it('give Channel and MessageType as runtime constants', () => {
+    expect(channelsMatch && typesMatch).toBe(true);
+    expect(Channel).toEqual({
+      PRICES: 'prices',
+      ALERTS: 'alerts',
+      SIGNALS: 'signals',
+      PORTFOLIO: 'portfolio',
+      NOTIFICATIONS: 'notifications',
+    });
+    expect(CHANNELS).toEqual(Object.values(Channel));
+    expect(MessageType).toMatchObject({
+      SUBSCRIBE: 'subscribe',
+      PING: 'ping',
+      PRICE_UPDATE: 'price_update',
+      ALERT_TRIGGERED: 'alert_triggered',
+      TRADING_SIGNAL: 'trading_signal',
+      PORTFOLIO_UPDATE: 'portfolio_update',
+      NOTIFICATION: 'notification',
+      PONG: 'pong',
+      ERROR: 'error',
+    });
+  });
+
+  it('detect a new channel', async () => {
+    const schema = readSchema() as {
+      $defs: { Subscribe: { properties: { channel: { enum: string[] } } } };
+    };
+    schema.$defs.Subscribe.properties.channel.enum.push('news');
+    expect(generateNames(schema)).toContain('  NEWS: "news",');
+    expect(await staleFiles(schema)).toContain(namesPath);
   });
 
   it('refuse a reconnect code that is not a close code', () => {

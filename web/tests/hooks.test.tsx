@@ -1,4 +1,4 @@
-import { act, render, renderHook, waitFor } from '@testing-library/react';
+import { act, cleanup, render, renderHook, waitFor } from '@testing-library/react';
 import { StrictMode, type ReactNode } from 'react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -26,6 +26,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
+  cleanup(); // unmount what the test rendered (Vitest runs without globals: no auto-cleanup)
   resetSharedClients();
   vi.unstubAllGlobals();
 });
@@ -82,6 +83,47 @@ describe('useWebSocket', () => {
     ]);
   });
 
+  it('StrictMode mount while the shared socket is already open sends one subscribe per channel, nothing more', async () => {
+    // Something else (a header's status badge, say) already holds the open socket.
+    renderHook(() => useWebSocket(options));
+    const socket = serverAccepts();
+    expect(socket.sent).toEqual([]);
+    function Panels() {
+      usePriceUpdates(['AAPL', 'MSFT'], options);
+      useAlertNotifications(options);
+      useTradingSignals(options);
+      useSystemNotifications(options);
+      usePortfolio(options);
+      return null;
+    }
+    const view = render(
+      <StrictMode>
+        <Panels />
+      </StrictMode>,
+    );
+    await act(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // past every deferred release
+    });
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL', 'MSFT'] },
+      { type: 'subscribe', channel: 'alerts' },
+      { type: 'subscribe', channel: 'signals' },
+      { type: 'subscribe', channel: 'notifications' },
+      { type: 'subscribe', channel: 'portfolio' },
+    ]);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    // And unmounting releases each once.
+    view.unmount();
+    await act(async () => {});
+    expect(socket.sent.slice(5)).toEqual([
+      { type: 'unsubscribe', channel: 'prices' },
+      { type: 'unsubscribe', channel: 'alerts' },
+      { type: 'unsubscribe', channel: 'signals' },
+      { type: 'unsubscribe', channel: 'notifications' },
+      { type: 'unsubscribe', channel: 'portfolio' },
+    ]);
+  });
+
   it('many components share one socket, which closes after the last unmounts', async () => {
     function Prices({ symbols }: { symbols: string[] }) {
       usePriceUpdates(symbols, options);
@@ -129,20 +171,20 @@ describe('useWebSocket', () => {
       { type: 'subscribe', channel: 'alerts' },
     ]);
     serverSends(price('AAPL', 7), alert('after-reconnect'));
-    await waitFor(() => expect(result.current.prices.get('AAPL')?.price).toBe(7));
-    expect(result.current.alerts.alerts[0]?.data.id).toBe('after-reconnect');
+    await waitFor(() => expect(result.current.prices.prices.get('AAPL')?.price).toBe(7));
+    expect(result.current.alerts.alerts[0]?.id).toBe('after-reconnect');
   });
 
   it('onMessage filters by type and stops after cleanup', () => {
     const { result } = renderHook(() => useWebSocket(options));
     serverAccepts();
     const seen: number[] = [];
-    let cleanup = () => {};
+    let stop = () => {};
     act(() => {
-      cleanup = result.current.onMessage('price_update', (m) => seen.push(m.data.price));
+      stop = result.current.onMessage('price_update', (m) => seen.push(m.data.price));
     });
     serverSends(alert('x'), price('AAPL', 10));
-    cleanup();
+    stop();
     serverSends(price('AAPL', 11));
     expect(seen).toEqual([10]);
   });
@@ -158,25 +200,38 @@ describe('useWebSocket', () => {
     socket = serverAccepts();
     expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'signals' }]);
     unmount();
+    await act(async () => {}); // releases take effect a microtask later
     expect(socket.sent.at(-1)).toEqual({ type: 'unsubscribe', channel: 'signals' });
   });
 });
 
 describe('usePriceUpdates', () => {
-  it('keeps the latest price per wanted symbol', async () => {
+  it("keeps the latest price per wanted symbol, as the spec's price objects", async () => {
     const { result, rerender } = renderHook(({ symbols }) => usePriceUpdates(symbols, options), {
       initialProps: { symbols: ['AAPL', 'MSFT'] },
     });
+    expect(result.current.isConnected).toBe(false);
     serverAccepts();
+    expect(result.current.isConnected).toBe(true);
     serverSends(price('AAPL', 100, 1), price('MSFT', 50, 1), price('AAPL', 101, 2), price('TSLA', 9, 1));
-    await waitFor(() => expect(result.current.get('AAPL')?.price).toBe(101));
-    expect(result.current.get('AAPL')).toMatchObject({ symbol: 'AAPL', seq: 2, timestamp: T });
-    expect(result.current.get('MSFT')?.price).toBe(50);
-    expect(result.current.has('TSLA')).toBe(false);
+    await waitFor(() => expect(result.current.prices.get('AAPL')?.price).toBe(101));
+    expect(result.current.prices.get('AAPL')).toEqual({
+      symbol: 'AAPL',
+      price: 101,
+      change: 1,
+      change_pct: 0.5,
+      volume: 100,
+      bid: 100.99,
+      ask: 101.01,
+      seq: 2,
+      timestamp: T,
+    });
+    expect(result.current.prices.get('MSFT')?.price).toBe(50);
+    expect(result.current.prices.has('TSLA')).toBe(false);
     // Dropping a symbol removes it at once and unsubscribes it.
     const sentBefore = FakeWebSocket.last.sent.length;
     rerender({ symbols: ['AAPL'] });
-    expect([...result.current.keys()]).toEqual(['AAPL']);
+    expect([...result.current.prices.keys()]).toEqual(['AAPL']);
     await act(async () => {});
     expect(FakeWebSocket.last.sent).toHaveLength(sentBefore + 1);
     expect(FakeWebSocket.last.sent.at(-1)).toEqual({
@@ -191,14 +246,14 @@ describe('usePriceUpdates', () => {
     const socket = serverAccepts();
     expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'prices' }]);
     serverSends(price('TSLA', 9));
-    await waitFor(() => expect(result.current.get('TSLA')?.price).toBe(9));
+    await waitFor(() => expect(result.current.prices.get('TSLA')?.price).toBe(9));
   });
 
   it('an empty list subscribes to nothing', () => {
     const { result } = renderHook(() => usePriceUpdates([], options));
     const socket = serverAccepts();
     expect(socket.sent).toEqual([]);
-    expect(result.current.size).toBe(0);
+    expect(result.current.prices.size).toBe(0);
   });
 });
 
@@ -209,8 +264,16 @@ describe('event lists', () => {
     expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'alerts' }]);
     serverSends(...Array.from({ length: MAX_ALERTS + 10 }, (_, i) => alert(`a${i}`, i + 1)));
     expect(result.current.alerts).toHaveLength(50);
-    expect(result.current.alerts[0]?.data.id).toBe('a59');
-    expect(result.current.alerts.at(-1)?.data.id).toBe('a10');
+    expect(result.current.alerts[0]).toEqual({
+      id: 'a59',
+      symbol: 'AAPL',
+      type: 'price_above',
+      message: 'alert a59',
+      severity: 'warning',
+      seq: 60,
+      timestamp: T,
+    });
+    expect(result.current.alerts.at(-1)?.id).toBe('a10');
     act(() => result.current.clearAlerts());
     expect(result.current.alerts).toEqual([]);
   });
@@ -227,7 +290,14 @@ describe('event lists', () => {
     serverAccepts();
     serverSends(...Array.from({ length: MAX_SIGNALS + 5 }, (_, i) => signal(i + 1)));
     expect(result.current.signals).toHaveLength(20);
-    expect(result.current.signals[0]?.seq).toBe(25);
+    expect(result.current.signals[0]).toEqual({
+      symbol: 'AAPL',
+      action: 'buy',
+      confidence: 0.8,
+      reasoning: 'reason 25',
+      seq: 25,
+      timestamp: T,
+    });
   });
 
   it('useSystemNotifications: capped at 30, dismiss one, clear all', () => {
@@ -237,7 +307,13 @@ describe('event lists', () => {
     expect(result.current.notifications).toHaveLength(30);
     act(() => result.current.dismissNotification('n32'));
     expect(result.current.notifications).toHaveLength(29);
-    expect(result.current.notifications[0]?.data.id).toBe('n31');
+    expect(result.current.notifications[0]).toEqual({
+      id: 'n31',
+      message: 'note n31',
+      type: 'info',
+      seq: 32,
+      timestamp: T,
+    });
     act(() => result.current.clearAll());
     expect(result.current.notifications).toEqual([]);
   });

@@ -1,5 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
+  DEFAULT_LIVENESS,
+  DEFAULT_MAX_QUEUED_MESSAGES,
   DEFAULT_RECONNECT,
   resetSharedClients,
   sharedClient,
@@ -8,7 +10,13 @@ import {
 } from '../src/lib/websocket';
 import { CloseCode, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES } from '../src/protocol';
 import { SubscriptionSet } from '../src/lib/subscriptions';
-import { alert, FakeWebSocket, price, welcome } from './fakeSocket';
+import { alert, FakeWebSocket, price, T, welcome } from './fakeSocket';
+
+/** Let queued microtasks run (subscription releases are deferred by one). */
+async function settle(): Promise<void> {
+  await Promise.resolve();
+  await Promise.resolve();
+}
 
 function makeClient(options: Partial<ClientOptions> = {}): WebSocketClient {
   return new WebSocketClient({
@@ -68,14 +76,13 @@ describe('connect, send, subscribe', () => {
     expect(error).toHaveBeenCalledOnce();
   });
 
-  it('send() is false while not open, and sends JSON once open', () => {
+  it('send() writes JSON at once while open', () => {
     const client = makeClient();
-    expect(client.send({ type: 'ping' })).toBe(false);
     client.connect();
-    expect(client.send({ type: 'ping' })).toBe(false);
     FakeWebSocket.last.serverOpen();
     expect(client.send({ type: 'ping', id: 7 })).toBe(true);
     expect(FakeWebSocket.last.sent).toEqual([{ type: 'ping', id: 7 }]);
+    expect(client.queuedCount).toBe(0);
   });
 
   it('connect() twice opens one socket; disconnect() closes with 1000 and does not retry', () => {
@@ -249,9 +256,11 @@ describe('reconnection schedule', () => {
     const client = makeClient();
     client.connect();
     FakeWebSocket.last.serverClose(1006);
+    expect(client.getStatus().retryInMs).toBe(1000);
     client.reconnect();
     expect(FakeWebSocket.instances).toHaveLength(2);
-    vi.advanceTimersByTime(60_000);
+    // Past the old retry's time, and short of the new attempt's connect timeout.
+    vi.advanceTimersByTime(DEFAULT_LIVENESS.connectTimeout - 1);
     expect(FakeWebSocket.instances).toHaveLength(2);
     client.reconnect(); // connecting: no-op
     expect(FakeWebSocket.instances).toHaveLength(2);
@@ -273,7 +282,7 @@ describe('reconnection schedule', () => {
 });
 
 describe('subscriptions', () => {
-  it('sends only the first hold and the last release, counted per symbol', () => {
+  it('sends only the first hold and the last release, counted per symbol', async () => {
     const client = makeClient();
     client.connect();
     const socket = FakeWebSocket.last;
@@ -287,6 +296,7 @@ describe('subscriptions', () => {
     c();
     d();
     b();
+    await settle();
     expect(socket.sent).toEqual([
       { type: 'subscribe', channel: 'prices', symbols: ['AAPL', 'MSFT'] },
       { type: 'subscribe', channel: 'alerts' },
@@ -361,11 +371,11 @@ describe('shared clients', () => {
     releases[0]?.();
     releases[0]?.(); // idempotent: must not steal another holder's count
     releases[1]?.();
-    vi.runAllTimers();
+    vi.advanceTimersByTime(1);
     expect(FakeWebSocket.live()).toHaveLength(1);
     releases[2]?.();
     expect(FakeWebSocket.live()).toHaveLength(1); // not yet: deferred
-    vi.runAllTimers();
+    vi.advanceTimersByTime(1);
     expect(FakeWebSocket.live()).toHaveLength(0);
     expect(one.getStatus().state).toBe('closed');
   });
@@ -376,7 +386,7 @@ describe('shared clients', () => {
     FakeWebSocket.last.serverOpen();
     release();
     client.acquire();
-    vi.runAllTimers();
+    vi.advanceTimersByTime(1);
     expect(FakeWebSocket.instances).toHaveLength(1);
     expect(client.getStatus().state).toBe('open');
   });
@@ -415,7 +425,291 @@ describe('shared clients', () => {
     client.connect();
     const release = client.acquire();
     release();
-    vi.runAllTimers();
+    vi.advanceTimersByTime(1);
     expect(FakeWebSocket.live()).toHaveLength(1);
+  });
+});
+
+describe('the send queue', () => {
+  it('queues sends until the socket opens, then writes them after the restored subscriptions', () => {
+    const client = makeClient();
+    client.addSubscription('alerts');
+    expect(client.send({ type: 'ping', id: 1 })).toBe(true); // before connect()
+    client.connect();
+    expect(client.send({ type: 'subscribe', channel: 'prices' })).toBe(true);
+    expect(client.queuedCount).toBe(2);
+    const socket = FakeWebSocket.last;
+    expect(socket.sent).toEqual([]);
+    socket.serverOpen();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'alerts' },
+      { type: 'ping', id: 1 },
+      { type: 'subscribe', channel: 'prices' },
+    ]);
+    expect(client.queuedCount).toBe(0);
+  });
+
+  it('keeps queueing across a reconnect, and writes each message once', () => {
+    const client = makeClient();
+    client.connect();
+    FakeWebSocket.last.serverOpen();
+    FakeWebSocket.last.serverClose(1006);
+    expect(client.send({ type: 'ping', id: 'while-down' })).toBe(true);
+    vi.runOnlyPendingTimers();
+    FakeWebSocket.last.serverOpen();
+    expect(FakeWebSocket.last.sent).toEqual([{ type: 'ping', id: 'while-down' }]);
+    FakeWebSocket.last.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    FakeWebSocket.last.serverOpen();
+    expect(FakeWebSocket.last.sent).toEqual([]);
+  });
+
+  it(`holds at most ${DEFAULT_MAX_QUEUED_MESSAGES} messages: when full, the new one is refused`, () => {
+    const client = makeClient();
+    client.connect();
+    for (let id = 0; id < DEFAULT_MAX_QUEUED_MESSAGES; id += 1) {
+      expect(client.send({ type: 'ping', id })).toBe(true);
+    }
+    expect(client.send({ type: 'ping', id: 'one too many' })).toBe(false);
+    expect(client.queuedCount).toBe(DEFAULT_MAX_QUEUED_MESSAGES);
+    FakeWebSocket.last.serverOpen();
+    const sent = FakeWebSocket.last.sent as { id: unknown }[];
+    expect(sent).toHaveLength(DEFAULT_MAX_QUEUED_MESSAGES);
+    expect(sent[0]?.id).toBe(0);
+    expect(sent.at(-1)?.id).toBe(DEFAULT_MAX_QUEUED_MESSAGES - 1);
+    // Room again once written.
+    expect(client.send({ type: 'ping', id: 'after' })).toBe(true);
+  });
+
+  it('takes its bound as an option', () => {
+    const client = makeClient({ maxQueuedMessages: 2 });
+    expect([1, 2, 3].map((id) => client.send({ type: 'ping', id }))).toEqual([true, true, false]);
+  });
+
+  it('subscription bookkeeping is never queued: restore() sends it once', async () => {
+    const client = makeClient();
+    client.connect();
+    const release = client.addSubscription('prices', ['AAPL']);
+    release();
+    client.addSubscription('signals');
+    await settle();
+    expect(client.queuedCount).toBe(0);
+    FakeWebSocket.last.serverOpen();
+    expect(FakeWebSocket.last.sent).toEqual([{ type: 'subscribe', channel: 'signals' }]);
+  });
+
+  it('disconnect() while opening writes what was queued, then closes with 1000 and stays closed', () => {
+    const client = makeClient();
+    client.connect();
+    client.send({ type: 'subscribe', channel: 'prices' });
+    client.disconnect();
+    expect(client.send({ type: 'ping' })).toBe(false); // closing: nothing more is accepted
+    const socket = FakeWebSocket.last;
+    expect(socket.closedByClient).toBeNull();
+    socket.serverOpen();
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'prices' }]);
+    expect(socket.closedByClient?.code).toBe(1000);
+    expect(client.getStatus().state).toBe('closed');
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it('disconnect() while opening with nothing queued closes at once; so does a failed open', () => {
+    const idle = makeClient();
+    idle.connect();
+    idle.disconnect();
+    expect(FakeWebSocket.last.closedByClient?.code).toBe(1000);
+
+    const failing = makeClient();
+    failing.connect();
+    failing.send({ type: 'ping' });
+    failing.disconnect();
+    FakeWebSocket.last.serverClose(1006);
+    expect(failing.getStatus().state).toBe('closed');
+    expect(failing.queuedCount).toBe(0);
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+  });
+
+  it('disconnect() while waiting to retry drops the queue', () => {
+    const client = makeClient();
+    client.connect();
+    FakeWebSocket.last.serverClose(1006);
+    client.send({ type: 'ping' });
+    client.disconnect();
+    expect(client.queuedCount).toBe(0);
+    expect(client.getStatus().state).toBe('closed');
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+});
+
+describe('liveness', () => {
+  it('defaults: a ping every 5 s, 5 s for a reply, 10 s to open; a frozen gateway shows within 15 s', () => {
+    expect(DEFAULT_LIVENESS).toEqual({ pingInterval: 5_000, pongTimeout: 5_000, connectTimeout: 10_000 });
+    expect(DEFAULT_LIVENESS.pingInterval + DEFAULT_LIVENESS.pongTimeout).toBeLessThan(15_000);
+  });
+
+  it('pings every pingInterval while open, and a reply keeps the socket', () => {
+    const client = makeClient();
+    client.connect();
+    const socket = FakeWebSocket.last;
+    socket.serverOpen();
+    vi.advanceTimersByTime(4_999);
+    expect(socket.sent).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(socket.sent).toEqual([{ type: 'ping' }]);
+    // A gateway that answers every ping keeps the socket for as long as it does.
+    for (let i = 1; i <= 12; i += 1) {
+      socket.serverSend({ type: 'pong', timestamp: T });
+      vi.advanceTimersByTime(5_000);
+      expect(socket.sent).toHaveLength(i + 1);
+    }
+    expect(client.getStatus().state).toBe('open');
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it('without a reply within pongTimeout, closes the socket and reconnects with backoff', () => {
+    const client = makeClient({ pingInterval: 1_000, pongTimeout: 2_000 });
+    client.subscribe(() => {});
+    client.connect();
+    const socket = FakeWebSocket.last;
+    socket.serverOpen();
+    vi.advanceTimersByTime(1_000); // ping
+    vi.advanceTimersByTime(1_000); // another ping: the first one's deadline stands
+    expect(socket.sent).toEqual([{ type: 'ping' }, { type: 'ping' }]);
+    expect(client.getStatus().state).toBe('open');
+    vi.advanceTimersByTime(999);
+    expect(client.getStatus().state).toBe('open');
+    vi.advanceTimersByTime(1);
+    expect(socket.closedByClient?.code).toBe(1000);
+    const status = client.getStatus();
+    expect(status.state).toBe('reconnecting');
+    expect(status.lastClose).toEqual({ code: 1006, reason: 'no pong within 2000 ms' });
+    expect(status.retryInMs).toBe(1000);
+    // The frozen socket's late events are not ours any more.
+    socket.serverClose(1006);
+    expect(client.getStatus().state).toBe('reconnecting');
+    vi.advanceTimersByTime(1_000);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    FakeWebSocket.last.serverOpen();
+    expect(client.getStatus().state).toBe('open');
+  });
+
+  it('any message after a ping counts as its reply: a busy socket needs no pong', () => {
+    const client = makeClient({ pingInterval: 1_000, pongTimeout: 500 });
+    client.connect();
+    const socket = FakeWebSocket.last;
+    socket.serverOpen();
+    // A price every 250 ms, and never a pong.
+    for (let i = 0; i < 40; i += 1) {
+      vi.advanceTimersByTime(250);
+      socket.serverSend(price('AAPL', 100 + i));
+    }
+    expect(client.getStatus().state).toBe('open');
+    expect(socket.sent).toEqual(Array.from({ length: 10 }, () => ({ type: 'ping' })));
+  });
+
+  it('pingInterval 0 sends no pings and never times out', () => {
+    const client = makeClient({ pingInterval: 0 });
+    client.connect();
+    FakeWebSocket.last.serverOpen();
+    vi.advanceTimersByTime(600_000);
+    expect(FakeWebSocket.last.sent).toEqual([]);
+    expect(client.getStatus().state).toBe('open');
+  });
+
+  it('an attempt that does not open within connectTimeout is closed and retried', () => {
+    const client = makeClient({ connectTimeout: 3_000 });
+    client.connect();
+    const hanging = FakeWebSocket.last;
+    vi.advanceTimersByTime(2_999);
+    expect(client.getStatus().state).toBe('connecting');
+    vi.advanceTimersByTime(1);
+    expect(hanging.closedByClient).not.toBeNull();
+    expect(client.getStatus()).toMatchObject({
+      state: 'reconnecting',
+      attempt: 1,
+      lastClose: { code: 1006, reason: 'not open within 3000 ms' },
+    });
+    vi.advanceTimersByTime(client.getStatus().retryInMs ?? 0);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    // An open in time cancels the timeout.
+    FakeWebSocket.last.serverOpen();
+    vi.advanceTimersByTime(3_000);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(client.getStatus().state).toBe('open');
+  });
+
+  it('a gateway that stays frozen exhausts the attempts like any lost connection', () => {
+    const client = makeClient({ connectTimeout: 1_000, reconnect: { maxAttempts: 3 } });
+    client.connect();
+    FakeWebSocket.last.serverOpen();
+    vi.advanceTimersByTime(10_000); // ping, no pong
+    for (let i = 0; i < 3; i += 1) {
+      expect(client.getStatus().state).toBe('reconnecting');
+      vi.advanceTimersByTime(client.getStatus().retryInMs ?? 0);
+      vi.advanceTimersByTime(1_000); // the attempt hangs
+    }
+    expect(client.getStatus().state).toBe('closed');
+    expect(FakeWebSocket.live()).toEqual([]);
+  });
+
+  it('shared clients take liveness options from their users, like reconnect options', () => {
+    const base = { baseUrl: 'ws://gw.test:8000', clientId: 'live', WebSocket: FakeWebSocket };
+    const client = sharedClient(base);
+    sharedClient({ ...base, pingInterval: 15_000 });
+    expect(client.policy).toMatchObject({ pingInterval: 15_000, pongTimeout: 5_000, connectTimeout: 10_000 });
+  });
+});
+
+describe('deferred subscription release', () => {
+  it('a release and a new hold of the same subscription in one pass send nothing', async () => {
+    const client = makeClient();
+    client.connect();
+    const socket = FakeWebSocket.last;
+    socket.serverOpen();
+    const first = client.addSubscription('prices', ['AAPL']);
+    first();
+    const second = client.addSubscription('prices', ['AAPL']);
+    await settle();
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'prices', symbols: ['AAPL'] }]);
+    second();
+    await settle();
+    expect(socket.sent.at(-1)).toEqual({ type: 'unsubscribe', channel: 'prices' });
+  });
+});
+
+describe('direct use next to hooks', () => {
+  const base = { baseUrl: 'ws://gw.test:8000', clientId: 'direct', WebSocket: FakeWebSocket };
+
+  it("disconnect() drops connect()'s hold only: a socket hooks still hold stays open", () => {
+    const client = sharedClient(base);
+    client.acquire();
+    FakeWebSocket.last.serverOpen();
+    client.connect();
+    client.send({ type: 'subscribe', channel: 'prices' });
+    client.disconnect();
+    vi.advanceTimersByTime(1);
+    expect(client.getStatus().state).toBe('open');
+    expect(FakeWebSocket.last.sent).toEqual([{ type: 'subscribe', channel: 'prices' }]);
+  });
+
+  it('a socket that cannot even be constructed ends in closed, saying why', () => {
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {});
+    class Refusing extends FakeWebSocket {
+      constructor(url: string) {
+        super(url);
+        throw new DOMException("The URL's scheme must be either 'ws' or 'wss'.", 'SyntaxError');
+      }
+    }
+    const client = makeClient({ WebSocket: Refusing });
+    client.connect();
+    expect(client.getStatus()).toMatchObject({
+      state: 'closed',
+      canReconnect: true,
+      lastClose: { code: 1006, reason: "The URL's scheme must be either 'ws' or 'wss'." },
+    });
+    expect(error).toHaveBeenCalledOnce();
   });
 });

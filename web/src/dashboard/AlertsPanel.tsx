@@ -14,11 +14,11 @@ export function AlertsPanel({ alerts, onClear }: { alerts: readonly AlertItem[];
       </div>
       {/* role=log: screen readers announce new entries politely, without re-reading the list. */}
       <ol className="feed" role="log" aria-live="polite" aria-labelledby="alerts-title">
-        {alerts.map(({ data, timestamp }) => (
-          <li key={data.id} className={`alert ${data.severity}`}>
-            <span className="badge">{data.severity}</span>
-            <strong>{data.symbol}</strong> {data.message}
-            <time dateTime={timestamp}>{formatTime(timestamp)}</time>
+        {alerts.map((alert) => (
+          <li key={alert.id} className={`alert ${alert.severity}`}>
+            <span className="badge">{alert.severity}</span>
+            <strong>{alert.symbol}</strong> {alert.message}
+            <time dateTime={alert.timestamp}>{formatTime(alert.timestamp)}</time>
           </li>
         ))}
       </ol>

@@ -22,7 +22,7 @@ export function App() {
   const { status, reconnect } = useWebSocket();
   const universe = status.welcome?.symbols ?? NO_SYMBOLS;
   const [symbols, setSymbols] = useSymbolSelection(universe);
-  const prices = usePriceUpdates(symbols);
+  const { prices } = usePriceUpdates(symbols);
   const history = usePriceHistory(prices);
   const { alerts, clearAlerts } = useAlertNotifications();
   const { signals } = useTradingSignals();

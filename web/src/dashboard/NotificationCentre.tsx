@@ -21,16 +21,16 @@ export function NotificationCentre({
         </button>
       </div>
       <ul className="feed" role="log" aria-live="polite" aria-labelledby="notifications-title">
-        {notifications.map(({ data, timestamp }) => (
-          <li key={data.id} className={`note ${data.type}`}>
-            <span className="badge">{data.type}</span>
-            <span className="message">{data.message}</span>
-            <time dateTime={timestamp}>{formatTime(timestamp)}</time>
+        {notifications.map((notif) => (
+          <li key={notif.id} className={`note ${notif.type}`}>
+            <span className="badge">{notif.type}</span>
+            <span className="message">{notif.message}</span>
+            <time dateTime={notif.timestamp}>{formatTime(notif.timestamp)}</time>
             <button
               type="button"
               className="dismiss"
-              onClick={() => onDismiss(data.id)}
-              aria-label={`Dismiss: ${data.message}`}
+              onClick={() => onDismiss(notif.id)}
+              aria-label={`Dismiss: ${notif.message}`}
             >
               ×
             </button>

@@ -6,14 +6,19 @@ export function SignalsPanel({ signals }: { signals: readonly SignalItem[] }) {
     <section className="panel signals" aria-labelledby="signals-title">
       <h2 id="signals-title">Trading signals</h2>
       <ol className="feed" aria-labelledby="signals-title">
-        {signals.map(({ data, seq, timestamp }) => (
-          <li key={`${seq}:${timestamp}`} className={`signal ${data.action}`}>
-            <span className="badge">{data.action}</span>
-            <strong>{data.symbol}</strong>
-            <meter min={0} max={1} value={data.confidence} aria-label={`confidence ${formatConfidence(data.confidence)}`} />
-            <span className="muted">{formatConfidence(data.confidence)}</span>
-            <p className="reason">{data.reasoning}</p>
-            <time dateTime={timestamp}>{formatTime(timestamp)}</time>
+        {signals.map((signal) => (
+          <li key={`${signal.seq}:${signal.timestamp}`} className={`signal ${signal.action}`}>
+            <span className="badge">{signal.action}</span>
+            <strong>{signal.symbol}</strong>
+            <meter
+              min={0}
+              max={1}
+              value={signal.confidence}
+              aria-label={`confidence ${formatConfidence(signal.confidence)}`}
+            />
+            <span className="muted">{formatConfidence(signal.confidence)}</span>
+            <p className="reason">{signal.reasoning}</p>
+            <time dateTime={signal.timestamp}>{formatTime(signal.timestamp)}</time>
           </li>
         ))}
       </ol>

@@ -1,10 +1,17 @@
 /**
- * React hooks over the shared WebSocket client: the seed's names and shapes.
+ * React hooks over the shared WebSocket client: the spec's names and shapes.
+ *
+ * The spec's samples run as written against this module: `usePriceUpdates(symbols)`
+ * gives `{ prices, isConnected }` with `prices` a Map from symbol to the spec's price
+ * object; alerts, signals and notifications are the spec's flat objects (`alert.id`,
+ * `alert.severity`, `signal.action`, `notif.message`, ...) plus `seq` and
+ * `timestamp`; `Channel` and `MessageType` are exported as values.
  *
  * Every hook that names the same endpoint shares one socket (`sharedClient`); each
  * hook's subscriptions and handlers are its own and are released when it unmounts.
- * Lists are capped (alerts 50, signals 20, notifications 30) so a page left open
- * for a week holds no more than a screenful.
+ * Every hook takes the same optional options as `useWebSocket` (endpoint, client id,
+ * reconnect and liveness policy). Lists are capped (alerts 50, signals 20,
+ * notifications 30) so a page left open for a week holds no more than a screenful.
  */
 import {
   useCallback,
@@ -25,19 +32,25 @@ import type {
   SignalData,
 } from '../protocol';
 import type { ReconnectOptions } from '../lib/backoff';
+import type { LivenessOptions } from '../lib/liveness';
 import {
+  livenessOptions,
   sharedClient,
+  type ConnectionPolicy,
   type ConnectionState,
   type ConnectionStatus,
   type WebSocketClient,
 } from '../lib/websocket';
 import { scheduleFrame } from './frame';
 
+// The spec's samples import these from here: `Channel.PRICES`, `MessageType.PRICE_UPDATE`.
+export { Channel, MessageType } from '../protocol';
+
 export const MAX_ALERTS = 50;
 export const MAX_SIGNALS = 20;
 export const MAX_NOTIFICATIONS = 30;
 
-export interface UseWebSocketOptions {
+export interface UseWebSocketOptions extends Partial<LivenessOptions> {
   /** Base `ws(s)://host:port`; default: the page's gateway (see lib/url.ts). */
   baseUrl?: string;
   clientId?: string;
@@ -64,7 +77,7 @@ export interface UseWebSocketResult {
 
 export function useWebSocket(options: UseWebSocketOptions = {}): UseWebSocketResult {
   const { baseUrl, clientId, client: given } = options;
-  const reconnectKey = JSON.stringify(options.reconnect ?? null);
+  const policyKey = JSON.stringify({ ...options.reconnect, ...livenessOptions(options) });
   const client = useMemo(
     () =>
       given ??
@@ -75,11 +88,12 @@ export function useWebSocket(options: UseWebSocketOptions = {}): UseWebSocketRes
     [given, baseUrl, clientId],
   );
 
-  // Options reach the client even when it is shared (a known failure of other libraries).
+  // Options reach the client even when it is shared (a known failure of other libraries),
+  // before the acquire below opens the first socket.
   useEffect(() => {
-    const reconnect = JSON.parse(reconnectKey) as Partial<ReconnectOptions> | null;
-    if (reconnect) client.configure(reconnect);
-  }, [client, reconnectKey]);
+    const policy = JSON.parse(policyKey) as Partial<ConnectionPolicy>;
+    if (Object.keys(policy).length > 0) client.configure(policy);
+  }, [client, policyKey]);
 
   useEffect(() => client.acquire(), [client]);
 
@@ -141,10 +155,18 @@ export function useWebSocket(options: UseWebSocketOptions = {}): UseWebSocketRes
 
 // --- prices --------------------------------------------------------------------
 
+/** The spec's price object: `price.symbol`, `price.price`, `price.change`, `price.change_pct`, ... */
 export interface LivePrice extends PriceData {
   symbol: string;
   seq: number;
   timestamp: string;
+}
+
+export interface PriceUpdates {
+  /** The latest price of each wanted symbol that has had one. */
+  prices: Map<string, LivePrice>;
+  isConnected: boolean;
+  connectionState: ConnectionState;
 }
 
 /**
@@ -156,8 +178,8 @@ export interface LivePrice extends PriceData {
 export function usePriceUpdates(
   symbols?: readonly string[],
   options: UseWebSocketOptions = {},
-): Map<string, LivePrice> {
-  const { subscribe, onMessage } = useWebSocket(options);
+): PriceUpdates {
+  const { subscribe, onMessage, isConnected, connectionState } = useWebSocket(options);
   const [prices, setPrices] = useState<Map<string, LivePrice>>(() => new Map());
   const symbolKey = symbols === undefined ? null : [...new Set(symbols)].sort().join(',');
 
@@ -191,18 +213,18 @@ export function usePriceUpdates(
       });
       cancelFrame ??= scheduleFrame(flush);
     });
+    // The client releases a microtask later, after the next effect (if any) has
+    // subscribed to the new list: going from [A, B] to [A] unsubscribes B only,
+    // instead of dropping the channel and subscribing to A again.
     const release = subscribe('prices', wanted === null ? undefined : [...wanted]);
     return () => {
       cancelFrame?.();
       stopMessages();
-      // Released after the next effect has subscribed to the new list, so that
-      // going from [A, B] to [A] unsubscribes B only, instead of dropping the
-      // channel and subscribing to A again (a gap, and a repeated last price).
-      queueMicrotask(release);
+      release();
     };
   }, [symbolKey, subscribe, onMessage]);
 
-  return prices;
+  return useMemo(() => ({ prices, isConnected, connectionState }), [prices, isConnected, connectionState]);
 }
 
 function filterMap<V>(map: Map<string, V>, keep: Set<string> | null): Map<string, V> {
@@ -218,11 +240,8 @@ function filterMap<V>(map: Map<string, V>, keep: Set<string> | null): Map<string
 
 // --- capped event lists ----------------------------------------------------------
 
-export interface Stamped<D> {
-  data: D;
-  seq: number;
-  timestamp: string;
-}
+/** What a message carried, flat as the spec reads it, with its `seq` and `timestamp`. */
+export type Stamped<D> = D & { seq: number; timestamp: string };
 
 /** Newest first, at most `cap` items, an item with a known `key` replacing the old one. */
 export function prependCapped<T>(list: readonly T[], item: T, cap: number, key: (t: T) => string): T[] {
@@ -231,23 +250,32 @@ export function prependCapped<T>(list: readonly T[], item: T, cap: number, key: 
   return [item, ...rest].slice(0, cap);
 }
 
-type EventType = 'alert_triggered' | 'trading_signal' | 'notification';
+/** What each event message carries in `data`. */
+interface EventData {
+  alert_triggered: AlertData;
+  trading_signal: SignalData;
+  notification: NotificationData;
+}
+type EventType = keyof EventData;
+type EventItem<T extends EventType> = Stamped<EventData[T]>;
 
-function useEventList<T extends EventType, D>(
+function useEventList<T extends EventType>(
   channel: Channel,
   type: T,
   cap: number,
-  key: (item: Stamped<D>) => string,
+  key: (item: EventItem<T>) => string,
   options: UseWebSocketOptions,
-): [Stamped<D>[], React.Dispatch<React.SetStateAction<Stamped<D>[]>>] {
+): [EventItem<T>[], React.Dispatch<React.SetStateAction<EventItem<T>[]>>] {
   const { subscribe, onMessage } = useWebSocket(options);
-  const [items, setItems] = useState<Stamped<D>[]>([]);
+  const [items, setItems] = useState<EventItem<T>[]>([]);
   const keyRef = useRef(key);
   keyRef.current = key;
   useEffect(() => {
     const stop = onMessage(type, (message) => {
-      const { data, seq, timestamp } = message as unknown as Stamped<D>;
-      setItems((list) => prependCapped(list, { data, seq, timestamp }, cap, keyRef.current));
+      // MessageOfType<T> cannot be resolved for a generic T; EventData pins what it is.
+      const { data, seq, timestamp } = message as unknown as { data: EventData[T]; seq: number; timestamp: string };
+      const item: EventItem<T> = { ...data, seq, timestamp };
+      setItems((list) => prependCapped(list, item, cap, keyRef.current));
     });
     const release = subscribe(channel);
     return () => {
@@ -258,27 +286,23 @@ function useEventList<T extends EventType, D>(
   return [items, setItems];
 }
 
+/** `alert.id`, `alert.symbol`, `alert.type`, `alert.message`, `alert.severity`, `seq`, `timestamp`. */
 export type AlertItem = Stamped<AlertData>;
 
 export function useAlertNotifications(options: UseWebSocketOptions = {}): {
   alerts: AlertItem[];
   clearAlerts: () => void;
 } {
-  const [alerts, setAlerts] = useEventList<'alert_triggered', AlertData>(
-    'alerts',
-    'alert_triggered',
-    MAX_ALERTS,
-    (item) => item.data.id,
-    options,
-  );
+  const [alerts, setAlerts] = useEventList('alerts', 'alert_triggered', MAX_ALERTS, (item) => item.id, options);
   const clearAlerts = useCallback(() => setAlerts([]), [setAlerts]);
   return { alerts, clearAlerts };
 }
 
+/** `signal.symbol`, `signal.action`, `signal.confidence`, `signal.reasoning`, `seq`, `timestamp`. */
 export type SignalItem = Stamped<SignalData>;
 
 export function useTradingSignals(options: UseWebSocketOptions = {}): { signals: SignalItem[] } {
-  const [signals] = useEventList<'trading_signal', SignalData>(
+  const [signals] = useEventList(
     'signals',
     'trading_signal',
     MAX_SIGNALS,
@@ -289,6 +313,7 @@ export function useTradingSignals(options: UseWebSocketOptions = {}): { signals:
   return { signals };
 }
 
+/** `notif.id`, `notif.message`, `notif.type`, `seq`, `timestamp`. */
 export type NotificationItem = Stamped<NotificationData>;
 
 export function useSystemNotifications(options: UseWebSocketOptions = {}): {
@@ -296,15 +321,15 @@ export function useSystemNotifications(options: UseWebSocketOptions = {}): {
   dismissNotification: (id: string) => void;
   clearAll: () => void;
 } {
-  const [notifications, setNotifications] = useEventList<'notification', NotificationData>(
+  const [notifications, setNotifications] = useEventList(
     'notifications',
     'notification',
     MAX_NOTIFICATIONS,
-    (item) => item.data.id,
+    (item) => item.id,
     options,
   );
   const dismissNotification = useCallback(
-    (id: string) => setNotifications((list) => list.filter((item) => item.data.id !== id)),
+    (id: string) => setNotifications((list) => list.filter((item) => item.id !== id)),
     [setNotifications],
   );
   const clearAll = useCallback(() => setNotifications([]), [setNotifications]);

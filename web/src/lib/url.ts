@@ -1,4 +1,4 @@
-/** Where the client connects: `VITE_WS_URL`, the page's own origin, or port 8000. */
+/** Where the client connects: `VITE_WS_URL` (`host[:port]` or `ws(s)://`), the page's own origin, or port 8000. */
 
 /** `client_id` in `/ws/{client_id}`: 1-64 of `A-Z a-z 0-9 _ . : -` (DESIGN.md). */
 export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -16,7 +16,7 @@ export interface PageLocation {
 }
 
 export interface ResolveOptions {
-  /** `VITE_WS_URL`: a full `ws(s)://host:port` base; wins over everything. */
+  /** `VITE_WS_URL`: `host[:port]` (the spec's form) or a full `ws(s)://` URL; wins over everything. */
   envUrl?: string | undefined;
   /** The page's location; absent outside a browser. */
   location?: PageLocation | undefined;
@@ -33,12 +33,61 @@ export interface ResolveOptions {
  * the gateway's default. `ws:` or `wss:` follows the page's `http:`/`https:`.
  */
 export function resolveBaseUrl({ envUrl, location, sameOrigin = false }: ResolveOptions): string {
-  if (envUrl) return envUrl.replace(/\/+$/, '');
+  const scheme = location?.protocol === 'https:' ? 'wss:' : 'ws:';
+  const configured = envUrl?.trim();
+  if (configured) return normalizeGatewayUrl(configured, scheme);
   if (!location || !location.hostname) return `ws://localhost:${DEFAULT_GATEWAY_PORT}`;
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   if (sameOrigin) return `${scheme}//${location.host}`;
   const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
   return `${scheme}//${host}:${DEFAULT_GATEWAY_PORT}`;
+}
+
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+const SCHEMES: Readonly<Record<string, 'ws:' | 'wss:'>> = {
+  ws: 'ws:',
+  wss: 'wss:',
+  http: 'ws:',
+  https: 'wss:',
+};
+
+/**
+ * A configured gateway address as a `ws(s)://` base.
+ *
+ * The spec writes `VITE_WS_URL=localhost:8000` and `VITE_WS_URL=api.yourdomain.com`:
+ * a bare `host[:port]` takes `pageScheme` (`wss:` on an https page, else `ws:`), so
+ * one build works behind TLS and in development. A full `ws://` or `wss://` URL is
+ * used as is, and `http(s)://` is read as `ws(s)://`. Anything else throws a
+ * `RangeError` that names the accepted forms, instead of the browser's bare "The
+ * URL's scheme must be 'ws' or 'wss'" from inside `new WebSocket`.
+ */
+export function normalizeGatewayUrl(value: string, pageScheme: 'ws:' | 'wss:' = 'ws:'): string {
+  const match = SCHEME.exec(value);
+  let candidate: string;
+  if (match) {
+    const scheme = SCHEMES[(match[1] ?? '').toLowerCase()];
+    if (!scheme) throw invalidGatewayUrl(value);
+    candidate = `${scheme}//${value.slice(match[0].length)}`;
+  } else {
+    candidate = `${pageScheme}//${value.replace(/^\/+/, '')}`;
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(candidate);
+  } catch {
+    throw invalidGatewayUrl(value);
+  }
+  if (!parsed.host || parsed.search || parsed.hash || parsed.username || parsed.password) {
+    throw invalidGatewayUrl(value);
+  }
+  return candidate.replace(/\/+$/, '');
+}
+
+function invalidGatewayUrl(value: string): RangeError {
+  return new RangeError(
+    `VITE_WS_URL=${JSON.stringify(value)} is not a gateway address: use host[:port] ` +
+      '(e.g. localhost:8000 or api.yourdomain.com; ws: or wss: follows the page) ' +
+      'or a full ws://host[:port] / wss://host[:port] URL',
+  );
 }
 
 /** The full endpoint URL for a client id. */

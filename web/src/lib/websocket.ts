@@ -5,7 +5,7 @@
  * small state machine:
  *
  *   idle --connect()--> connecting --open--> open
- *   connecting|open --close (retryable)--> reconnecting --timer--> connecting
+ *   connecting|open --close (retryable) | connect or pong timeout--> reconnecting --timer--> connecting
  *   any --close not retried | attempts exhausted | disconnect()--> closed
  *   closed|reconnecting --reconnect()--> connecting (attempts start over)
  *
@@ -17,6 +17,22 @@
  * (1000, 1002, 1009, 4401, the fatal 4400, 4403 and 4409, ...) ends in `closed`.
  * Retrying after 4409 in particular would fight the tab that took over the id forever.
  *
+ * Liveness (`liveness.ts`). While open, the client sends `{"type":"ping"}` every
+ * `pingInterval`; if nothing at all (the `pong`, or any other message) arrives
+ * within `pongTimeout` of a ping, the socket is given up: closed, and treated as a
+ * lost connection (1006), so the retry schedule above applies. A CONNECTING attempt
+ * that has not opened within `connectTimeout` is abandoned the same way. A frozen
+ * gateway never closes the socket and the browser reports nothing; without this the
+ * page would say "Live" forever.
+ *
+ * Sending. `send()` writes at once while open; otherwise it queues the message (at
+ * most `maxQueuedMessages`, default 32; when full the new message is refused and
+ * `send()` returns false, so every `true` is a message that will be written) and
+ * the queue is written, in order, right after a new socket opens and the held
+ * subscriptions are restored. `disconnect()` drops the queue, except while the first
+ * socket is still opening: then it opens, writes what was queued and closes, as
+ * `WebSocket.close()` after `send()` delivers what was sent.
+ *
  * Subscriptions are remembered (`SubscriptionSet`) and replayed on every new
  * connection. Non-price channels resume with `since` + `epoch` so that alerts,
  * signals and notifications published while the socket was down are delivered
@@ -26,16 +42,32 @@
  * Sharing. `sharedClient(url)` returns one client per endpoint URL, and hooks
  * `acquire()` it: the socket opens with the first holder and closes a tick after
  * the last one lets go. The deferred close is what keeps React StrictMode's
- * mount/unmount/mount from opening a second socket. Per-hook listeners and
+ * mount/unmount/mount from opening a second socket. Releasing a subscription is
+ * deferred by a microtask for the same reason: StrictMode's unmount and remount
+ * release and re-take it in one synchronous pass, so nothing reaches the wire (no
+ * subscribe, unsubscribe, subscribe on an open socket). Per-hook listeners and
  * subscriptions are the hook's own, so nothing a second user asks for is ignored.
  */
-import type { Channel, ClientMessage, ServerMessage, Welcome } from '../protocol';
+import type { Channel, ClientMessage, ServerEvent, Welcome } from '../protocol';
 import { CloseCode, EVENT_CHANNEL, RECONNECT_CLOSE_CODES } from '../protocol';
 import { backoffDelay, DEFAULT_RECONNECT, type ReconnectOptions } from './backoff';
+import { DEFAULT_LIVENESS, type LivenessOptions } from './liveness';
 import { SubscriptionSet, type Request } from './subscriptions';
 import { defaultBaseUrl, endpointUrl, generateClientId } from './url';
 
 export { DEFAULT_RECONNECT, backoffDelay, type ReconnectOptions } from './backoff';
+export { DEFAULT_LIVENESS, type LivenessOptions } from './liveness';
+
+/** Everything `configure()` can change on a live client: retries and liveness. */
+export type ConnectionPolicy = ReconnectOptions & LivenessOptions;
+
+/**
+ * Messages `send()` holds while the socket is not open; beyond this it refuses them.
+ * The queue is written at once on open, after at most one restored subscribe per
+ * channel (5): 5 + 32 stays within the gateway's inbound burst of 40, so flushing a
+ * full queue never draws `rate_limited` (ten of which in a minute close with 4429).
+ */
+export const DEFAULT_MAX_QUEUED_MESSAGES = 32;
 
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -61,7 +93,7 @@ export interface ConnectionStatus {
   canReconnect: boolean;
 }
 
-export type MessageListener = (message: ServerMessage) => void;
+export type MessageListener = (message: ServerEvent) => void;
 export type StatusListener = (status: ConnectionStatus) => void;
 
 /** What the client needs of `WebSocket`; tests substitute a fake. */
@@ -76,12 +108,14 @@ export interface SocketLike {
 }
 export type SocketFactory = new (url: string) => SocketLike;
 
-export interface ClientOptions {
+export interface ClientOptions extends Partial<LivenessOptions> {
   /** Base `ws(s)://host:port`; default: `VITE_WS_URL`, else see `url.ts`. */
   baseUrl?: string;
   /** The `client_id`; default: a random `web-…` id. */
   clientId?: string;
   reconnect?: Partial<ReconnectOptions>;
+  /** How many messages `send()` queues while not open (default 32); more are refused. */
+  maxQueuedMessages?: number;
   /** Jitter source, injectable for tests. */
   random?: () => number;
   /** Socket constructor; default: the global `WebSocket`, looked up when connecting. */
@@ -91,11 +125,22 @@ export interface ClientOptions {
 const OPEN = 1;
 /** Request ids of resumed subscriptions, to recognise their `history_unavailable`. */
 const RESUME_ID_PREFIX = 'resume:';
+const PING = JSON.stringify({ type: 'ping' } satisfies ClientMessage);
+
+/** The liveness options given in `options`, leaving out the ones not given. */
+export function livenessOptions(options: Partial<LivenessOptions>): Partial<LivenessOptions> {
+  const given: Partial<LivenessOptions> = {};
+  if (options.pingInterval !== undefined) given.pingInterval = options.pingInterval;
+  if (options.pongTimeout !== undefined) given.pongTimeout = options.pongTimeout;
+  if (options.connectTimeout !== undefined) given.connectTimeout = options.connectTimeout;
+  return given;
+}
 
 export class WebSocketClient {
   readonly url: string;
   readonly clientId: string;
-  private options: ReconnectOptions;
+  readonly maxQueuedMessages: number;
+  private options: ConnectionPolicy;
   private readonly random: () => number;
   private readonly socketFactory: SocketFactory | undefined;
 
@@ -108,6 +153,10 @@ export class WebSocketClient {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private stableTimer: ReturnType<typeof setTimeout> | null = null;
   private releaseTimer: ReturnType<typeof setTimeout> | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
+  /** Pending while a ping waits for anything from the server. */
+  private pongTimer: ReturnType<typeof setTimeout> | null = null;
   private status: ConnectionStatus;
 
   private readonly messageListeners = new Set<MessageListener>();
@@ -115,14 +164,19 @@ export class WebSocketClient {
   private readonly subscriptions = new SubscriptionSet();
   /** Last `seq` seen per non-price channel, in the epoch of `welcome`. */
   private readonly lastSeq = new Map<Channel, number>();
+  /** Serialized messages `send()` accepted while not open, oldest first. */
+  private readonly queue: string[] = [];
   private holders = 0;
   /** Set by a direct `connect()`: the socket stays up after the last hook lets go. */
   private pinned = false;
+  /** `disconnect()` while the socket was opening with messages queued: write them, then close. */
+  private closeWhenFlushed = false;
 
   constructor(options: ClientOptions = {}) {
     this.clientId = options.clientId ?? generateClientId();
     this.url = endpointUrl(options.baseUrl ?? defaultBaseUrl(), this.clientId);
-    this.options = { ...DEFAULT_RECONNECT, ...options.reconnect };
+    this.options = { ...DEFAULT_RECONNECT, ...DEFAULT_LIVENESS, ...options.reconnect, ...livenessOptions(options) };
+    this.maxQueuedMessages = options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES;
     this.random = options.random ?? Math.random;
     this.socketFactory = options.WebSocket;
     this.status = this.snapshot();
@@ -133,20 +187,56 @@ export class WebSocketClient {
   /** Open the socket (no-op when open or opening) and keep it open until `disconnect()`. */
   connect(): void {
     this.pinned = true;
+    this.closeWhenFlushed = false;
     this.start();
   }
 
-  /** Close the socket with 1000 and stop retrying. Subscriptions are kept for the next connect. */
+  /**
+   * Undo `connect()`: close the socket with 1000 and stop retrying, unless hooks still
+   * hold it (then it stays theirs, and closes after the last one lets go).
+   * Subscriptions are kept for the next connect. Queued messages are dropped, except
+   * while the socket is still opening: then they are written once it opens, and it
+   * closes right after.
+   */
   disconnect(): void {
+    this.pinned = false;
+    if (this.holders > 0) return;
+    if (this.state === 'connecting' && this.queue.length > 0) {
+      this.closeWhenFlushed = true;
+      return;
+    }
+    this.stop();
+  }
+
+  /**
+   * Close the socket with 1000 and stop retrying now, whoever holds it: for a page's
+   * teardown and for tests. Hooks that mount later open it again.
+   */
+  close(): void {
     this.pinned = false;
     this.stop();
   }
 
-  /** Send one message; returns false (and sends nothing) when the socket is not open. */
+  /**
+   * Send one message: at once while open; otherwise queued and written, in order,
+   * when the next socket opens. Returns false only when the queue already holds
+   * `maxQueuedMessages` (the new message is refused, the queued ones kept) or
+   * `disconnect()` is closing the socket.
+   */
   send(message: ClientMessage): boolean {
-    if (!this.socket || this.socket.readyState !== OPEN || this.state !== 'open') return false;
-    this.socket.send(JSON.stringify(message));
+    const frame = JSON.stringify(message);
+    if (this.isOpen()) {
+      this.socket?.send(frame);
+      return true;
+    }
+    if (this.closeWhenFlushed || this.queue.length >= this.maxQueuedMessages) return false;
+    this.queue.push(frame);
     return true;
+  }
+
+  /** Messages `send()` has queued for the next open socket. */
+  get queuedCount(): number {
+    return this.queue.length;
   }
 
   /** Call `listener` with every parsed server message; returns the unsubscribe function. */
@@ -161,18 +251,25 @@ export class WebSocketClient {
 
   /** Connect now, starting the attempt count over; also after a fatal close. */
   reconnect(): void {
+    this.closeWhenFlushed = false;
     if (this.state === 'open' || this.state === 'connecting') return;
     this.attempt = 0;
     this.open();
   }
 
-  /** Change the reconnection policy; takes effect from the next retry. */
-  configure(reconnect: Partial<ReconnectOptions>): void {
-    this.options = { ...this.options, ...reconnect };
+  /** Change the reconnection and liveness policy; takes effect from the next retry or socket. */
+  configure(policy: Partial<ConnectionPolicy>): void {
+    this.options = { ...this.options, ...policy };
     this.publishStatus();
   }
 
-  get reconnectOptions(): Readonly<ReconnectOptions> {
+  /** The policy in force: reconnect options and liveness timeouts. */
+  get policy(): Readonly<ConnectionPolicy> {
+    return this.options;
+  }
+
+  /** The same as `policy` (the name from before liveness joined it). */
+  get reconnectOptions(): Readonly<ConnectionPolicy> {
     return this.options;
   }
 
@@ -194,6 +291,7 @@ export class WebSocketClient {
    */
   acquire(): () => void {
     this.holders += 1;
+    this.closeWhenFlushed = false;
     if (this.releaseTimer !== null) {
       clearTimeout(this.releaseTimer);
       this.releaseTimer = null;
@@ -221,6 +319,10 @@ export class WebSocketClient {
   /**
    * Hold a channel subscription (prices: `symbols`, or every symbol when omitted).
    * Restored after every reconnect; the returned release function is idempotent.
+   *
+   * The release takes effect a microtask later: a hold released and taken again in
+   * the same synchronous pass (React StrictMode's unmount and remount, a list of
+   * symbols replaced by an overlapping one) sends nothing for what stays held.
    */
   addSubscription(channel: Channel, symbols?: readonly string[]): () => void {
     const frozen = symbols === undefined ? undefined : [...symbols];
@@ -229,11 +331,15 @@ export class WebSocketClient {
     return () => {
       if (released) return;
       released = true;
-      this.sendAll(this.subscriptions.remove(channel, frozen));
+      queueMicrotask(() => this.sendAll(this.subscriptions.remove(channel, frozen)));
     };
   }
 
   // --- internals ----------------------------------------------------------------
+
+  private isOpen(): boolean {
+    return this.socket !== null && this.socket.readyState === OPEN && this.state === 'open';
+  }
 
   private start(): void {
     if (this.state === 'idle' || this.state === 'closed') {
@@ -244,6 +350,8 @@ export class WebSocketClient {
 
   private stop(): void {
     this.clearTimers();
+    this.closeWhenFlushed = false;
+    this.queue.length = 0;
     const socket = this.socket;
     this.socket = null;
     if (socket) {
@@ -257,29 +365,83 @@ export class WebSocketClient {
     this.clearTimers();
     const Factory = this.socketFactory ?? (globalThis.WebSocket as unknown as SocketFactory);
     const old = this.socket;
+    this.socket = null;
     if (old) {
       detach(old);
       old.close(CloseCode.NORMAL, 'reconnecting');
     }
-    const socket = new Factory(this.url);
+    let socket: SocketLike;
+    try {
+      socket = new Factory(this.url);
+    } catch (error) {
+      // The same URL would be refused again (e.g. ws: from an https page): say why, once.
+      console.error(`[WebSocket] cannot connect to ${this.url}`, error);
+      this.lastClose = {
+        code: CloseCode.ABNORMAL_CLOSURE,
+        reason: error instanceof Error ? error.message : String(error),
+      };
+      this.setState('closed');
+      return;
+    }
     this.socket = socket;
     socket.onopen = () => this.handleOpen(socket);
     socket.onmessage = (event) => this.handleMessage(socket, event);
     socket.onclose = (event) => this.handleClose(socket, event);
     socket.onerror = () => {}; // a close event always follows; that is where we decide
+    const { connectTimeout } = this.options;
+    if (connectTimeout > 0) {
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = null;
+        this.abandon(socket, `not open within ${connectTimeout} ms`);
+      }, connectTimeout);
+    }
     this.retryInMs = null;
     this.setState('connecting');
   }
 
   private handleOpen(socket: SocketLike): void {
     if (socket !== this.socket) return;
+    this.clearTimer('connectTimer');
+    if (this.closeWhenFlushed) {
+      for (const frame of this.queue.splice(0)) socket.send(frame);
+      this.stop();
+      return;
+    }
     this.stableTimer = setTimeout(() => {
       this.stableTimer = null;
       this.attempt = 0;
       this.publishStatus();
     }, this.options.stableAfterMs);
     this.setState('open');
-    for (const request of this.subscriptions.restore()) this.send(this.resumable(request));
+    if (!this.isOpen()) return; // a status listener closed it again
+    for (const request of this.subscriptions.restore()) this.sendNow(this.resumable(request));
+    for (const frame of this.queue.splice(0)) socket.send(frame);
+    this.startPings(socket);
+  }
+
+  /** Ping every `pingInterval`; a ping unanswered for `pongTimeout` abandons the socket. */
+  private startPings(socket: SocketLike): void {
+    const { pingInterval, pongTimeout } = this.options;
+    if (pingInterval <= 0 || !this.isOpen()) return;
+    this.pingTimer = setInterval(() => {
+      if (socket !== this.socket || !this.isOpen()) return;
+      socket.send(PING);
+      // While an earlier ping still waits, its (earlier) deadline stands.
+      if (this.pongTimer === null && pongTimeout > 0) {
+        this.pongTimer = setTimeout(() => {
+          this.pongTimer = null;
+          this.abandon(socket, `no pong within ${pongTimeout} ms`);
+        }, pongTimeout);
+      }
+    }, pingInterval);
+  }
+
+  /** Give up on a socket that does not open or answer: close it, and retry as after 1006. */
+  private abandon(socket: SocketLike, reason: string): void {
+    if (socket !== this.socket) return;
+    detach(socket);
+    socket.close(CloseCode.NORMAL, reason);
+    this.lost({ code: CloseCode.ABNORMAL_CLOSURE, reason });
   }
 
   /** A restored subscription on a non-price channel asks for what it missed. */
@@ -293,9 +455,11 @@ export class WebSocketClient {
 
   private handleMessage(socket: SocketLike, event: MessageEvent): void {
     if (socket !== this.socket || typeof event.data !== 'string') return;
-    let message: ServerMessage;
+    // Anything from the server proves it alive: a busy socket needs no pong.
+    this.clearTimer('pongTimer');
+    let message: ServerEvent;
     try {
-      message = JSON.parse(event.data) as ServerMessage;
+      message = JSON.parse(event.data) as ServerEvent;
     } catch {
       return; // the gateway only sends JSON; anything else is not ours to interpret
     }
@@ -313,7 +477,7 @@ export class WebSocketClient {
     }
   }
 
-  private track(message: ServerMessage): void {
+  private track(message: ServerEvent): void {
     if (message.type === 'welcome') {
       if (this.welcome && this.welcome.epoch !== message.epoch) this.lastSeq.clear();
       this.welcome = message;
@@ -329,7 +493,7 @@ export class WebSocketClient {
       // The gap cannot be replayed: subscribe afresh rather than not at all.
       const channel = message.id.slice(RESUME_ID_PREFIX.length) as Channel;
       this.lastSeq.delete(channel);
-      if (this.subscriptions.holds(channel)) this.send({ type: 'subscribe', channel });
+      if (this.subscriptions.holds(channel)) this.sendNow({ type: 'subscribe', channel });
       return;
     }
     const channel = EVENT_CHANNEL[message.type];
@@ -340,11 +504,21 @@ export class WebSocketClient {
 
   private handleClose(socket: SocketLike, event: CloseEvent): void {
     if (socket !== this.socket) return;
-    this.socket = null;
     detach(socket);
+    this.lost({ code: event.code, reason: event.reason });
+  }
+
+  /** The current socket is gone: retry after a reconnect code, else end in `closed`. */
+  private lost(close: CloseInfo): void {
+    this.socket = null;
     this.clearTimers();
-    this.lastClose = { code: event.code, reason: event.reason };
-    if (!this.retries(event.code)) {
+    this.lastClose = close;
+    if (this.closeWhenFlushed) {
+      // disconnect() was only waiting for the socket to open; it never will now.
+      this.closeWhenFlushed = false;
+      this.queue.length = 0;
+      this.setState('closed');
+    } else if (!this.retries(close.code)) {
       this.setState('closed');
     } else if (this.attempt >= this.options.maxAttempts) {
       this.setState('closed');
@@ -366,15 +540,30 @@ export class WebSocketClient {
     return reconnectCodes.includes(code) && !this.options.fatalCloseCodes.includes(code);
   }
 
+  /** Subscription bookkeeping is written only to an open socket: `restore()` covers the rest. */
+  private sendNow(message: ClientMessage): void {
+    if (this.isOpen()) this.socket?.send(JSON.stringify(message));
+  }
+
   private sendAll(requests: Request[]): void {
-    for (const request of requests) this.send(request);
+    for (const request of requests) this.sendNow(request);
+  }
+
+  private clearTimer(name: 'connectTimer' | 'pongTimer'): void {
+    const timer = this[name];
+    if (timer !== null) clearTimeout(timer);
+    this[name] = null;
   }
 
   private clearTimers(): void {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     if (this.stableTimer !== null) clearTimeout(this.stableTimer);
+    if (this.pingTimer !== null) clearInterval(this.pingTimer);
+    this.clearTimer('connectTimer');
+    this.clearTimer('pongTimer');
     this.retryTimer = null;
     this.stableTimer = null;
+    this.pingTimer = null;
     this.retryInMs = null;
   }
 
@@ -421,7 +610,7 @@ export interface SharedClientOptions extends Omit<ClientOptions, 'clientId'> {
 /**
  * The one client for this base URL and client id, created on first use.
  *
- * Reconnect options given here are applied to the shared client even when it
+ * Reconnect and liveness options given here are applied to the shared client even when it
  * already exists (the later caller wins, with a console warning when two callers
  * disagree), never silently dropped.
  */
@@ -431,19 +620,20 @@ export function sharedClient(options: SharedClientOptions = {}): WebSocketClient
   const key = endpointUrl(baseUrl, clientId);
   const existing = registry.get(key);
   if (existing) {
-    if (options.reconnect) {
-      const current = existing.reconnectOptions;
-      const conflicts = Object.entries(options.reconnect).filter(
+    const policy: Partial<ConnectionPolicy> = { ...options.reconnect, ...livenessOptions(options) };
+    if (Object.keys(policy).length > 0) {
+      const current = existing.policy;
+      const conflicts = Object.entries(policy).filter(
         ([name, value]) =>
-          JSON.stringify(current[name as keyof ReconnectOptions]) !== JSON.stringify(value),
+          JSON.stringify(current[name as keyof ConnectionPolicy]) !== JSON.stringify(value),
       );
       if (conflicts.length > 0 && existing.holderCount > 0) {
         console.warn(
-          `[WebSocket] ${key}: reconnect options changed by a second user of the shared socket:`,
+          `[WebSocket] ${key}: connection options changed by a second user of the shared socket:`,
           Object.fromEntries(conflicts),
         );
       }
-      existing.configure(options.reconnect);
+      existing.configure(policy);
     }
     return existing;
   }
@@ -462,7 +652,7 @@ export function defaultClientId(): string {
 
 /** Tests only: forget every shared client (closing their sockets). */
 export function resetSharedClients(): void {
-  for (const client of registry.values()) client.disconnect();
+  for (const client of registry.values()) client.close();
   registry.clear();
   pageClientId = null;
   defaultClient = null;
@@ -479,6 +669,10 @@ export function getDefaultClient(): WebSocketClient {
 /**
  * The seed's `wsClient`: the shared default client, resolved lazily so that merely
  * importing this module opens nothing and reads no `window`.
+ *
+ * `connect()` / `disconnect()` take and drop a hold of their own: hooks on the same
+ * page keep their socket through a `disconnect()`. `send()` before the socket opens
+ * is queued (see `WebSocketClient.send`).
  */
 export const wsClient = {
   connect: (): void => getDefaultClient().connect(),
