@@ -49,6 +49,7 @@ class CloseCode(enum.IntEnum):
     PROTOCOL_ERROR = 1002
     ABNORMAL_CLOSURE = 1006
     INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     INVALID_CLIENT_ID = 4400
@@ -76,9 +77,13 @@ CLOSE_CODE_MEANINGS: Final[Mapping[CloseCode, str]] = MappingProxyType(
             "Reconnect."
         ),
         CloseCode.INVALID_DATA: "A text frame was not valid UTF-8. A bug in the client.",
+        CloseCode.POLICY_VIOLATION: (
+            "The client sent control frames (pings, pongs) faster than the server takes "
+            "them. A bug in the client: fix before reconnecting."
+        ),
         CloseCode.MESSAGE_TOO_BIG: (
-            "An inbound message exceeded the size limit. Reconnecting and resending will "
-            "fail again."
+            "An inbound message exceeded the size limit, in bytes or in frames. "
+            "Reconnecting and resending will fail again."
         ),
         CloseCode.INTERNAL_ERROR: (
             "The server hit an unexpected condition, or the peer missed its heartbeats. Reconnect."

@@ -93,6 +93,9 @@ class Config:
 
     # Limits (DESIGN.md, "Limits").
     max_message_size: int = _setting(64 * 1024, "largest inbound message, bytes (close 1009)")
+    max_fragments: int = _setting(256, "frames one inbound message may arrive in (close 1009)")
+    control_rate: float = _setting(10.0, "inbound pings and pongs per second per connection")
+    control_burst: int = _setting(50, "inbound control frames allowed above the rate (close 1008)")
     max_symbols: int = _setting(500, "price symbols one connection may hold")
     rate_limit: float = _setting(20.0, "inbound messages per second per connection")
     rate_burst: int = _setting(40, "inbound burst allowed above the rate")

@@ -59,6 +59,7 @@ from ._outbox import OutboxLimits
 from .ws import (
     PING_FRAME,
     ConnectionClosed,
+    InboundLimits,
     RequestHead,
     WebSocketConnection,
     accept_websocket,
@@ -115,6 +116,12 @@ class Sessions:
             rate=config.rate_limit, burst=config.rate_burst, strikes=config.rate_strikes
         )
         self.outbox_limits = OutboxLimits(config.outbox_messages, config.outbox_bytes)
+        self.inbound_limits = InboundLimits(
+            max_message_size=config.max_message_size,
+            max_fragments=config.max_fragments,
+            control_rate=config.control_rate,
+            control_burst=config.control_burst,
+        )
         self._sessions: set[_Session] = set()
         self._idle = trio.Event()
         self._idle.set()
@@ -201,7 +208,7 @@ class Sessions:
                     stream,
                     request,
                     subprotocols=_SUBPROTOCOLS,
-                    max_message_size=self.config.max_message_size,
+                    limits=self.inbound_limits,
                 )
             except ConnectionClosed:
                 return None

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from ._connection import (
     DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_INBOUND_LIMITS,
     ConnectionClosed,
+    InboundLimits,
     WebSocketConnection,
 )
 from ._frames import PING_FRAME, build_frame
@@ -18,10 +19,11 @@ from ._listener import Listener, ListenerStatistics, WebSocketHandler, serve
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
-    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_INBOUND_LIMITS",
     "PING_FRAME",
     "BadRequest",
     "ConnectionClosed",
+    "InboundLimits",
     "Listener",
     "ListenerStatistics",
     "RequestHead",

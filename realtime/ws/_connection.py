@@ -43,10 +43,13 @@ connection; wsproto's objects are about 1.6 KB of it and the `trio.Lock` 0.2 KB.
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from contextlib import suppress
 from typing import Final
 
+import attrs
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -58,13 +61,32 @@ from ._head import RequestHead
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
-    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_INBOUND_LIMITS",
     "ConnectionClosed",
+    "InboundLimits",
     "WebSocketConnection",
 ]
 
-DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024
 DEFAULT_CLOSE_TIMEOUT: Final = 2.0
+
+
+@attrs.frozen
+class InboundLimits:
+    """What a peer's frames may cost the server, beyond their payload. One object is
+    shared by every connection. A breach closes the connection: 1009 for a message
+    too big in bytes or in fragments, 1008 for control frames sent too often."""
+
+    #: Largest message, in payload bytes, counted as its fragments arrive.
+    max_message_size: int = 64 * 1024
+    #: Most frames one message may arrive in: each costs a parse and an event,
+    #: whatever its payload, and empty continuation frames cost nothing else.
+    max_fragments: int = 256
+    #: Pings and pongs a peer may send per second, and in a burst above that.
+    control_rate: float = 10.0
+    control_burst: int = 50
+
+
+DEFAULT_INBOUND_LIMITS: Final = InboundLimits()
 
 # One receive_some per wake-up; also the most raw bytes wsproto ever buffers
 # beyond the message-size limit before the limit is checked.
@@ -119,10 +141,13 @@ class WebSocketConnection:
         "_close_timeout",
         "_closed",
         "_closed_event",
+        "_control_tokens",
+        "_control_updated",
         "_fd",
+        "_fragment_count",
         "_fragments",
         "_fragments_size",
-        "_max_message_size",
+        "_limits",
         "_proto",
         "_reading",
         "_send_lock",
@@ -141,19 +166,24 @@ class WebSocketConnection:
         request: RequestHead,
         *,
         subprotocol: str | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        limits: InboundLimits = DEFAULT_INBOUND_LIMITS,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """Wrap a stream whose handshake is complete; prefer `accept_websocket`."""
         self._stream = stream
         self._proto = Connection(ConnectionType.SERVER, None, request.trailing)
         self._send_lock = trio.Lock()
-        self._max_message_size = max_message_size
+        self._limits = limits
         self._close_timeout = close_timeout
-        # Fragments of the message being reassembled; kept on the object (not
-        # in receive_message's frame) so a cancelled receive loses nothing.
-        self._fragments: list[str | bytes] | None = None
+        # The message being reassembled, in one buffer (not an object per
+        # fragment); kept on the object, not in receive_message's frame, so a
+        # cancelled receive loses nothing.
+        self._fragments: io.StringIO | bytearray | None = None
         self._fragments_size = 0
+        self._fragment_count = 0
+        # The token bucket of inbound control frames; full before the first.
+        self._control_tokens = 0.0
+        self._control_updated = -math.inf
         # A task is inside receive_some: only one may read at a time.
         self._reading = False
         # A write failed or was cancelled: nothing more may be written.
@@ -207,9 +237,11 @@ class WebSocketConnection:
 
         * with the peer's code after the peer's close frame (the close is
           echoed and the transport closed first);
-        * 1009 when a message grows beyond ``max_message_size``, counted as
-          fragments arrive, so at most one receive buffer beyond the limit is
-          ever held;
+        * 1009 when a message grows beyond ``limits.max_message_size``, counted
+          as fragments arrive (so at most one receive buffer beyond the limit is
+          ever held), or arrives in more than ``limits.max_fragments`` frames;
+        * 1008 when pings and pongs come faster than ``limits.control_rate``
+          (burst ``limits.control_burst``);
         * 1002 / 1007 on protocol errors or invalid UTF-8 in text;
         * 1006 when the transport breaks without a close frame;
         * the code of our own close once `aclose` has closed the connection.
@@ -229,8 +261,10 @@ class WebSocketConnection:
                     if message is not None:
                         return message
                 elif isinstance(event, Ping):
+                    await self._count_control_frame()
                     await self._send_control(event.response())
                 elif isinstance(event, Pong):
+                    await self._count_control_frame()
                     self.pongs_received += 1
                     self.last_pong = trio.current_time()
                 elif isinstance(event, CloseConnection):
@@ -274,31 +308,52 @@ class WebSocketConnection:
             size = len(data) if data.isascii() else len(data.encode("utf-8"))
         else:
             size = len(data)
+        limits = self._limits
         total = self._fragments_size + size
-        if total > self._max_message_size:
+        count = self._fragment_count + 1
+        if total > limits.max_message_size or count > limits.max_fragments:
             self._fragments = None
-            self._fragments_size = 0
+            self._fragments_size = self._fragment_count = 0
+            reason = (
+                f"Message exceeds {limits.max_message_size} bytes"
+                if total > limits.max_message_size
+                else f"Message arrives in more than {limits.max_fragments} frames"
+            )
+            await self._fail(CloseCode.MESSAGE_TOO_BIG, reason, parsing=True)
+        fragments = self._fragments
+        if finished and fragments is None:
+            return bytes(data) if isinstance(data, bytearray) else data  # unfragmented
+        if fragments is None:
+            fragments = self._fragments = io.StringIO() if isinstance(data, str) else bytearray()
+        if isinstance(fragments, io.StringIO):
+            assert isinstance(data, str)  # wsproto keeps a message's frames of one kind
+            fragments.write(data)
+        else:
+            assert not isinstance(data, str)
+            fragments += data
+        if not finished:
+            self._fragments_size, self._fragment_count = total, count
+            return None
+        self._fragments = None
+        self._fragments_size = self._fragment_count = 0
+        return fragments.getvalue() if isinstance(fragments, io.StringIO) else bytes(fragments)
+
+    async def _count_control_frame(self) -> None:
+        """Take a token for an inbound ping or pong; close with 1008 when none is left."""
+        limits, now = self._limits, trio.current_time()
+        tokens = min(
+            float(limits.control_burst),
+            self._control_tokens + (now - self._control_updated) * limits.control_rate,
+        )
+        self._control_updated = now
+        if tokens < 1:
+            self._control_tokens = tokens
             await self._fail(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"Message exceeds {self._max_message_size} bytes",
+                CloseCode.POLICY_VIOLATION,
+                f"More than {limits.control_rate:g} pings and pongs per second",
                 parsing=True,
             )
-        fragments = self._fragments
-        if finished:
-            if fragments is None:
-                return bytes(data) if isinstance(data, bytearray) else data
-            fragments.append(bytes(data) if isinstance(data, bytearray) else data)
-            self._fragments = None
-            self._fragments_size = 0
-            if isinstance(data, str):
-                return "".join(fragments)  # type: ignore[arg-type]  # all str: one message
-            return b"".join(fragments)  # type: ignore[arg-type]  # all bytes: one message
-        if fragments is None:
-            self._fragments = [bytes(data) if isinstance(data, bytearray) else data]
-        else:
-            fragments.append(bytes(data) if isinstance(data, bytearray) else data)
-        self._fragments_size = total
-        return None
+        self._control_tokens = tokens - 1
 
     async def _on_close_frame(self, event: CloseConnection) -> None:
         """Handle a close event from wsproto; always raises `ConnectionClosed`."""

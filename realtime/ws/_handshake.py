@@ -28,8 +28,9 @@ from protocol import CloseCode
 
 from ._connection import (
     DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_INBOUND_LIMITS,
     ConnectionClosed,
+    InboundLimits,
     WebSocketConnection,
 )
 from ._head import TOKEN_CHARS, BadRequest, RequestHead
@@ -136,7 +137,7 @@ async def accept_websocket(
     request: RequestHead,
     *,
     subprotocols: Sequence[str] = (),
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    limits: InboundLimits = DEFAULT_INBOUND_LIMITS,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> WebSocketConnection:
@@ -149,8 +150,9 @@ async def accept_websocket(
     ``request.trailing`` (frames the client sent right behind its request) is
     fed to the connection and will be returned by `receive_message`.
 
-    ``max_message_size`` bounds inbound messages in bytes; ``close_timeout``
-    bounds the closing handshake and control-frame writes (see `aclose`).
+    ``limits`` bounds what the peer's frames may cost (see `InboundLimits`);
+    ``close_timeout`` bounds the closing handshake and control-frame writes (see
+    `aclose`).
 
     To accept and close straight away (e.g. an invalid client id), call
     ``await ws.aclose(4400, "Invalid client id")`` on the result.
@@ -180,7 +182,7 @@ async def accept_websocket(
         stream,
         request,
         subprotocol=subprotocol,
-        max_message_size=max_message_size,
+        limits=limits,
         close_timeout=close_timeout,
     )
     await connection._send_handshake(b"".join(parts))

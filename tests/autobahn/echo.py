@@ -17,15 +17,21 @@ from typing import Any, Final
 
 import trio
 
-from realtime.ws import ConnectionClosed, RequestHead, accept_websocket, serve
+from realtime.ws import ConnectionClosed, InboundLimits, RequestHead, accept_websocket, serve
 
-#: Autobahn's 9.x cases send messages of up to 16 MiB.
-MAX_MESSAGE_SIZE: Final = 32 * 1024 * 1024
+#: Autobahn's 9.x cases send messages of up to 16 MiB, some in 64-byte fragments, and
+#: its 2.x cases pings in bursts: it checks the protocol, not the gateway's limits.
+LIMITS: Final = InboundLimits(
+    max_message_size=32 * 1024 * 1024,
+    max_fragments=1 << 20,
+    control_rate=1e6,
+    control_burst=1 << 20,
+)
 
 
 async def echo(stream: trio.abc.Stream, request: RequestHead) -> None:
     try:
-        ws = await accept_websocket(stream, request, max_message_size=MAX_MESSAGE_SIZE)
+        ws = await accept_websocket(stream, request, limits=LIMITS)
     except ConnectionClosed:
         return
     try:

@@ -17,6 +17,7 @@ from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import (
     BytesMessage,
+    CloseConnection,
     Event,
     Ping,
     Pong,
@@ -29,6 +30,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from realtime.ws import (
     ConnectionClosed,
+    InboundLimits,
     Listener,
     RequestHead,
     WebSocketConnection,
@@ -121,7 +123,9 @@ async def test_message_over_limit_closes_1009(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         recorder = Recorder()
-        listener = await start_listener(echo_handler(recorder, max_message_size=1024))
+        listener = await start_listener(
+            echo_handler(recorder, limits=InboundLimits(max_message_size=1024))
+        )
         async with open_client(url(listener.port)) as ws:
             await ws.send_message("x" * 1024)  # exactly at the limit: fine
             assert await ws.get_message() == "x" * 1024
@@ -157,7 +161,9 @@ async def test_fragments_over_limit_close_before_message_completes(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         recorder = Recorder()
-        listener = await start_listener(echo_handler(recorder, max_message_size=1000))
+        listener = await start_listener(
+            echo_handler(recorder, limits=InboundLimits(max_message_size=1000))
+        )
         async with raw_client(listener.port) as client:
             await client.send(BytesMessage(data=b"a" * 600, message_finished=False))
             await client.send(BytesMessage(data=b"b" * 600, message_finished=False))
@@ -169,12 +175,76 @@ async def test_fragments_over_limit_close_before_message_completes(
             assert [closed.code for closed in recorder.closed] == [1009]
 
 
+def raw_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """A masked client frame written out by hand (payload under 126 bytes)."""
+    mask = b"\x0f\xf0\x55\xaa"
+    assert len(payload) < 126
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + masked
+
+
+TEXT, CONTINUATION, PING = 0x1, 0x0, 0x9
+
+
+@pytest.mark.parametrize("payload", [b"ab", b""], ids=["tiny", "empty"])
+async def test_a_message_in_too_many_frames_is_closed_with_1009(
+    start_listener: StartListener, payload: bytes
+) -> None:
+    # Each frame costs a parse and an event whatever its size: counting bytes alone let
+    # 32,000 two-byte fragments, or endless empty ones, through.
+    with trio.fail_after(TIMEOUT):
+        recorder = Recorder()
+        listener = await start_listener(echo_handler(recorder))
+        async with raw_client(listener.port) as client:
+            frames = [raw_frame(TEXT, payload, fin=False)]
+            frames += [raw_frame(CONTINUATION, payload, fin=False)] * 1000
+            await client.stream.send_all(b"".join(frames))
+            close = await client.expect_close()
+            assert (close.code, close.reason) == (1009, "Message arrives in more than 256 frames")
+        await recorder.done.wait()
+        assert [closed.code for closed in recorder.closed] == [1009]
+
+
+async def test_a_message_in_256_frames_is_whole(start_listener: StartListener) -> None:
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo_handler(Recorder()))
+        async with raw_client(listener.port) as client:
+            frames = [raw_frame(TEXT, b"x", fin=False)]
+            frames += [raw_frame(CONTINUATION, b"x", fin=False)] * 254
+            frames += [raw_frame(CONTINUATION, b"y")]
+            await client.stream.send_all(b"".join(frames))
+            event = await client.next_event()
+            assert isinstance(event, TextMessage)
+            assert event.data == "x" * 255 + "y"
+
+
+async def test_a_ping_flood_is_closed_with_1008(
+    start_listener: StartListener, socket_clock: trio.testing.MockClock
+) -> None:
+    # Virtual time stands still while the server works: the burst is exactly 50.
+    with trio.fail_after(TIMEOUT):
+        recorder = Recorder()
+        listener = await start_listener(echo_handler(recorder))
+        async with raw_client(listener.port) as client:
+            await client.stream.send_all(raw_frame(PING, b"p") * 200)
+            pongs = 0
+            while isinstance(event := await client.next_event(), Pong):
+                pongs += 1
+            assert isinstance(event, CloseConnection)
+            assert (event.code, pongs) == (1008, 50)
+            assert event.reason == "More than 10 pings and pongs per second"
+        await recorder.done.wait()
+        assert [closed.code for closed in recorder.closed] == [1008]
+
+
 async def test_huge_single_frame_closed_without_buffering_it(
     start_listener: StartListener,
 ) -> None:
     with trio.fail_after(TIMEOUT):
         recorder = Recorder()
-        listener = await start_listener(echo_handler(recorder, max_message_size=1000))
+        listener = await start_listener(
+            echo_handler(recorder, limits=InboundLimits(max_message_size=1000))
+        )
         async with raw_client(listener.port) as client:
             # Header of a masked 100 MB binary frame, then only a little payload.
             header = struct.pack("!BBQ", 0x82, 0x80 | 127, 100_000_000) + b"\x00\x00\x00\x00"
@@ -470,7 +540,9 @@ async def test_concurrent_send_frames_and_pongs_do_not_interleave(
     pong_waited_for_lock = False
 
     async def handler(stream: trio.abc.Stream, request: RequestHead) -> None:
-        ws = await accept_websocket(stream, request)
+        # Pings far above the default control-frame rate: this is about interleaving.
+        limits = InboundLimits(control_rate=1e6, control_burst=1000)
+        ws = await accept_websocket(stream, request, limits=limits)
 
         async def writer() -> None:
             for start in range(0, count, 3):

@@ -13,7 +13,9 @@ export const CloseCode = {
   ABNORMAL_CLOSURE: 1006,
   /** A text frame was not valid UTF-8. A bug in the client. */
   INVALID_DATA: 1007,
-  /** An inbound message exceeded the size limit. Reconnecting and resending will fail again. */
+  /** The client sent control frames (pings, pongs) faster than the server takes them. A bug in the client: fix before reconnecting. */
+  POLICY_VIOLATION: 1008,
+  /** An inbound message exceeded the size limit, in bytes or in frames. Reconnecting and resending will fail again. */
   MESSAGE_TOO_BIG: 1009,
   /** The server hit an unexpected condition, or the peer missed its heartbeats. Reconnect. */
   INTERNAL_ERROR: 1011,
