@@ -80,6 +80,10 @@ class RateLimit:
     strikes: int = attrs.field(default=10, validator=_positive)
     #: Seconds, on the server's clock.
     strike_window: float = attrs.field(default=60.0, validator=_positive)
+    #: Messages a replay (``since``) sends for the cost of one token: a replay is
+    #: charged to the same bucket, which may go into debt, so that resubscribing with
+    #: ``since`` again and again cannot multiply the server's work (see :meth:`charge`).
+    replayed_per_token: float = attrs.field(default=10.0, validator=_positive)
 
 
 @attrs.frozen
@@ -216,6 +220,12 @@ class RequestHandler:
         """The ``error`` reply to ``request``, refused with ``error`` (by :meth:`subscribe`,
         :meth:`unsubscribe` or the server itself), echoing the request's ``id``."""
         return Reply(_error(error.code, error.message, request.id, timestamp))
+
+    def charge_replay(self, messages: int) -> None:
+        """Charge the replay of ``messages`` messages to the rate limit: one token per
+        ``replayed_per_token``. The bucket may go below zero; requests are then
+        refused as over the rate until it has refilled."""
+        self._level -= messages / self._rate_limit.replayed_per_token
 
     def unsubscribe_all(self) -> list[Change]:
         """Drop every subscription, as on disconnect; the changes that did it, one

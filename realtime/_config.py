@@ -100,6 +100,9 @@ class Config:
     rate_limit: float = _setting(20.0, "inbound messages per second per connection")
     rate_burst: int = _setting(40, "inbound burst allowed above the rate")
     rate_strikes: int = _setting(10, "rate-limited messages in a minute before close 4429")
+    rate_replayed: float = _setting(
+        10.0, "messages a replay (since) sends per token of the inbound rate"
+    )
     outbox_messages: int = _setting(1024, "queued messages per connection before close 4499")
     outbox_bytes: int = _setting(4 * 1024 * 1024, "queued bytes per connection before 4499")
     write_timeout: float = _setting(10.0, "seconds a write may take before the connection aborts")

@@ -113,7 +113,10 @@ class Sessions:
             max_message_size=config.max_message_size, max_symbols=config.max_symbols
         )
         self.rate_limit = RateLimit(
-            rate=config.rate_limit, burst=config.rate_burst, strikes=config.rate_strikes
+            rate=config.rate_limit,
+            burst=config.rate_burst,
+            strikes=config.rate_strikes,
+            replayed_per_token=config.rate_replayed,
         )
         self.outbox_limits = OutboxLimits(config.outbox_messages, config.outbox_bytes)
         self.inbound_limits = InboundLimits(
@@ -327,6 +330,7 @@ class Sessions:
         if channel is Channel.PRICES:
             hub.offer_snapshot(session, request.symbols)
         elif replay:
+            requests.charge_replay(len(replay))
             for frames in replay:
                 session.offer(frames.get(session.codec))
         logger.info("[WebSocket] Client %s subscribed to %s", session.client_id, channel)

@@ -605,3 +605,14 @@ class HandlerMachine(RuleBasedStateMachine):
 
 TestHandlerMachine = HandlerMachine.TestCase
 TestHandlerMachine.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
+
+
+def test_a_replay_is_charged_to_the_rate_limit() -> None:
+    handler = make(rate_limit=p.RateLimit(rate=20.0, burst=40, replayed_per_token=10.0))
+    ping = b'{"type":"ping"}'
+    assert receive(handler, ping) == p.Reply(p.Pong(timestamp=T0))
+    handler.charge_replay(1000)  # 100 tokens: 39 held, 61 owed
+    assert receive(handler, ping) == rate_limited()
+    # The debt is paid at the rate: 62 tokens take 3.1 s, then a request is allowed.
+    assert receive(handler, ping, now=3.0) == rate_limited()
+    assert receive(handler, ping, now=3.2) == p.Reply(p.Pong(timestamp=T0))

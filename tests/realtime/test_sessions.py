@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from unittest.mock import ANY
 
 import attrs
 import orjson
@@ -157,3 +158,25 @@ async def test_an_abort_at_the_write_deadline_is_logged_as_such(
         "[WebSocket] Disconnected: peer "
         "(aborted: a write took longer than the write deadline (10 s))"
     )
+
+
+async def test_a_replay_is_paid_for_in_the_request_rate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Resubscribing with since=0 again and again multiplied the server's work by the
+    # history's size; the replayed messages now cost tokens (10 per token by default).
+    async with open_peer(Config(rate_limit=20, rate_burst=40)) as (peer, sessions):
+        hub = sessions.hub
+        for number in range(500):
+            data = NotificationData(id=str(number), message="m", type=NotificationType.INFO)
+            hub.publish(HubEvent(Channel.NOTIFICATIONS, data, datetime.now(UTC)))
+        request = {"type": "subscribe", "channel": "notifications", "since": 0}
+        await peer.send({**request, "epoch": hub.epoch})
+        assert (await peer.next_message())["type"] == "subscribed"
+        replayed = [await peer.next_message() for _ in range(500)]
+        assert [m["data"]["id"] for m in replayed] == [str(n) for n in range(500)]  # type: ignore[index]
+        await peer.send({"type": "ping", "id": 1})  # 39 tokens held, 50 spent: refused
+        assert (await peer.next_message())["code"] == "rate_limited"
+        await trio.sleep(1)  # virtual: the debt of 12 tokens is paid at 20 a second
+        await peer.send({"type": "ping", "id": 2})
+        assert await peer.next_message() == {"type": "pong", "id": 2, "timestamp": ANY}
