@@ -17,6 +17,7 @@ import trio
 from protocol import json_schema
 
 from ._config import ENV_PREFIX, Config, parse_setting, setting_type
+from ._open_files import raise_open_files_limit
 from ._server import Server, __version__, serve
 from .client._viewer_options import add_listen_arguments, listen_options
 
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(exc))
     _configure_logging(config)
     _tune_gc()
+    before, after = raise_open_files_limit()
+    if after != before:
+        logger.info("Open files limit raised from %d to %d", before, after)
     try:
         trio.run(_serve_until_signalled, config)
     except OSError as exc:

@@ -15,6 +15,7 @@ tap's prices and publish into the bus. Each runs under :func:`supervise`.
 from __future__ import annotations
 
 import logging
+import resource
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -47,6 +48,7 @@ from ._config import Config
 from ._delivery import Delivery
 from ._hub import Event, Hub, utc_now
 from ._metrics import make_registry
+from ._open_files import connection_cap
 from ._publish import PublishAPI
 from ._rules_api import AlertRulesAPI
 from ._sessions import Sessions
@@ -228,7 +230,7 @@ async def serve(
                 config.port,
                 websocket_handler=sessions.handle,
                 asgi_app=app,
-                max_websockets=config.max_connections,
+                max_websockets=_connection_cap(config.max_connections),
                 ssl_context=_ssl_context(config),
             )
         )
@@ -247,6 +249,20 @@ async def serve(
         await server._shutdown.wait()
         await _drain(server)
         nursery.cancel_scope.cancel()
+
+
+def _connection_cap(max_connections: int) -> int:
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = connection_cap(max_connections, open_files)
+    if cap < max_connections:
+        logger.warning(
+            "At most %d connections at once, not %d: the open files limit is %d "
+            "(raise it with ulimit -n, or LimitNOFILE= under systemd)",
+            cap,
+            max_connections,
+            open_files,
+        )
+    return cap
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:

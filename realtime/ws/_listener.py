@@ -45,7 +45,10 @@ Depends on hypercorn internals (pinned to 0.18.0 and covered by tests):
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -86,6 +89,15 @@ DEFAULT_HEAD_TIMEOUT: Final = 10.0
 DEFAULT_REJECT_TIMEOUT: Final = 2.0
 
 _RECEIVE_SIZE: Final = 64 * 1024
+#: accept() errors that say the process or system is out of a resource (file
+#: descriptors, memory): worth waiting out, unlike the others.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_BACKOFF_MIN: Final = 0.01
+_ACCEPT_BACKOFF_MAX: Final = 1.0
+#: Seconds between two warnings that accept is failing.
+ACCEPT_WARNING_INTERVAL: Final = 10.0
 _HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
 _SERVER_FULL: Final = BadRequest(
     503, "Server is at capacity; retry later", [(b"Retry-After", b"5")]
@@ -103,6 +115,8 @@ class ListenerStatistics:
     ``refused_full_total``: handshakes refused with 503 at ``max_websockets``.
     ``refused_total``: requests refused with any HTTP error before hand-off
     (including the 503s).
+    ``accept_failures_total``: accepts that failed for want of file descriptors or
+    memory (each retried after a backoff).
     """
 
     accepting: bool
@@ -112,6 +126,7 @@ class ListenerStatistics:
     accepted_total: int
     refused_full_total: int
     refused_total: int
+    accept_failures_total: int
 
 
 def _plain_http(request: RequestHead, data: bytes) -> bytes:
@@ -233,6 +248,8 @@ class Listener:
         self._accepted_total = 0
         self._refused_full_total = 0
         self._refused_total = 0
+        self._accept_failures = 0
+        self._next_accept_warning = -math.inf
         addresses: list[tuple[str, int]] = []
         for listener in listeners:
             sockname = listener.socket.getsockname()
@@ -271,15 +288,16 @@ class Listener:
             accepted_total=self._accepted_total,
             refused_full_total=self._refused_full_total,
             refused_total=self._refused_total,
+            accept_failures_total=self._accept_failures,
         )
 
     async def _run(self) -> None:
         try:
             async with trio.open_nursery() as connections:
                 with self._accept_scope:
-                    await trio.serve_listeners(
-                        self._handle_connection, self._listeners, handler_nursery=connections
-                    )
+                    async with trio.open_nursery() as acceptors:
+                        for listener in self._listeners:
+                            acceptors.start_soon(self._accept_forever, listener, connections)
                 # Close at once so new connects are refused rather than left
                 # queued in the backlog while existing connections drain.
                 self._close_listeners()
@@ -288,9 +306,49 @@ class Listener:
         finally:
             self._close_listeners()
 
+    async def _accept_forever(
+        self, listener: trio.SocketListener, connections: trio.Nursery
+    ) -> None:
+        """Accept connections, each served in a task of its own, until cancelled.
+
+        When the process is out of file descriptors (or memory) accept fails: it
+        backs off, doubling from 10 ms to 1 s, and says so once per
+        ``ACCEPT_WARNING_INTERVAL`` instead of once per attempt, so that the log
+        stays readable and the connections already open are served meanwhile.
+        """
+        backoff = _ACCEPT_BACKOFF_MIN
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                self._accept_failures += 1
+                now = trio.current_time()
+                if now >= self._next_accept_warning:
+                    self._next_accept_warning = now + ACCEPT_WARNING_INTERVAL
+                    logger.warning(
+                        "Cannot accept connections: %s (%s), %d open; retrying with "
+                        "backoff (%d failed accepts so far)",
+                        errno.errorcode.get(exc.errno or 0, exc.errno),
+                        os.strerror(exc.errno or 0),
+                        self._connections,
+                        self._accept_failures,
+                    )
+                await trio.sleep(backoff)
+                backoff = min(2 * backoff, _ACCEPT_BACKOFF_MAX)
+            else:
+                backoff = _ACCEPT_BACKOFF_MIN
+                connections.start_soon(self._serve_stream, stream)
+
+    async def _serve_stream(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._handle_connection(stream)
+        finally:
+            await trio.aclose_forcefully(stream)
+
     def _close_listeners(self) -> None:
-        # serve_listeners closes the sockets it got to serve, but not those it
-        # never started on (cancelled early); closing twice is harmless.
+        # Closing twice is harmless.
         for listener in self._listeners:
             listener.socket.close()
 

@@ -178,10 +178,15 @@ async def metric(port: int, name: str) -> float:
 REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
 
 
-async def start_process(*args: str) -> tuple[trio.Process, int, list[bytes]]:
-    """``realtime serve`` on a free port as a process: it, its port, its log so far."""
+async def start_process(
+    *args: str, preexec_fn: Callable[[], None] | None = None
+) -> tuple[trio.Process, int, list[bytes]]:
+    """``realtime serve`` on a free port as a process: it, its port, its log so far.
+    ``preexec_fn`` runs in the child before it starts (to set its limits, say)."""
     process = await trio.lowlevel.open_process(
-        [*REALTIME, "serve", "--port", "0", *args], stderr=subprocess.PIPE
+        [*REALTIME, "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
     )
     assert process.stderr is not None
     log: list[bytes] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import subprocess
 
@@ -15,6 +16,7 @@ from .helpers import (
     TIMEOUT,
     close_of,
     drain_log,
+    http_get,
     metric,
     open_ws,
     raw_client,
@@ -118,3 +120,63 @@ def test_log_file(tmp_path: object) -> None:
     text = log_file.read_text()
     assert "[WebSocket] Connected: logged" in text
     assert "[WebSocket] Disconnected: logged" in text
+
+
+OPEN_FILES = 200  # the child's limit, soft and hard: the gateway keeps 64 for itself
+
+
+def _limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+
+
+async def _handshake(port: int, client_id: str) -> tuple[trio.SocketStream, bytes]:
+    """A raw WebSocket handshake: the stream and the status line of the answer."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        b"GET /ws/%s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        % client_id.encode()
+    )
+    head = b""
+    while b"\r\n" not in head:
+        chunk = await stream.receive_some()
+        assert chunk
+        head += chunk
+    return stream, head.split(b"\r\n")[0]
+
+
+async def test_at_the_open_files_limit_clients_are_told_and_health_answers() -> None:
+    # With more connections allowed than files, the ones past the limit hung without
+    # an answer, /health stopped answering and every failed accept logged an error.
+    with trio.fail_after(TIMEOUT * 3):
+        process, port, log = await start_process("--feeds", "false", preexec_fn=_limit_open_files)
+        streams: list[trio.SocketStream] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain_log, process, log)
+                cap = OPEN_FILES - 64
+                assert f"At most {cap} connections at once, not 50000".encode() in b"".join(log)
+                for number in range(cap):
+                    stream, status = await _handshake(port, f"c{number}")
+                    assert status == b"HTTP/1.1 101 Switching Protocols"
+                    streams.append(stream)
+                stream, status = await _handshake(port, "one-too-many")
+                assert status == b"HTTP/1.1 503 Service Unavailable"
+                await stream.aclose()
+                assert (await http_get(port, "/health"))[0] == 200
+                # Idle connections that are not WebSockets can still use up the rest:
+                # accept fails, the gateway says so once, and recovers when they go.
+                idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(80)]
+                while b"Cannot accept connections: EMFILE" not in b"".join(log):
+                    await trio.sleep(0.05)
+                for stream in idle:
+                    await stream.aclose()
+                assert (await http_get(port, "/health"))[0] == 200
+                warnings = b"".join(log).count(b"Cannot accept connections")
+                assert warnings == 1
+                nursery.cancel_scope.cancel()
+        finally:
+            for stream in streams:
+                await stream.aclose()
+            process.kill()
+            await process.wait()
