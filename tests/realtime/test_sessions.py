@@ -41,7 +41,7 @@ class Peer:
     async def next_event(self) -> Event:
         while not self.events:
             data = await self.stream.receive_some(65536)
-            self.ws.receive_data(data or None)
+            self.ws.receive_data(bytes(data) or None)
             self.events.extend(self.ws.events())
         return self.events.pop(0)
 
