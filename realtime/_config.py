@@ -164,7 +164,13 @@ class Config:
     )
     keyfile: Path | None = _setting(None, "TLS private key (PEM)", validator=_no_check)
 
-    log_file: Path | None = _setting(None, "also write the log to this file", validator=_no_check)
+    log_file: Path | None = _setting(
+        None,
+        "also write the log to this file, rotated (make run: logs/websocket.log)",
+        validator=_no_check,
+    )
+    log_max_bytes: int = _setting(10 * 1024 * 1024, "size at which --log-file is rotated, bytes")
+    log_backups: int = _setting(5, "rotated files of --log-file kept (FILE.1 ... FILE.N)")
     log_level: str = _setting(
         "info",
         "debug, info, warning or error",

@@ -26,6 +26,7 @@ message per symbol, which is sent after a subscribe (prices are state, not event
 
 from __future__ import annotations
 
+import logging
 import typing
 import uuid
 from collections import deque
@@ -53,6 +54,8 @@ from protocol import (
 
 from ._outbox import Outbox
 from .ws import build_frame
+
+logger = logging.getLogger("realtime.hub")
 
 
 @attrs.frozen
@@ -278,6 +281,8 @@ class Hub:
             )
             frames = _Frames(message)
             self._last_prices[symbol] = frames
+            if logger.isEnabledFor(logging.DEBUG):  # a dict lookup at info: the hot path
+                logger.debug("[WebSocket] Broadcasting price update: %s", symbol)
             self._fan_out_price(symbol, frames, event.to)
         else:
             seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
@@ -288,6 +293,8 @@ class Hub:
             history = self._history[channel]
             history.append((seq, self._clock(), event.to, frames))
             self._expire(history)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("[WebSocket] Broadcasting %s event", channel)
             self._fan_out(channel, frames, event.to)
         self.published += 1
         self._after_fan_out()
