@@ -107,6 +107,9 @@ def command(name: str, port: int, load: Load, extra: tuple[str, ...] = ()) -> li
             # Prices only, as the peers: no alert, signal or portfolio feed on the side.
             "--derived-feeds",
             "false",
+            # Nor the demo's system notifications.
+            "--demo-events",
+            "false",
             *extra,
         ]
     flags = [

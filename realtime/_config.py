@@ -129,6 +129,13 @@ class Config:
         validator=_no_check,
     )
 
+    demo_events: bool = _setting(
+        True,
+        "with --feeds, also publish the demo's system notifications (model training, "
+        "rebalancing, delayed data; false: only the gateway's own)",
+        validator=_no_check,
+    )
+
     # The feeds (docs/feeds.md).
     feed: str = _setting(
         SIMULATED,

@@ -24,6 +24,7 @@ def test_defaults_are_the_documented_limits() -> None:
     assert config.max_connections == 50_000
     assert config.shutdown_grace == 10
     assert (config.log_max_bytes, config.log_backups) == (10 * 1024 * 1024, 5)
+    assert config.demo_events is True
 
 
 def test_environment_then_flags() -> None:
@@ -64,6 +65,7 @@ def test_environment_then_flags() -> None:
             {"REALTIME_LOG_BACKUPS": "0"},
             "--log-backups (REALTIME_LOG_BACKUPS) must be greater than 0",
         ),
+        ({"REALTIME_DEMO_EVENTS": "sometimes"}, "--demo-events (REALTIME_DEMO_EVENTS) must be"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
