@@ -46,6 +46,7 @@ from protocol import Channel, NotificationData, NotificationType
 from ._app import GatewayApp
 from ._bus import InProcessBus
 from ._config import Config
+from ._cors import CORS
 from ._delivery import Delivery
 from ._hub import Event, Hub, utc_now
 from ._metrics import make_registry
@@ -213,13 +214,16 @@ async def serve(
         api_key=config.api_key,
         max_body=config.publish_max_body,
     )
-    app = GatewayApp(
-        hub,
-        sessions,
-        make_registry(hub, sessions, delivery),
-        version=__version__,
-        publish=publish_api,
-        alert_rules=alert_rules_api,
+    app = CORS(
+        GatewayApp(
+            hub,
+            sessions,
+            make_registry(hub, sessions, delivery),
+            version=__version__,
+            publish=publish_api,
+            alert_rules=alert_rules_api,
+        ),
+        config.allowed_origins,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(delivery.run)

@@ -25,6 +25,7 @@ def test_defaults_are_the_documented_limits() -> None:
     assert config.shutdown_grace == 10
     assert (config.log_max_bytes, config.log_backups) == (10 * 1024 * 1024, 5)
     assert config.demo_events is True
+    assert config.cors_origins is None
 
 
 def test_environment_then_flags() -> None:
