@@ -4,7 +4,8 @@
 ``/api/alert-rules[/ID]`` (their own handlers, in ``_publish`` and ``_rules_api``),
 and the built dashboard for every other ``GET`` (``_static``: ``/`` is its
 ``index.html``; unknown files are 404). 405 for a known path with another method,
-426 for a ``/ws/`` request that is not an upgrade. No framework: a handful of routes
+426 for a ``/ws/`` request that is not an upgrade. CORS preflights never get here:
+``_cors.CORS`` wraps the app and answers them. No framework: a handful of routes
 do not earn one, and the app stays a thin view over the hub's statistics.
 """
 
