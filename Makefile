@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The log goes to stderr and, rotated, to logs/websocket.log (the spec's file; the
+# folder is created), unless REALTIME_LOG_FILE names another file.
 run: install
-	$(BIN)/realtime serve
+	REALTIME_LOG_FILE="$${REALTIME_LOG_FILE:-logs/websocket.log}" $(BIN)/realtime serve
 
 lint: install
 	$(BIN)/ruff check .

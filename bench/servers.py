@@ -107,6 +107,9 @@ def command(name: str, port: int, load: Load, extra: tuple[str, ...] = ()) -> li
             # Prices only, as the peers: no alert, signal or portfolio feed on the side.
             "--derived-feeds",
             "false",
+            # Nor the demo's system notifications.
+            "--demo-events",
+            "false",
             *extra,
         ]
     flags = [
@@ -205,18 +208,28 @@ class RunningServer:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def stats(self) -> dict[str, Any]:
-        """``/ws/stats``: connections and summed symbol subscriptions, for every server."""
-        url = f"http://127.0.0.1:{self.port}/ws/stats"
+        """Connections and summed symbol subscriptions, for every server.
+
+        The peers answer both in ``/ws/stats``. The gateway's ``/ws/stats`` lists clients
+        a page at a time, in the spec's per-client shape, so its totals come from
+        ``/ws/stats?limit=0`` (no clients listed) and ``/metrics``.
+        """
+        query = "?limit=0" if self.name == "gateway" else ""
+        url = f"http://127.0.0.1:{self.port}/ws/stats{query}"
         with urllib.request.urlopen(url, timeout=10) as response:
             body = json.loads(response.read())
-        subscriptions = body.get("symbol_subscriptions", 0)
-        if isinstance(subscriptions, dict):
-            subscriptions = sum(subscriptions.values())
-        return {"connections": body["total_connections"], "subscriptions": subscriptions}
+        if self.name == "gateway":
+            subscriptions = self.metric("realtime_symbol_subscriptions")
+            if subscriptions is None:
+                raise OSError("the gateway's /metrics has no realtime_symbol_subscriptions")
+        else:
+            subscriptions = body.get("symbol_subscriptions", 0)
+        return {"connections": body["total_connections"], "subscriptions": int(subscriptions)}
 
     def connections_or_none(self, timeout: float = 0.5) -> int | None:
         """Open connections per ``/ws/stats``, or None if the server is too busy to say."""
-        url = f"http://127.0.0.1:{self.port}/ws/stats"
+        query = "?limit=0" if self.name == "gateway" else ""  # the total alone
+        url = f"http://127.0.0.1:{self.port}/ws/stats{query}"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 return int(json.loads(response.read())["total_connections"])

@@ -2,7 +2,8 @@
 
 The price feed (simulated, or a replay of recorded quotes) publishes through a
 :class:`PriceTap`, which copies every price to the feeds that react to prices: alerts,
-signals and the portfolio. All of them publish through the one :class:`Publisher`
+signals and the portfolio. The demo's system notifications (:class:`DemoEventsFeed`)
+run on a clock of their own. All of them publish through the one :class:`Publisher`
 interface, as does anything else in the gateway's process.
 """
 
@@ -23,6 +24,7 @@ from ._alerts import (
     load_rules,
     parse_rule,
 )
+from ._events import DEFAULT_EVENT_INTERVAL, DemoEvents, DemoEventsFeed
 from ._market import WELL_KNOWN, Market, SymbolSpec, symbol_spec, universe
 from ._portfolio import (
     MAX_POSITIONS,
@@ -43,6 +45,7 @@ from ._tap import PriceStream, PriceStreamStatistics, PriceTap
 SAMPLE_REPLAY: Final = Path(__file__).parent / "data" / "stocks-2007-2009.csv"
 
 __all__ = [
+    "DEFAULT_EVENT_INTERVAL",
     "DEFAULT_HYSTERESIS",
     "MAX_POSITIONS",
     "MAX_RULES",
@@ -52,6 +55,8 @@ __all__ = [
     "AlertFeed",
     "AlertRule",
     "AlertType",
+    "DemoEvents",
+    "DemoEventsFeed",
     "Holding",
     "Market",
     "Portfolio",

@@ -1,10 +1,11 @@
 """The HTTP side: a plain ASGI app that hypercorn serves on the gateway's port.
 
-``GET /health``, ``GET /ws/stats``, ``GET /metrics``, ``POST /api/publish`` and
+``GET /health``, ``GET /ws/stats`` (``_stats``), ``GET /metrics``, ``POST /api/publish`` and
 ``/api/alert-rules[/ID]`` (their own handlers, in ``_publish`` and ``_rules_api``),
 and the built dashboard for every other ``GET`` (``_static``: ``/`` is its
 ``index.html``; unknown files are 404). 405 for a known path with another method,
-426 for a ``/ws/`` request that is not an upgrade. No framework: a handful of routes
+426 for a ``/ws/`` request that is not an upgrade. CORS preflights never get here:
+``_cors.CORS`` wraps the app and answers them. No framework: a handful of routes
 do not earn one, and the app stays a thin view over the hub's statistics.
 """
 
@@ -22,6 +23,7 @@ from ._publish import PublishAPI
 from ._rules_api import AlertRulesAPI
 from ._sessions import Sessions
 from ._static import StaticFiles
+from ._stats import StatsQueryError, parse_query, stats_body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,7 +52,7 @@ class GatewayApp:
         self.sessions = sessions
         self.registry = registry
         self.version = version
-        self._routes: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
+        self._routes: dict[str, Callable[[Scope], tuple[int, bytes, bytes]]] = {
             "/health": self._health,
             "/ws/stats": self._stats,
             "/metrics": self._metrics,
@@ -83,7 +85,7 @@ class GatewayApp:
         elif scope["method"] not in ("GET", "HEAD"):
             status, content_type, body = 405, b"application/json", _json_error("Use GET")
         else:
-            status, content_type, body = route()
+            status, content_type, body = route(scope)
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
         if status == 405:
             headers.append((b"allow", b"GET, HEAD"))
@@ -94,7 +96,7 @@ class GatewayApp:
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
 
-    def _health(self) -> tuple[int, bytes, bytes]:
+    def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
         draining = self.sessions.draining
         body = {
             "status": "draining" if draining else "ok",
@@ -104,17 +106,16 @@ class GatewayApp:
         }
         return (503 if draining else 200), b"application/json", orjson.dumps(body)
 
-    def _stats(self) -> tuple[int, bytes, bytes]:
-        stats = self.hub.statistics()
-        body = {
-            "total_connections": stats.total_connections,
-            "clients": stats.clients,
-            "channel_subscriptions": stats.channel_subscriptions,
-            "symbol_subscriptions": stats.symbol_subscriptions,
-        }
+    def _stats(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        """The spec's shape, one bounded page of clients at a time (see ``_stats``)."""
+        try:
+            limit, after = parse_query(scope.get("query_string", b""))
+        except StatsQueryError as exc:
+            return 400, b"application/json", _json_error(str(exc))
+        body = stats_body(self.hub, self.sessions, limit, after)
         return 200, b"application/json", orjson.dumps(body)
 
-    def _metrics(self) -> tuple[int, bytes, bytes]:
+    def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
 
 

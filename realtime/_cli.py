@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import logging.handlers
 import signal
 import sys
 from collections.abc import Sequence
@@ -116,10 +117,19 @@ def _tune_gc() -> None:
 
 
 def _configure_logging(config: Config) -> None:
+    """stderr, and ``--log-file`` (its folder created) rotated at ``--log-max-bytes``
+    with ``--log-backups`` old files kept: at most (backups + 1) x max bytes on disk."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if config.log_file is not None:
         config.log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(config.log_file, encoding="utf-8"))
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                config.log_file,
+                maxBytes=config.log_max_bytes,
+                backupCount=config.log_backups,
+                encoding="utf-8",
+            )
+        )
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -8,6 +8,7 @@ message naming the setting, never later under load.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -84,6 +85,49 @@ def _api_key(instance: object, attribute: attrs.Attribute[Any], value: str | Non
         )
 
 
+#: ``--cors-origins`` value that allows every origin (given alone).
+ANY_ORIGIN: Final = "*"
+_ORIGIN: Final = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+
+
+def parse_origins(name: str, value: str | None) -> tuple[str, ...]:
+    """The origins of ``--cors-origins``: comma-separated ``scheme://host[:port]``, or
+    ``*`` alone; ``None`` or blank: none. Raises ``ValueError`` naming the setting and
+    saying what a browser's ``Origin`` header looks like."""
+    if value is None or not value.strip():
+        return ()
+    origins = [origin.strip() for origin in value.split(",")]
+    if ANY_ORIGIN in origins:
+        if len(origins) > 1:
+            raise ValueError(f"{_flag(name)}: '*' allows every origin; give it alone")
+        return (ANY_ORIGIN,)
+    for origin in origins:
+        match = _ORIGIN.fullmatch(origin)
+        if match is None:
+            raise ValueError(
+                f"{_flag(name)}: {origin[:100]!r} is not an origin: write it as a browser "
+                "sends it, scheme://host[:port] in lowercase without a path or trailing "
+                "slash (e.g. https://dashboard.example.com), or '*' alone"
+            )
+        port = match["port"]
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ValueError(f"{_flag(name)}: {origin!r}: the port must be 1-65535")
+        if port == _DEFAULT_PORTS[match["scheme"]]:
+            raise ValueError(
+                f"{_flag(name)}: {origin!r}: leave out the default port, as browsers do "
+                f"({match['scheme']}://{match['host']})"
+            )
+    return tuple(dict.fromkeys(origins))
+
+
+def _cors_origins(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    parse_origins(attribute.name, value)
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -135,6 +179,13 @@ class Config:
         validator=_no_check,
     )
 
+    demo_events: bool = _setting(
+        True,
+        "with --feeds, also publish the demo's system notifications (model training, "
+        "rebalancing, delayed data; false: only the gateway's own)",
+        validator=_no_check,
+    )
+
     # The feeds (docs/feeds.md).
     feed: str = _setting(
         SIMULATED,
@@ -163,6 +214,13 @@ class Config:
     )
     publish_max_body: int = _setting(64 * 1024, "largest POST /api/publish body, bytes (413)")
 
+    cors_origins: str | None = _setting(
+        None,
+        "browser origins allowed to call the HTTP API from other sites: comma-separated "
+        "scheme://host[:port], or '*' for any (unset: none; the dashboard is same-origin)",
+        validator=_cors_origins,
+    )
+
     certfile: Path | None = _setting(
         None,
         "TLS certificate chain (PEM); with --keyfile serves wss:// and https://",
@@ -170,7 +228,13 @@ class Config:
     )
     keyfile: Path | None = _setting(None, "TLS private key (PEM)", validator=_no_check)
 
-    log_file: Path | None = _setting(None, "also write the log to this file", validator=_no_check)
+    log_file: Path | None = _setting(
+        None,
+        "also write the log to this file, rotated (make run: logs/websocket.log)",
+        validator=_no_check,
+    )
+    log_max_bytes: int = _setting(10 * 1024 * 1024, "size at which --log-file is rotated, bytes")
+    log_backups: int = _setting(5, "rotated files of --log-file kept (FILE.1 ... FILE.N)")
     log_level: str = _setting(
         "info",
         "debug, info, warning or error",
@@ -193,6 +257,11 @@ class Config:
         if self.feed == SIMULATED:
             return None
         return Path(self.feed[len(REPLAY_PREFIX) :].strip())
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """The origins of ``--cors-origins`` (``("*",)`` for any; empty for none)."""
+        return parse_origins("cors_origins", self.cors_origins)
 
     @property
     def heartbeat_timeout(self) -> float:

@@ -16,6 +16,9 @@ a publish, a subscribe with its snapshot or replay, and an unsubscribe are each
 atomic with respect to the others: a client never sees a message twice or misses
 one between its replay and its live stream.
 
+The registered client ids are also kept sorted, so that ``GET /ws/stats`` can list a
+page of them in id order in O(log n + page), whatever the number of connections.
+
 History keeps the last ``history_messages`` messages of each non-price stream for
 at most ``history_seconds``, for resume with ``since``; prices keep only the last
 message per symbol, which is sent after a subscribe (prices are state, not events).
@@ -23,6 +26,7 @@ message per symbol, which is sent after a subscribe (prices are state, not event
 
 from __future__ import annotations
 
+import logging
 import typing
 import uuid
 from collections import deque
@@ -30,6 +34,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import attrs
+from sortedcontainers import SortedList
 
 from protocol import (
     ALL_SYMBOLS,
@@ -49,6 +54,8 @@ from protocol import (
 
 from ._outbox import Outbox
 from .ws import build_frame
+
+logger = logging.getLogger("realtime.hub")
 
 
 @attrs.frozen
@@ -129,6 +136,8 @@ class Hub:
         self._history_messages = history_messages
         self._history_seconds = history_seconds
         self._clients: dict[str, Outbox] = {}
+        #: The keys of ``_clients``, sorted: pages of ``/ws/stats`` in id order.
+        self._client_ids: SortedList[str] = SortedList()
         self._channel_subscribers: dict[Channel, set[Outbox]] = {c: set() for c in Channel}
         self._symbol_subscribers: dict[str, set[Outbox]] = {}
         self._last_prices: dict[str, _Frames] = {}
@@ -150,7 +159,9 @@ class Hub:
         and returned."""
         older = self._clients.get(outbox.client_id)
         self._clients[outbox.client_id] = outbox
-        if older is not None:
+        if older is None:
+            self._client_ids.add(outbox.client_id)
+        else:
             self.replaced += 1
             older.close(
                 CloseCode.REPLACED, "Replaced by a newer connection with the same client id"
@@ -163,6 +174,7 @@ class Hub:
             self.apply(outbox, change)
         if self._clients.get(outbox.client_id) is outbox:
             del self._clients[outbox.client_id]
+            self._client_ids.remove(outbox.client_id)
 
     @property
     def connection_count(self) -> int:
@@ -170,6 +182,16 @@ class Hub:
 
     def outboxes(self) -> list[Outbox]:
         return list(self._clients.values())
+
+    def clients_page(self, limit: int, after: str | None = None) -> tuple[list[Outbox], bool]:
+        """Up to ``limit`` connections, by client id (code-point order), starting after
+        the id ``after`` (which need not be connected; ``None``: from the first), and
+        whether more follow. O(log n + limit): it never walks every connection."""
+        ids = self._client_ids
+        start = 0 if after is None else ids.bisect_right(after)
+        clients = self._clients
+        page = [clients[client_id] for client_id in ids.islice(start, start + limit)]
+        return page, start + limit < len(ids)
 
     # --- subscriptions ------------------------------------------------------------
 
@@ -259,6 +281,8 @@ class Hub:
             )
             frames = _Frames(message)
             self._last_prices[symbol] = frames
+            if logger.isEnabledFor(logging.DEBUG):  # a dict lookup at info: the hot path
+                logger.debug("[WebSocket] Broadcasting price update: %s", symbol)
             self._fan_out_price(symbol, frames, event.to)
         else:
             seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
@@ -269,6 +293,8 @@ class Hub:
             history = self._history[channel]
             history.append((seq, self._clock(), event.to, frames))
             self._expire(history)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("[WebSocket] Broadcasting %s event", channel)
             self._fan_out(channel, frames, event.to)
         self.published += 1
         self._after_fan_out()
@@ -325,7 +351,7 @@ class Hub:
         )
         return HubStatistics(
             total_connections=len(self._clients),
-            clients=tuple(sorted(self._clients)),
+            clients=tuple(self._client_ids),
             channel_subscriptions=channel_counts,
             symbol_subscriptions=dict(sorted(symbol_counts.items())),
             published=self.published,

@@ -44,6 +44,15 @@ class GatewayCollector(Collector):
             "Price subscriptions summed over symbols",
             value=sum(stats.symbol_subscriptions.values()),
         )
+        # One series per symbol with a subscriber: at most the price universe.
+        per_symbol = GaugeMetricFamily(
+            "realtime_symbol_subscribers",
+            "Connections receiving a price symbol (by name or subscribed to every symbol)",
+            labels=["symbol"],
+        )
+        for symbol, count in stats.symbol_subscriptions.items():
+            per_symbol.add_metric([symbol], count)
+        yield per_symbol
         counters = (
             ("realtime_messages_published", "Events published into the hub", stats.published),
             ("realtime_messages_offered", "Messages offered to outboxes", stats.offered),

@@ -9,7 +9,8 @@ the listener closes and everything else is cancelled.
 
 Feeds: the price source (the simulated market, or a replay file) publishes through a
 :class:`feeds.PriceTap` into the bus; the alert, signal and portfolio feeds read the
-tap's prices and publish into the bus. Each runs under :func:`supervise`.
+tap's prices and publish into the bus, and the demo's system notifications go
+straight into it. Each runs under :func:`supervise`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import trio
 
 from feeds import (
     AlertFeed,
+    DemoEventsFeed,
     PortfolioFeed,
     PriceFeed,
     PriceFeedConfig,
@@ -45,6 +47,7 @@ from protocol import Channel, NotificationData, NotificationType
 from ._app import GatewayApp
 from ._bus import InProcessBus
 from ._config import Config
+from ._cors import CORS
 from ._delivery import Delivery
 from ._hub import Event, Hub, utc_now
 from ._metrics import make_registry
@@ -72,6 +75,8 @@ class Feeds:
     alerts: AlertFeed
     signals: SignalFeed
     portfolio: PortfolioFeed
+    #: The demo's system notifications (``--demo-events``).
+    events: DemoEventsFeed
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -79,16 +84,18 @@ class Feeds:
         return self.prices.symbols
 
     def supervised(
-        self, *, derived: bool = True
+        self, *, derived: bool = True, demo_events: bool = True
     ) -> list[tuple[str, Callable[[Publisher], Awaitable[object]]]]:
         """(name, run) of each feed, consumers of the tap first; ``derived`` False leaves
-        out the feeds computed from prices (alerts, signals, portfolio)."""
+        out the feeds computed from prices (alerts, signals, portfolio), ``demo_events``
+        False the demo's system notifications."""
         derived_feeds = [
             ("alerts", self.alerts.run),
             ("signals", self.signals.run),
             ("portfolio", self.portfolio.run),
         ]
-        return [*(derived_feeds if derived else []), ("prices", self.prices.run)]
+        events = [("demo-events", self.events.run)] if demo_events else []
+        return [*(derived_feeds if derived else []), *events, ("prices", self.prices.run)]
 
 
 def build_feeds(config: Config, bus: Publisher) -> Feeds:
@@ -130,6 +137,7 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
         alerts=AlertFeed(tap, rules),
         signals=SignalFeed(tap, interval=config.signal_interval),
         portfolio=PortfolioFeed(tap, spec, interval=config.portfolio_interval),
+        events=DemoEventsFeed(prices.symbols, seed=config.seed),
     )
 
 
@@ -208,19 +216,25 @@ async def serve(
         api_key=config.api_key,
         max_body=config.publish_max_body,
     )
-    app = GatewayApp(
-        hub,
-        sessions,
-        make_registry(hub, sessions, delivery),
-        version=__version__,
-        publish=publish_api,
-        alert_rules=alert_rules_api,
+    app = CORS(
+        GatewayApp(
+            hub,
+            sessions,
+            make_registry(hub, sessions, delivery),
+            version=__version__,
+            publish=publish_api,
+            alert_rules=alert_rules_api,
+        ),
+        config.allowed_origins,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(delivery.run)
         await nursery.start(sessions.run)
         if config.feeds:
-            for name, run in feeds.supervised(derived=config.derived_feeds):
+            supervised = feeds.supervised(
+                derived=config.derived_feeds, demo_events=config.demo_events
+            )
+            for name, run in supervised:
                 publisher: Publisher = feeds.tap if name == "prices" else bus
                 nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
         listener: Listener = await nursery.start(

@@ -47,6 +47,7 @@ from protocol import (
     RequestHandler,
     ServerMessage,
     Subscribe,
+    Subscriptions,
     Unsubscribe,
     Welcome,
     encode,
@@ -55,7 +56,7 @@ from protocol import (
 from ._config import Config
 from ._delivery import Delivery, Outlet
 from ._hub import Hub, utc_now
-from ._outbox import OutboxLimits
+from ._outbox import Outbox, OutboxLimits
 from .ws import (
     PING_FRAME,
     ConnectionClosed,
@@ -164,6 +165,12 @@ class Sessions:
                 # Only a peer that said nothing for a whole interval is asked: one heard
                 # from since is alive, and a ping it does not need can cross its close.
                 session.offer(PING_FRAME)
+
+    @staticmethod
+    def subscriptions_of(outbox: Outbox) -> Subscriptions | None:
+        """The subscription state of a connection the hub holds (``None`` for an outbox
+        that is not one of these sessions): what its requests left it subscribed to."""
+        return outbox.requests.subscriptions if isinstance(outbox, _Session) else None
 
     # --- connections ----------------------------------------------------------------
 

@@ -23,9 +23,11 @@ TIMEOUT = 10.0
 
 
 async def start_gateway(nursery: trio.Nursery, **settings: Any) -> Server:
-    """The real gateway on 127.0.0.1, a free port, fast ticks, a fixed seed."""
+    """The real gateway on 127.0.0.1, a free port, fast ticks, a fixed seed, and without
+    the demo's system notifications (tests that read notifications expect their own)."""
     settings.setdefault("tick_rate", 20.0)
     settings.setdefault("seed", 7)
+    settings.setdefault("demo_events", False)
     server: Server = await nursery.start(serve, Config(port=0, **settings))
     return server
 

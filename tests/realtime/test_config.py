@@ -23,6 +23,9 @@ def test_defaults_are_the_documented_limits() -> None:
     assert (config.history_messages, config.history_seconds) == (1000, 600)
     assert config.max_connections == 50_000
     assert config.shutdown_grace == 10
+    assert (config.log_max_bytes, config.log_backups) == (10 * 1024 * 1024, 5)
+    assert config.demo_events is True
+    assert config.cors_origins is None
 
 
 def test_environment_then_flags() -> None:
@@ -54,6 +57,16 @@ def test_environment_then_flags() -> None:
         ),
         ({"REALTIME_LOG_LEVEL": "loud"}, "log_level"),
         ({"REALTIME_CERTFILE": "cert.pem"}, "--certfile and --keyfile go together"),
+        (
+            {"REALTIME_LOG_MAX_BYTES": "0"},
+            "--log-max-bytes (REALTIME_LOG_MAX_BYTES) must be greater than 0",
+        ),
+        (
+            # 0 backups would make the handler never rotate: the file would grow forever.
+            {"REALTIME_LOG_BACKUPS": "0"},
+            "--log-backups (REALTIME_LOG_BACKUPS) must be greater than 0",
+        ),
+        ({"REALTIME_DEMO_EVENTS": "sometimes"}, "--demo-events (REALTIME_DEMO_EVENTS) must be"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:

@@ -88,9 +88,8 @@ async def test_subscription(nursery: trio.Nursery) -> None:
             assert ack["id"] == 2
             _, body = await http_get(server.port, "/ws/stats")
             stats = json.loads(body)
-            assert stats["channel_subscriptions"]["prices"] == 1
-            assert stats["channel_subscriptions"]["alerts"] == 1
-            assert stats["symbol_subscriptions"] == {"MSFT": 1}
+            assert stats["channel_subscriptions"] == {"client-123": ["prices", "alerts"]}
+            assert stats["symbol_subscriptions"] == {"client-123": ["MSFT"]}
 
 
 async def test_price_updates(nursery: trio.Nursery) -> None:
@@ -153,8 +152,8 @@ async def test_multiple_clients(nursery: trio.Nursery) -> None:
             _, body = await http_get(server.port, "/ws/stats")
             stats = json.loads(body)
             assert stats["total_connections"] == 2
-            assert sorted(stats["clients"]) == ["alice", "bob"]
-            assert stats["symbol_subscriptions"] == {"TSLA": 2}
+            assert stats["clients"] == ["alice", "bob"]
+            assert stats["symbol_subscriptions"] == {"alice": ["TSLA"], "bob": ["TSLA"]}
 
 
 def _is_price(message: dict[str, object]) -> bool:
@@ -347,10 +346,11 @@ async def test_http_routes_on_the_same_port(nursery: trio.Nursery) -> None:
         "channel_subscriptions",
         "symbol_subscriptions",
     }
-    assert stats["symbol_subscriptions"] == {"AAPL": 1}
+    assert stats["symbol_subscriptions"] == {"watcher": ["AAPL"]}
     metrics = responses[2][2].decode()
     assert "realtime_connections 1.0" in metrics
     assert 'realtime_channel_subscriptions{channel="prices"} 1.0' in metrics
+    assert 'realtime_symbol_subscribers{symbol="AAPL"} 1.0' in metrics
     assert "realtime_messages_sent_total" in metrics
     match = re.search(r"^realtime_trio_tasks (\S+)$", metrics, re.MULTILINE)
     assert match is not None

@@ -176,6 +176,24 @@ def test_newer_connection_with_the_same_id_closes_the_older(hub: Hub) -> None:
     assert hub.statistics().clients == ("same",)
 
 
+def test_clients_page_in_id_order(hub: Hub) -> None:
+    outboxes = {name: Outbox(name, Codec.JSON, OutboxLimits()) for name in ("c", "a", "b", "d")}
+    for outbox in outboxes.values():
+        hub.register(outbox)
+    hub.register(Outbox("b", Codec.JSON, OutboxLimits()))  # replaces b: listed once
+    page, more = hub.clients_page(2)
+    assert [o.client_id for o in page] == ["a", "b"]
+    assert more
+    page, more = hub.clients_page(2, after="b")
+    assert [o.client_id for o in page] == ["c", "d"]
+    assert not more
+    assert [o.client_id for o in hub.clients_page(10, after="bb")[0]] == ["c", "d"]
+    assert hub.clients_page(0) == ([], True)
+    hub.unregister(outboxes["c"], [])
+    assert [o.client_id for o in hub.clients_page(10)[0]] == ["a", "b", "d"]
+    assert hub.statistics().clients == ("a", "b", "d")
+
+
 def test_snapshot_sends_the_last_price(hub: Hub) -> None:
     hub.publish(price("AAPL", 101))
     hub.publish(price("AAPL", 102))

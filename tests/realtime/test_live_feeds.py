@@ -237,3 +237,40 @@ async def test_derived_feeds_can_be_left_out(
     announced = {m["data"]["message"] for m in replayed}
     assert announced == {f"Feed {name} started" for name in started}
     assert bool(server.feeds.tap._streams) is derived
+
+
+@pytest.mark.parametrize("demo_events", [True, False])
+async def test_demo_events_can_be_turned_off(
+    nursery: trio.Nursery, socket_clock: trio.testing.MockClock, demo_events: bool
+) -> None:
+    # Virtual time: the first demo event is due 3 s after the start, and a minute of
+    # feeds passes in moments whenever the gateway is idle.
+    server = await start_gateway(nursery, tick_rate=1.0, demo_events=demo_events)
+    with trio.fail_after(120):  # virtual seconds, as every deadline here
+        async with connect(server) as client:
+            await client.request({"type": "subscribe", "channel": "prices"}, "subscribed")
+            await client.request(
+                {
+                    "type": "subscribe",
+                    "channel": "notifications",
+                    "since": 0,
+                    "epoch": client.welcome["epoch"],
+                },
+                "subscribed",
+            )
+            start = trio.current_time()
+            notes: list[dict[str, Any]] = []
+            # A virtual minute of the gateway's life, read as it comes.
+            while trio.current_time() - start < 60:
+                message = await client.next("notification", "price_update")
+                if message["type"] == "notification":
+                    notes.append(message["data"])
+    messages = [note["message"] for note in notes]
+    demo = [note for note in notes if not note["message"].startswith("Feed ")]
+    if demo_events:
+        assert "Feed demo-events started" in messages
+        assert {note["type"] for note in demo} >= {"success", "info", "warning"}
+        assert demo[0]["message"].startswith("Model training completed: ")
+    else:
+        assert "Feed demo-events started" not in messages
+        assert demo == []

@@ -6,6 +6,7 @@ import json
 import resource
 import signal
 import subprocess
+from pathlib import Path
 
 import trio
 from trio_websocket import ConnectionClosed
@@ -180,3 +181,36 @@ async def test_at_the_open_files_limit_clients_are_told_and_health_answers() -> 
                 await stream.aclose()
             process.kill()
             await process.wait()
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; empty while a rollover has it renamed away."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+async def test_log_file_rotates_within_its_bound(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "websocket.log"
+    oldest = log_file.with_name("websocket.log.2")
+    with trio.fail_after(TIMEOUT * 2):
+        # Debug logs every price broadcast: 50 ticks of 16 symbols a second fill 4 KiB fast.
+        process, _, log = await start_process(
+            *("--log-file", str(log_file), "--log-max-bytes", "4096", "--log-backups", "2"),
+            *("--log-level", "debug", "--tick-rate", "50"),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_log, process, log)
+            while not (first := _read(oldest)):
+                await trio.sleep(0.05)
+            # Rolled over once more with every backup taken: the oldest is dropped.
+            while _read(oldest) in (b"", first):
+                await trio.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    files = sorted(log_file.parent.iterdir())
+    assert [f.name for f in files] == ["websocket.log", "websocket.log.1", "websocket.log.2"]
+    assert all(f.stat().st_size <= 4096 for f in files), [f.stat().st_size for f in files]
+    text = "".join(f.read_text() for f in files)
+    assert "DEBUG realtime.hub: [WebSocket] Broadcasting price update: " in text
