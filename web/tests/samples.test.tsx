@@ -214,7 +214,9 @@ function lines(text: string): string[] {
     .filter((line) => line !== '');
 }
 
-describe.skipIf(!existsSync(SPEC))(`the samples are the spec's, verbatim (${SPEC})`, () => {
+// The spec lives beside the repository (../shared/spec), as in CI, which must check it:
+// there a missing spec fails; a clone on its own skips this part.
+describe.skipIf(!existsSync(SPEC) && !process.env.CI)(`the samples are the spec's, verbatim (${SPEC})`, () => {
   const spec = existsSync(SPEC) ? readFileSync(SPEC, 'utf8') : '';
   const frontend = spec.slice(spec.indexOf('## Frontend Usage'), spec.indexOf('## Configuration'));
   const blocks = [...frontend.matchAll(/```typescript\n([\s\S]*?)```/g)].map((match) => match[1] ?? '');
