@@ -65,6 +65,11 @@ logger = logging.getLogger("realtime.websocket")
 COALESCE_LOAD: Final = 0.25
 LOAD_WINDOW: Final = 0.1
 
+#: The shortest wait a timer keeps to: epoll counts whole milliseconds, so a wait for
+#: a frame due sooner would outlast the flush delay (``Delivery(timer_resolution=0)``
+#: under a MockClock, whose timers are exact).
+TIMER_RESOLUTION: Final = 0.001
+
 
 class LoadMeter:
     """The share of time spent busy, judged once per window; pure.
@@ -186,8 +191,10 @@ class Delivery:
         write_timeout: float,
         clock: Callable[[], float] = trio.current_time,
         meter: LoadMeter | None = None,
+        timer_resolution: float = TIMER_RESOLUTION,
     ) -> None:
         self.flush_delay = flush_delay
+        self.timer_resolution = timer_resolution
         self.write_timeout = write_timeout
         self._clock = clock
         self.meter = meter if meter is not None else LoadMeter(now=clock())
@@ -238,25 +245,30 @@ class Delivery:
 
     async def _flush_forever(self) -> None:
         while True:
-            if not self._now:
-                later = self._later
+            later = self._later
+            if not self._now and (
+                not later or later[0].due - self._clock() >= self.timer_resolution
+            ):
                 if later:
                     with trio.move_on_at(later[0].due):
                         await _park(self, "_flusher")
                 else:
                     await _park(self, "_flusher")
-            self._flush_queued()
+            # A wait shorter than a timer can measure would last longer than asked:
+            # what is due that soon is written now.
+            self._flush_queued(self._clock() + self.timer_resolution)
 
-    def _flush_queued(self) -> None:
-        """Write every queued outlet, and those waiting out the flush delay that are due;
-        count the burst's time as busy."""
+    def _flush_queued(self, until: float | None = None) -> None:
+        """Write every queued outlet, and those waiting out the flush delay that are due
+        by ``until`` (default: now); count the burst's time as busy."""
         clock, now_queue, later = self._clock, self._now, self._later
         started = self._burst_started
         self._burst_started = None
         now = clock()
+        due = now if until is None else until
         while now_queue:
             self._flush(now_queue.popleft(), now)
-        while later and later[0].due <= now:
+        while later and later[0].due <= due:
             self._flush(later.popleft(), now)
         self.meter.busy(now if started is None else started, clock())
 

@@ -65,9 +65,14 @@ async def open_rig(
     flush_delay: float = FLUSH_DELAY,
     meter: LoadMeter | None = None,
     send_buffer: int | None = None,
+    timer_resolution: float = 0.0,
 ) -> AsyncIterator[Rig]:
     delivery = Delivery(
-        flush_delay=flush_delay, write_timeout=WRITE_TIMEOUT, clock=trio.current_time, meter=meter
+        flush_delay=flush_delay,
+        write_timeout=WRITE_TIMEOUT,
+        clock=trio.current_time,
+        meter=meter,
+        timer_resolution=timer_resolution,
     )
     hub = Hub(universe=UNIVERSE, clock=trio.current_time, after_fan_out=delivery.fanned_out)
     bus = InProcessBus()
@@ -200,6 +205,20 @@ async def test_under_load_bursts_within_the_flush_delay_share_a_write(
         assert [orjson_id(p) for p in await rig.received(11)] == [
             "0", "1", "2", "0", "1", "0", "1", "0", "1", "0", "1",
         ]  # fmt: skip
+
+
+async def test_a_wait_shorter_than_the_timer_can_keep_is_not_waited(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # epoll counts milliseconds: a 0.5 ms wait for the flush delay would last 1 ms. So
+    # once the publisher yields, what is due within the timer's resolution goes now.
+    forced = LoadMeter(now=0.0, threshold=0.0)
+    async with open_rig(meter=forced, timer_resolution=0.001) as rig:
+        await rig.publish(3)
+        await trio.testing.wait_all_tasks_blocked()
+        await rig.publish(2)  # written 0 s ago: it would wait the flush delay
+        await trio.testing.wait_all_tasks_blocked()
+        assert (rig.delivery.writes, rig.delivery.messages_sent) == (2, 5)
 
 
 async def test_with_no_flush_delay_every_event_is_its_own_write(
