@@ -14,9 +14,9 @@ from __future__ import annotations
 import resource
 from typing import Final
 
-#: Descriptors kept for the gateway's own files and HTTP requests: at least this many,
-#: or a tenth of the limit when that is more.
-MIN_RESERVE: Final = 64
+#: Descriptors kept for the gateway's own files (about 30: the event loop, logs, the
+#: listening sockets) and for HTTP requests such as ``/health`` at the cap.
+RESERVED_FILES: Final = 64
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -38,5 +38,4 @@ def connection_cap(max_connections: int, open_files: int) -> int:
     open files limit leaves no room for that many plus the gateway's own."""
     if open_files == resource.RLIM_INFINITY:
         return max_connections
-    reserve = max(MIN_RESERVE, open_files // 10)
-    return max(1, min(max_connections, open_files - reserve))
+    return max(1, min(max_connections, open_files - RESERVED_FILES))

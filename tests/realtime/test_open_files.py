@@ -6,14 +6,14 @@ import resource
 
 import pytest
 
-from realtime._open_files import MIN_RESERVE, connection_cap
+from realtime._open_files import RESERVED_FILES, connection_cap
 
 
 @pytest.mark.parametrize(
     ("max_connections", "open_files", "cap"),
     [
-        (50_000, 20_000, 18_000),  # a tenth kept for the gateway's own files
-        (50_000, 200, 200 - MIN_RESERVE),  # but never fewer than MIN_RESERVE
+        (50_000, 20_000, 20_000 - RESERVED_FILES),  # room kept for the gateway's own
+        (50_000, 200, 200 - RESERVED_FILES),
         (1_000, 20_000, 1_000),  # the configured figure when the limit leaves room
         (50_000, 10, 1),  # a limit too small for the reserve still takes one
         (50_000, resource.RLIM_INFINITY, 50_000),
