@@ -213,6 +213,9 @@ class Config:
         repr=False,  # never in a log or a traceback
     )
     publish_max_body: int = _setting(64 * 1024, "largest POST /api/publish body, bytes (413)")
+    body_timeout: float = _setting(
+        10.0, "seconds an HTTP API request body may take to arrive (408)"
+    )
 
     cors_origins: str | None = _setting(
         None,

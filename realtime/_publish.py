@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import orjson
+import trio
 
 from feeds import Publisher
 from protocol import (
@@ -64,6 +65,8 @@ _FIELDS: Final = ("channel", "data", "to")
 _CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
 #: Refusals worth a warning in the log: someone without the key, or misconfigured,
 #: or sending too much; not the everyday 4xx of a bad body.
+#: Seconds a request body may take to arrive, whole (408 past it).
+BODY_TIMEOUT: Final = 10.0
 _LOGGED_REFUSALS: Final = frozenset({401, 403, 413})
 
 
@@ -97,9 +100,12 @@ class APIEndpoint:
     #: What the 403 of an API that is off calls it.
     _api_name = "The HTTP API"
 
-    def __init__(self, *, api_key: str | None, max_body: int) -> None:
+    def __init__(
+        self, *, api_key: str | None, max_body: int, body_timeout: float = BODY_TIMEOUT
+    ) -> None:
         self._key = api_key.encode("utf-8") if api_key else None
         self._max_body = max_body
+        self._body_timeout = body_timeout
         #: Requests refused since start.
         self.rejected = 0
 
@@ -165,7 +171,9 @@ class APIEndpoint:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body; 413 as soon as it is known to exceed ``max_body`` (from
-        ``Content-Length``, or while reading), 400 if the client goes away mid-body."""
+        ``Content-Length``, or while reading), 400 if the client goes away mid-body,
+        408 unless all of it arrived within ``body_timeout`` (a body trickled in a
+        byte at a time would hold the request open for as long as the client likes)."""
         limit = self._max_body
         too_large = Reject(413, TOO_LARGE, f"The body is larger than {limit} bytes")
         for name, value in scope["headers"]:
@@ -173,17 +181,24 @@ class APIEndpoint:
                 raise too_large
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                raise Reject(400, ErrorCode.INVALID_MESSAGE, "The request body was cut off")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        with trio.move_on_after(self._body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    raise Reject(400, ErrorCode.INVALID_MESSAGE, "The request body was cut off")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        raise Reject(
+            408,
+            ErrorCode.INVALID_MESSAGE,
+            f"The request body did not arrive within {self._body_timeout:g} s",
+            headers=[(b"connection", b"close")],
+        )
 
 
 class PublishAPI(APIEndpoint):
@@ -195,8 +210,15 @@ class PublishAPI(APIEndpoint):
     _action = "publish"
     _api_name = "The publish API"
 
-    def __init__(self, publisher: Publisher, *, api_key: str | None, max_body: int) -> None:
-        super().__init__(api_key=api_key, max_body=max_body)
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        api_key: str | None,
+        max_body: int,
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:
+        super().__init__(api_key=api_key, max_body=max_body, body_timeout=body_timeout)
         self._publisher = publisher
         #: Events accepted since start.
         self.accepted = 0

@@ -50,7 +50,7 @@ from feeds import MAX_RULES, AlertEngine, AlertRule, RuleError, parse_rule
 # parse_rule and RuleError are not re-exported by feeds/__init__ (yet).
 from protocol import ErrorCode
 
-from ._publish import APIEndpoint, Headers, Receive, Reject, Scope, json_object, peer
+from ._publish import BODY_TIMEOUT, APIEndpoint, Headers, Receive, Reject, Scope, json_object, peer
 
 logger = logging.getLogger("realtime.api")
 
@@ -103,8 +103,9 @@ class AlertRulesAPI(APIEndpoint):
         *,
         api_key: str | None,
         max_body: int,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
-        super().__init__(api_key=api_key, max_body=max_body)
+        super().__init__(api_key=api_key, max_body=max_body, body_timeout=body_timeout)
         self._engine = engine
         self._universe = frozenset(universe)
         self._universe_text = ", ".join(sorted(self._universe)[:_NAMED_SYMBOLS]) + (

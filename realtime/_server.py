@@ -207,7 +207,12 @@ async def serve(
     )
     sessions = Sessions(config, hub, delivery, server_version=__version__)
     bus.attach(hub)
-    publish_api = PublishAPI(bus, api_key=config.api_key, max_body=config.publish_max_body)
+    publish_api = PublishAPI(
+        bus,
+        api_key=config.api_key,
+        max_body=config.publish_max_body,
+        body_timeout=config.body_timeout,
+    )
     # The feed's own engine, which outlives the feed's restarts: rules added over HTTP
     # are evaluated from the next tick on and survive a crash of the feed.
     alert_rules_api = AlertRulesAPI(
@@ -215,6 +220,7 @@ async def serve(
         feeds.symbols,
         api_key=config.api_key,
         max_body=config.publish_max_body,
+        body_timeout=config.body_timeout,
     )
     app = CORS(
         GatewayApp(

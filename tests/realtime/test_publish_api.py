@@ -238,3 +238,34 @@ async def test_body_size_is_bounded(nursery: trio.Nursery) -> None:
         assert (status, body["code"]) == (413, "too_large")
         assert body["error"] == "The body is larger than 1024 bytes"
     assert server.hub.published == 1
+
+
+async def test_a_trickled_body_gets_408_at_the_body_deadline(
+    nursery: trio.Nursery, socket_clock: trio.testing.MockClock
+) -> None:
+    # A valid key and a body sent a byte a second: it was still being read after 24 s.
+    server = await start_gateway(nursery, api_key=KEY, feeds=False, body_timeout=10.0)
+    with trio.fail_after(TIMEOUT * 10):  # virtual seconds
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(
+                b"POST /api/publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            started = trio.current_time()
+            response = b""
+            with trio.move_on_after(60):  # keeps trickling until the server answers
+                async with trio.open_nursery() as trickle:
+
+                    async def read() -> None:
+                        nonlocal response
+                        while b"\r\n\r\n" not in response:
+                            response += await stream.receive_some()
+                        trickle.cancel_scope.cancel()
+
+                    trickle.start_soon(read)
+                    while True:
+                        await trio.sleep(1)
+                        await stream.send_all(b" ")
+            assert response.startswith(b"HTTP/1.1 408 "), response
+            assert 10 <= trio.current_time() - started < 12  # virtual time: the deadline
+    assert server.publish_api.accepted == 0
