@@ -1,19 +1,13 @@
-import { act, cleanup, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { App } from '../src/dashboard/App';
-import { resetSharedClients } from '../src/lib/websocket';
 import { alert, FakeWebSocket, notification, price, welcome } from './fakeSocket';
+import { installFakeWebSocket } from './fakeGateway';
+
+installFakeWebSocket();
 
 beforeEach(() => {
-  FakeWebSocket.reset();
-  vi.stubGlobal('WebSocket', FakeWebSocket);
   localStorage.clear();
-});
-
-afterEach(() => {
-  cleanup(); // unmount what the test rendered (Vitest runs without globals: no auto-cleanup)
-  resetSharedClients();
-  vi.unstubAllGlobals();
 });
 
 describe('the dashboard', () => {

@@ -1,6 +1,6 @@
-import { act, cleanup, render, renderHook, waitFor } from '@testing-library/react';
+import { act, render, renderHook, waitFor } from '@testing-library/react';
 import { StrictMode, type ReactNode } from 'react';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   MAX_ALERTS,
   MAX_NOTIFICATIONS,
@@ -14,38 +14,13 @@ import {
   useWebSocket,
   type UseWebSocketOptions,
 } from '../src/hooks/useWebSocket';
-import { resetSharedClients } from '../src/lib/websocket';
-import { alert, FakeWebSocket, notification, price, signal, T, welcome } from './fakeSocket';
+import { alert, FakeWebSocket, notification, price, signal, T } from './fakeSocket';
+import { installFakeWebSocket, serverAccepts, serverSends } from './fakeGateway';
 
 const options: UseWebSocketOptions = { baseUrl: 'ws://gw.test:8000', clientId: 'hooks' };
 const strict = ({ children }: { children: ReactNode }) => <StrictMode>{children}</StrictMode>;
 
-beforeEach(() => {
-  FakeWebSocket.reset();
-  vi.stubGlobal('WebSocket', FakeWebSocket);
-});
-
-afterEach(() => {
-  cleanup(); // unmount what the test rendered (Vitest runs without globals: no auto-cleanup)
-  resetSharedClients();
-  vi.unstubAllGlobals();
-});
-
-/** Open the one socket and say hello, as the gateway does. */
-function serverAccepts(): FakeWebSocket {
-  const socket = FakeWebSocket.last;
-  act(() => {
-    socket.serverOpen();
-    socket.serverSend(welcome());
-  });
-  return socket;
-}
-
-function serverSends(...messages: Parameters<FakeWebSocket['serverSend']>[0][]): void {
-  act(() => {
-    for (const message of messages) FakeWebSocket.last.serverSend(message);
-  });
-}
+installFakeWebSocket();
 
 describe('useWebSocket', () => {
   it('reports the connection state and reconnects on demand', async () => {

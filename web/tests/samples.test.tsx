@@ -7,12 +7,12 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { act, cleanup, fireEvent, render, screen } from '@testing-library/react';
+import { act, fireEvent, render, screen } from '@testing-library/react';
 import { StrictMode } from 'react';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Channel, MessageType } from '@/hooks/useWebSocket';
 import { Channel as ProtocolChannel, MessageType as ProtocolMessageType } from '@/protocol';
-import { resetSharedClients, wsClient } from '@/lib/websocket';
+import { wsClient } from '@/lib/websocket';
 import { AlertsPanel } from '../src/samples/AlertsPanel';
 import { MyComponent } from '../src/samples/MyComponent';
 import { NotificationCenter } from '../src/samples/NotificationCenter';
@@ -20,32 +20,9 @@ import { PriceDisplay } from '../src/samples/PriceDisplay';
 import { SignalsPanel } from '../src/samples/SignalsPanel';
 import { wsClientSnippet } from '../src/samples/wsClientSnippet';
 import { alert, FakeWebSocket, notification, price, signal, welcome } from './fakeSocket';
+import { installFakeWebSocket, serverAccepts, serverSends } from './fakeGateway';
 
-beforeEach(() => {
-  FakeWebSocket.reset();
-  vi.stubGlobal('WebSocket', FakeWebSocket);
-});
-
-afterEach(() => {
-  cleanup(); // unmount what the test rendered (Vitest runs without globals: no auto-cleanup)
-  resetSharedClients();
-  vi.unstubAllGlobals();
-});
-
-function serverAccepts(): FakeWebSocket {
-  const socket = FakeWebSocket.last;
-  act(() => {
-    socket.serverOpen();
-    socket.serverSend(welcome());
-  });
-  return socket;
-}
-
-function serverSends(...messages: Parameters<FakeWebSocket['serverSend']>[0][]): void {
-  act(() => {
-    for (const message of messages) FakeWebSocket.last.serverSend(message);
-  });
-}
+installFakeWebSocket();
 
 /** Past the animation frame that batches prices, and every deferred release. */
 async function settle(): Promise<void> {
