@@ -422,6 +422,18 @@ class HandlerMachine(RuleBasedStateMachine):
     def _timestamp(self) -> datetime:
         return T0 + timedelta(seconds=self.now)
 
+    def _decoded(self, request: p.Subscribe | p.Unsubscribe, step: float) -> bool:
+        """Send ``request``; True when the handler hands it back for the server to
+        apply, False when the rate limit dropped it or decoding refused its symbols."""
+        outcome = self._receive(p.encode(request, self.codec), step)
+        if outcome is None:
+            return False
+        if request.symbols is not None and len(request.symbols) > LIMITS.max_symbols:
+            self._expect_error(outcome, E.TOO_MANY_SYMBOLS, request.id)
+            return False
+        assert outcome == request
+        return True
+
     def _expect_error(self, outcome: object, code: ErrorCode, request_id: object) -> None:
         assert isinstance(outcome, p.Reply)
         assert isinstance(outcome.message, p.ErrorReply)
@@ -485,13 +497,8 @@ class HandlerMachine(RuleBasedStateMachine):
             epoch=epoch,
             id=request_id,
         )
-        outcome = self._receive(p.encode(request, self.codec), step)
-        if outcome is None:
+        if not self._decoded(request, step):
             return
-        if symbols is not None and len(symbols) > LIMITS.max_symbols:
-            self._expect_error(outcome, E.TOO_MANY_SYMBOLS, request_id)
-            return
-        assert outcome == request
         current = self.model.get(channel)
         new: p.Selection | None = ALL_SYMBOLS
         refusal: ErrorCode | None = None
@@ -530,13 +537,8 @@ class HandlerMachine(RuleBasedStateMachine):
         request = p.Unsubscribe(
             channel=channel, symbols=None if symbols is None else tuple(symbols), id=request_id
         )
-        outcome = self._receive(p.encode(request, self.codec), step)
-        if outcome is None:
+        if not self._decoded(request, step):
             return
-        if symbols is not None and len(symbols) > LIMITS.max_symbols:
-            self._expect_error(outcome, E.TOO_MANY_SYMBOLS, request_id)
-            return
-        assert outcome == request
         current = self.model.get(channel)
         new: p.Selection | None = None
         refusal: ErrorCode | None = None
