@@ -158,8 +158,8 @@ class Config:
     shutdown_grace: float = _setting(10.0, "seconds to drain on SIGTERM before aborting")
     flush_delay: float = _setting(
         0.0005,
-        "seconds frames for a connection written that recently wait to share one write "
-        "(0: each event is written at once)",
+        "seconds a frame may wait to share a write: for the end of its burst, or under "
+        "load after the connection's last write (0: each event is written at once)",
         validator=_flush_delay,
     )
 
