@@ -17,6 +17,13 @@ delivery decides when and how:
   ``flush_delay`` is written there and then, from the publisher's task, after the
   event that took it past (the hub calls :meth:`Delivery.fanned_out` after each):
   no frame waits longer than that for its burst to end.
+* **Wide events are written at once.** An event that alone made ``WIDE_EVENT``
+  outlets pending (a price with a hundred subscribers, a notification to everyone)
+  is written right after its fan-out, with what the burst left pending before it.
+  Its own writes already take about the flush delay, and every frame of a burst waits
+  for every write of it: coalescing the next events with it would cut the number of
+  writes but make each of its subscribers wait for all of them. Latency wins here;
+  under load the time-window rule below still merges such writes.
 * **Time-window coalescing under load.** While the gateway spends at least
   ``COALESCE_LOAD`` of its time delivering (the :class:`LoadMeter`, judged per
   ``LOAD_WINDOW``), an outlet written less than ``flush_delay`` ago waits that long
@@ -69,6 +76,10 @@ LOAD_WINDOW: Final = 0.1
 #: a frame due sooner would outlast the flush delay (``Delivery(timer_resolution=0)``
 #: under a MockClock, whose timers are exact).
 TIMER_RESOLUTION: Final = 0.001
+
+#: Outlets an event must make pending to be written right after its own fan-out: at
+#: several µs a write, its writes alone last about the default flush delay.
+WIDE_EVENT: Final = 64
 
 
 class LoadMeter:
@@ -192,8 +203,10 @@ class Delivery:
         clock: Callable[[], float] = trio.current_time,
         meter: LoadMeter | None = None,
         timer_resolution: float = TIMER_RESOLUTION,
+        wide_event: int = WIDE_EVENT,
     ) -> None:
         self.flush_delay = flush_delay
+        self.wide_event = wide_event
         self.timer_resolution = timer_resolution
         self.write_timeout = write_timeout
         self._clock = clock
@@ -204,6 +217,8 @@ class Delivery:
         self._later: deque[Outlet] = deque()
         #: When the burst now being offered began: one clock read per burst.
         self._burst_started: float | None = None
+        #: Outlets queued to write now as of the end of the last event's fan-out.
+        self._queued_before = 0
         self._flusher: Task | None = None
         self._writers: trio.Nursery | None = None
         self.messages_sent = 0
@@ -238,10 +253,18 @@ class Delivery:
 
     def fanned_out(self) -> None:
         """Called after each published event: write what the burst so far left pending
-        once it has gone on for ``flush_delay``."""
+        if this event was wide, or once the burst has gone on for ``flush_delay``."""
         started = self._burst_started
-        if started is not None and self._clock() - started >= self.flush_delay:
+        if started is None:
+            return
+        queued = len(self._now)
+        if (
+            queued - self._queued_before >= self.wide_event
+            or self._clock() - started >= self.flush_delay
+        ):
             self._flush_queued()
+        else:
+            self._queued_before = queued
 
     async def _flush_forever(self) -> None:
         while True:
@@ -264,6 +287,7 @@ class Delivery:
         clock, now_queue, later = self._clock, self._now, self._later
         started = self._burst_started
         self._burst_started = None
+        self._queued_before = 0
         now = clock()
         due = now if until is None else until
         while now_queue:

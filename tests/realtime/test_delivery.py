@@ -17,7 +17,13 @@ import trio.testing
 
 from protocol import Channel, Codec, NotificationData, NotificationType, Subscriptions
 from realtime._bus import InProcessBus
-from realtime._delivery import COALESCE_LOAD, LOAD_WINDOW, Delivery, LoadMeter, Outlet
+from realtime._delivery import (
+    COALESCE_LOAD,
+    LOAD_WINDOW,
+    Delivery,
+    LoadMeter,
+    Outlet,
+)
 from realtime._hub import Hub
 from realtime._outbox import OutboxLimits
 from realtime.ws import RequestHead, WebSocketConnection
@@ -66,13 +72,16 @@ async def open_rig(
     meter: LoadMeter | None = None,
     send_buffer: int | None = None,
     timer_resolution: float = 0.0,
+    wide_event: int = 2,
 ) -> AsyncIterator[Rig]:
+    """The rig's one subscriber never makes an event wide unless ``wide_event=1``."""
     delivery = Delivery(
         flush_delay=flush_delay,
         write_timeout=WRITE_TIMEOUT,
         clock=trio.current_time,
         meter=meter,
         timer_resolution=timer_resolution,
+        wide_event=wide_event,
     )
     hub = Hub(universe=UNIVERSE, clock=trio.current_time, after_fan_out=delivery.fanned_out)
     bus = InProcessBus()
@@ -172,6 +181,40 @@ async def test_a_burst_that_goes_on_is_written_once_it_is_flush_delay_old(
         await trio.testing.wait_all_tasks_blocked()
         assert (rig.delivery.writes, rig.delivery.messages_sent) == (2, 9)
         assert len(await rig.received(9)) == 9
+
+
+async def test_a_wide_event_is_written_right_after_its_fan_out(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # With one subscriber, an event is "wide" only for wide_event=1: each of the
+    # burst's events is then written before the next is published.
+    async with open_rig(wide_event=1) as rig:
+        await rig.publish(3)
+        assert (rig.delivery.writes, rig.delivery.messages_sent) == (3, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert rig.delivery.writes == 3
+        assert [orjson_id(p) for p in await rig.received(3)] == ["0", "1", "2"]
+
+
+async def test_an_event_is_wide_by_the_outlets_it_alone_made_pending(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(wide_event=2) as rig:
+        # A second outlet on the same socket: only the count of writes matters here.
+        second = Outlet(rig.outlet.ws, "b", OutboxLimits(), rig.delivery)
+        frame = b"\x81\x01x"
+        assert rig.outlet.offer(frame)
+        rig.delivery.fanned_out()  # one outlet made pending
+        for outlet in (rig.outlet, second):
+            assert outlet.offer(frame)
+        rig.delivery.fanned_out()  # two pending now, but only one of them new
+        assert rig.delivery.writes == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert (rig.delivery.writes, rig.delivery.messages_sent) == (2, 3)
+        for outlet in (rig.outlet, second):
+            assert outlet.offer(frame)
+        rig.delivery.fanned_out()  # two made pending by this event alone: wide
+        assert (rig.delivery.writes, rig.delivery.messages_sent) == (4, 5)
 
 
 async def test_idle_bursts_apart_are_written_apart(mock_clock: trio.testing.MockClock) -> None:
