@@ -181,19 +181,30 @@ class RequestHandler:
         return message
 
     def subscribe(
-        self, request: Subscribe, *, universe: Collection[str], timestamp: datetime
+        self,
+        request: Subscribe,
+        *,
+        universe: Collection[str],
+        timestamp: datetime,
+        seq: int | None = None,
     ) -> Accepted:
         """Apply ``request`` to :attr:`subscriptions`; its symbols must be in ``universe``.
 
         The symbols are kept as the request's own string objects: a server that wants
         one copy of each name shared by every connection passes a request holding its
-        own (``attrs.evolve``). ``since`` and ``epoch`` are the server's business.
-        Raises :class:`RemoteProtocolError` (``unknown_symbol``, ``too_many_symbols``,
-        ``invalid_message``) and then changes nothing.
+        own (``attrs.evolve``). ``since`` and ``epoch`` are the server's business, and
+        so is ``seq``, the position the ack carries (see :class:`Subscribed`): only the
+        server knows its history. Raises :class:`RemoteProtocolError`
+        (``unknown_symbol``, ``too_many_symbols``, ``invalid_message``) and then
+        changes nothing.
         """
         change = self.subscriptions.subscribe(request.channel, request.symbols, universe=universe)
         ack = Subscribed(
-            channel=request.channel, symbols=change.ack_symbols, id=request.id, timestamp=timestamp
+            channel=request.channel,
+            symbols=change.ack_symbols,
+            seq=seq,
+            id=request.id,
+            timestamp=timestamp,
         )
         return Accepted(change, ack)
 

@@ -179,10 +179,18 @@ class Welcome:
 
 @attrs.frozen(kw_only=True)
 class Subscribed:
-    """Ack of ``subscribe``. ``symbols``: the connection's prices symbols now; absent = all."""
+    """Ack of ``subscribe``. ``symbols``: the connection's prices symbols now; absent = all.
+    ``seq``: the subscription's position in the channel's stream (not on prices): the
+    messages of the channel that follow this ack are exactly those with a greater
+    ``seq`` (in the ``welcome``'s epoch), so a client resumes from it with ``since``
+    even when none has arrived yet. It is the channel's current ``seq`` (0 before its
+    first message), or on a resume the request's ``since``. Prices count ``seq`` per
+    symbol and are resumed by the snapshot of each symbol's last price, not by replay.
+    """
 
     channel: Channel
     symbols: tuple[str, ...] | None = attrs.field(default=None, metadata={"items": _SYMBOL})
+    seq: int | None = attrs.field(default=None, metadata=_NON_NEGATIVE)
     id: RequestId | None = None
     timestamp: datetime
 

@@ -229,6 +229,11 @@ class Hub:
             if frames is not None:
                 outbox.offer_price(symbol, frames.get(outbox.codec))
 
+    def position(self, channel: Channel) -> int:
+        """The last ``seq`` numbered on the non-price ``channel`` (0 before the first):
+        where a subscription made now starts, as ``subscribed.seq`` tells the client."""
+        return self._seqs.get(channel, 0)
+
     def replay(self, channel: Channel, since: int, epoch: str, client_id: str) -> list[_Frames]:
         """The channel's held messages with ``seq > since`` for ``client_id``, in order.
 

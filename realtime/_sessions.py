@@ -324,11 +324,22 @@ class Sessions:
                 return
             channel = request.channel
             replay = None
-            if request.since is not None and channel is not Channel.PRICES:
-                replay = hub.replay(channel, request.since, request.epoch or "", session.client_id)
+            # The ack's position: what follows it on the channel is exactly what comes
+            # after. Prices have none: they resume by their snapshot.
+            seq = None
+            if channel is not Channel.PRICES:
+                if request.since is None:
+                    seq = hub.position(channel)
+                else:
+                    replay = hub.replay(
+                        channel, request.since, request.epoch or "", session.client_id
+                    )
+                    seq = request.since
             if request.symbols is not None:
                 request = attrs.evolve(request, symbols=hub.canonical(request.symbols))
-            accepted = requests.subscribe(request, universe=hub.universe, timestamp=timestamp)
+            accepted = requests.subscribe(
+                request, universe=hub.universe, timestamp=timestamp, seq=seq
+            )
         except RemoteProtocolError as error:  # refused by the subscription state or history
             session.reply(requests.refuse(request, error, timestamp=timestamp).message)
             return

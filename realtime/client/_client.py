@@ -33,15 +33,21 @@ The supervisor loops over connections::
   seconds resets the count; a shorter one does not, so a server that accepts
   and at once closes cannot keep the client in a tight loop.
 
+Positions: every non-price channel the client holds has a position, the
+``(epoch, seq)`` it has everything up to. The ``subscribed`` ack sets it (its
+``seq``: what follows the ack on the channel is exactly what has a greater one,
+so a channel on which nothing has arrived yet has a position too), and each
+message on the channel advances it. A message at or below the position in the
+same epoch is a duplicate and is dropped. (A server that sends no ``seq`` in
+its ack leaves the channel without a position until its first message.)
+
 Restoring after a reconnect: for every channel the client holds it sends a
-``subscribe``; prices with the symbols held, other channels with ``since`` (the
-last ``seq`` seen on that channel) and ``epoch`` (the previous ``welcome``'s) so
-the server replays what was missed. ``history_unavailable`` (another epoch, or
-the window has passed) is answered with a plain ``subscribe`` and a
-:class:`HistoryGap` event for the consumer. A channel on which nothing arrived
-yet is resubscribed plainly: protocol v1 does not tell a subscriber the
-channel's ``seq`` at the time it subscribed. Messages at or below the last
-``seq`` seen are dropped as duplicates.
+``subscribe``; prices with the symbols held (the server sends their last
+prices: prices are state and need no replay), other channels with ``since`` and
+``epoch`` from their position, so the server replays exactly what was missed.
+``history_unavailable`` (another epoch: the gateway restarted or lost its
+history; or the window has passed) is answered with a :class:`HistoryGap` event
+for the consumer and a plain ``subscribe``, whose ack starts a new position.
 
 Requests (``subscribe``, ``unsubscribe``, ``ping``) wait for an open connection,
 send with a fresh integer ``id`` and wait for the reply with that ``id``; a
@@ -206,9 +212,12 @@ class Reconnected:
 
 @attrs.frozen
 class HistoryGap:
-    """Messages on ``channel`` after ``since`` (the last ``seq`` seen, in the previous
-    ``epoch``) could not be replayed after a reconnect: the server no longer holds
-    them or its history was reset. The subscription was restored without them."""
+    """Messages on ``channel`` after ``since`` in ``epoch`` (the client's position:
+    the last ``seq`` seen, or where its subscription started if none was) could not
+    be replayed after a reconnect: the server no longer holds them, or its history
+    was reset (a restart: the new ``welcome`` has another epoch). Some may have been
+    published, none will arrive: the subscription was restored without them, so a
+    consumer that must not miss any resyncs from elsewhere."""
 
     channel: Channel
     since: int
@@ -512,8 +521,9 @@ class Client:
         #: What the client holds, per channel: the prices symbols (None: every
         #: symbol), or None for the whole channel. Updated from the server's acks.
         self._held: dict[Channel, frozenset[str] | None] = {}
-        #: The last ``seq`` seen per non-price channel, with the epoch it counts in.
-        self._last_seq: dict[Channel, tuple[str, int]] = {}
+        #: The position per non-price channel held: the epoch, and the ``seq`` up to
+        #: which everything was received (from the ``subscribed`` ack, then messages).
+        self._positions: dict[Channel, tuple[str, int]] = {}
         self._started = False
         self._closing = False
         #: Cancels the current connection's tasks (``aclose``, a dead peer).
@@ -874,7 +884,7 @@ class Client:
     async def _restore(self, connection: _Connection) -> None:
         """Send a ``subscribe`` for everything held (see the module docstring)."""
         for channel, symbols in list(self._held.items()):
-            position = self._last_seq.get(channel)
+            position = self._positions.get(channel)
             since, epoch = (position[1], position[0]) if position is not None else (None, None)
             await self._send_restore(connection, _Restore(channel, symbols, since, epoch))
 
@@ -944,10 +954,10 @@ class Client:
         if not isinstance(message, PriceUpdate):
             channel = _channel_of(message)
             epoch = self.welcome.epoch if self.welcome is not None else ""
-            last = self._last_seq.get(channel)
+            last = self._positions.get(channel)
             if last is not None and last[0] == epoch and message.seq <= last[1]:
                 return  # replayed twice: already delivered
-            self._last_seq[channel] = (epoch, message.seq)
+            self._positions[channel] = (epoch, message.seq)
         self._inbox.put(message)
 
     def _record(self, ack: Subscribed | Unsubscribed) -> None:
@@ -957,10 +967,15 @@ class Client:
                 self._held[channel] = frozenset(ack.symbols) if ack.symbols is not None else None
             else:
                 self._held[channel] = None
+                if ack.seq is not None and self.welcome is not None:
+                    # Everything up to it was received before the ack, or, on a resume
+                    # (where it is our since), is replayed right after it.
+                    self._positions[channel] = (self.welcome.epoch, ack.seq)
         elif channel is Channel.PRICES and ack.symbols is not None:
             self._held[channel] = frozenset(ack.symbols)
         else:
             self._held.pop(channel, None)
+            self._positions.pop(channel, None)
 
     async def _restore_failed(
         self, connection: _Connection, restore: _Restore, error: ErrorReply
@@ -972,7 +987,7 @@ class Client:
         ):
             self._inbox.put(HistoryGap(restore.channel, restore.since, restore.epoch))
             # Another epoch numbers from scratch: forget the old position.
-            self._last_seq.pop(restore.channel, None)
+            self._positions.pop(restore.channel, None)
             plain = _Restore(restore.channel, restore.symbols, None, None)
             await self._send_restore(connection, plain)
             return

@@ -369,6 +369,56 @@ async def test_resume_with_since(target: Target) -> None:
             assert error["code"] == "history_unavailable"
 
 
+EVENTS = {
+    "alerts": "alert_triggered",
+    "signals": "trading_signal",
+    "portfolio": "portfolio_update",
+    "notifications": "notification",
+}
+
+
+@pytest.mark.parametrize("channel", list(EVENTS))
+async def test_subscribed_carries_the_position_the_channel_continues_from(
+    target: Target, channel: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with peer(target.ws(new_id("position"))) as connection:
+            epoch = connection.welcome["epoch"]
+            ack = await connection.request(
+                {"type": "subscribe", "channel": channel, "id": 1}, "subscribed"
+            )
+            position = ack["seq"]
+            assert isinstance(position, int)
+            assert position >= 0
+            # Whatever the channel carries next comes after the position, in order.
+            await connection.send({"type": "ping", "id": "after"})
+            received = await connection.collect_until(
+                lambda messages: bool(messages) and messages[-1]["type"] == "pong"
+            )
+            seqs = [m["seq"] for m in received if m["type"] == EVENTS[channel]]
+            assert all(seq > position for seq in seqs), (position, seqs)
+            assert seqs == sorted(seqs)
+            # A resume's position is its since: the replay follows the ack.
+            ack = await connection.request(
+                {"type": "subscribe", "channel": channel, "since": position, "epoch": epoch},
+                "subscribed",
+            )
+            assert ack["seq"] == position
+
+
+async def test_prices_subscribed_carries_no_position(target: Target) -> None:
+    # Prices count seq per symbol and resume by the snapshot, not by replay.
+    with trio.fail_after(TIMEOUT):
+        async with peer(target.ws(new_id("prices-position"))) as connection:
+            (symbol,) = symbols_of(connection, 1)
+            ack = await connection.request(
+                {"type": "subscribe", "channel": "prices", "symbols": [symbol]}, "subscribed"
+            )
+            assert "seq" not in ack
+            ack = await connection.request({"type": "subscribe", "channel": "prices"}, "subscribed")
+            assert "seq" not in ack
+
+
 # --- MessagePack ---------------------------------------------------------------------------
 
 

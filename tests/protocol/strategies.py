@@ -113,6 +113,7 @@ MESSAGES: dict[type[Any], st.SearchStrategy[Any]] = {
         p.Subscribed,
         channel=st.sampled_from(p.Channel),
         symbols=st.none() | symbol_tuples,
+        seq=st.none() | seqs,
         id=optional_ids,
         timestamp=timestamps,
     ),

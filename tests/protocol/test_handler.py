@@ -261,6 +261,17 @@ def test_subscribe_applies_and_acks() -> None:
     )
 
 
+def test_the_ack_carries_the_position_the_server_gives() -> None:
+    # Only the server knows its history: the handler puts what it is told in the ack.
+    handler = make()
+    request = p.Subscribe(channel=Channel.SIGNALS, id="s")
+    accepted = handler.subscribe(request, universe=(), timestamp=T0, seq=0)
+    assert accepted.reply == p.Subscribed(channel=Channel.SIGNALS, seq=0, id="s", timestamp=T0)
+    resume = p.Subscribe(channel=Channel.SIGNALS, since=12, epoch="e")
+    accepted = handler.subscribe(resume, universe=(), timestamp=T0, seq=12)
+    assert accepted.reply == p.Subscribed(channel=Channel.SIGNALS, seq=12, timestamp=T0)
+
+
 def test_unsubscribe_applies_and_acks() -> None:
     handler = make()
     handler.subscribe(

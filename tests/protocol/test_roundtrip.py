@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import jsonschema
 import orjson
 import pytest
@@ -78,6 +79,8 @@ def test_absent_optional_fields_are_left_out() -> None:
         "channel": "alerts",
         "timestamp": "2026-01-01T00:00:00Z",
     }
+    positioned = attrs.evolve(ack, seq=0)  # a position of 0 is a value, not an absence
+    assert orjson.loads(p.encode(positioned))["seq"] == 0
 
 
 def test_non_utc_timestamps_are_written_in_utc() -> None:

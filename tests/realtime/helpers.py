@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -181,14 +182,19 @@ REALTIME = [sys.executable, "-c", "from realtime._cli import main; main()"]
 
 
 async def start_process(
-    *args: str, preexec_fn: Callable[[], None] | None = None
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+    port: int = 0,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[trio.Process, int, list[bytes]]:
-    """``realtime serve`` on a free port as a process: it, its port, its log so far.
-    ``preexec_fn`` runs in the child before it starts (to set its limits, say)."""
+    """``realtime serve`` on ``port`` (0: a free one) as a process: it, its port, its
+    log so far. ``preexec_fn`` runs in the child before it starts (to set its limits,
+    say); ``env`` is added to this process's environment for it."""
     process = await trio.lowlevel.open_process(
-        [*REALTIME, "serve", "--port", "0", *args],
+        [*REALTIME, "serve", "--port", str(port), *args],
         stderr=subprocess.PIPE,
         preexec_fn=preexec_fn,
+        env=None if env is None else {**os.environ, **env},
     )
     assert process.stderr is not None
     log: list[bytes] = []

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-from protocol import ErrorCode
+from protocol import Channel, ErrorCode, NotificationData, NotificationType
 
 from .helpers import (
     TIMEOUT,
@@ -77,9 +77,11 @@ async def test_subscription(nursery: trio.Nursery) -> None:
             assert ack == {
                 "type": "subscribed",
                 "channel": "alerts",
+                "seq": ack["seq"],  # the channel's position: the feeds may have fired
                 "id": "a",
                 "timestamp": ack["timestamp"],
             }
+            assert ack["seq"] >= 0
             ack = await client.request(
                 {"type": "unsubscribe", "channel": "prices", "symbols": ["AAPL"], "id": 2},
                 "unsubscribed",
@@ -256,6 +258,40 @@ async def test_second_connection_with_same_id_replaces_the_first(nursery: trio.N
                 stats = server.hub.statistics()
                 assert stats.clients == ("twin",)
                 assert stats.channel_subscriptions["alerts"] == 0
+
+
+async def test_subscribed_carries_the_position_the_channel_continues_from(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_gateway(nursery, feeds=False)
+    subscribe = {"type": "subscribe", "channel": "notifications"}
+
+    def note(n: int) -> NotificationData:
+        return NotificationData(id=f"n{n}", message=f"note {n}", type=NotificationType.INFO)
+
+    def notes(message: dict[str, Any]) -> bool:
+        return bool(message["type"] == "notification")
+
+    with trio.fail_after(TIMEOUT):
+        async with connect(server, "early") as early:
+            # Nothing published yet, and still a position to resume from.
+            assert (await early.request(subscribe, "subscribed"))["seq"] == 0
+            prices = {"type": "subscribe", "channel": "prices", "symbols": ["AAPL"]}
+            assert "seq" not in await early.request(prices, "subscribed")  # counted per symbol
+            for n in (1, 2, 3):
+                await server.bus.publish(Channel.NOTIFICATIONS, note(n))
+            assert [m["seq"] for m in await early.queued(notes)] == [1, 2, 3]
+            epoch = early.welcome["epoch"]
+        async with connect(server, "late") as late:
+            # What follows the ack is exactly what comes after its seq.
+            assert (await late.request(subscribe, "subscribed"))["seq"] == 3
+            await server.bus.publish(Channel.NOTIFICATIONS, note(4))
+            assert [m["seq"] for m in await late.queued(notes)] == [4]
+        async with connect(server, "resumer") as resumer:
+            # A resume's position is its since: the replay follows the ack.
+            ack = await resumer.request({**subscribe, "since": 1, "epoch": epoch}, "subscribed")
+            assert ack["seq"] == 1
+            assert [m["seq"] for m in await resumer.queued(notes)] == [2, 3, 4]
 
 
 async def test_msgpack_subprotocol(nursery: trio.Nursery) -> None:

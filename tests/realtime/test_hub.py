@@ -203,6 +203,18 @@ def test_snapshot_sends_the_last_price(hub: Hub) -> None:
     assert frame_payload(frame)["data"]["price"] == 102
 
 
+def test_position_is_the_last_seq_numbered_on_the_channel(hub: Hub) -> None:
+    assert hub.position(Channel.NOTIFICATIONS) == 0
+    for number in range(1, 4):
+        hub.publish(note(number))
+    hub.publish(note(4, to="alice"))  # numbered in the channel's stream like any other
+    assert hub.position(Channel.NOTIFICATIONS) == 4
+    assert hub.position(Channel.ALERTS) == 0
+    assert (
+        hub.replay(Channel.NOTIFICATIONS, hub.position(Channel.NOTIFICATIONS), hub.epoch, "c") == []
+    )
+
+
 def test_replay_in_order_within_the_window(hub: Hub) -> None:
     clock = hub._clock
     assert isinstance(clock, FakeClock)

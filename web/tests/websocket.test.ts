@@ -7,6 +7,7 @@ import {
   sharedClient,
   WebSocketClient,
   type ClientOptions,
+  type HistoryGap,
 } from '../src/lib/websocket';
 import { CloseCode, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES } from '../src/protocol';
 import { SubscriptionSet } from '../src/lib/subscriptions';
@@ -338,6 +339,88 @@ describe('subscriptions', () => {
       timestamp: '2026-11-26T14:30:00Z',
     });
     expect(socket.sent.at(-1)).toEqual({ type: 'subscribe', channel: 'alerts' });
+  });
+
+  it('resumes from the position the subscribed ack gives, before any message arrived', () => {
+    const client = makeClient();
+    client.addSubscription('alerts');
+    client.addSubscription('signals');
+    const alerts: number[] = [];
+    client.subscribe((m) => {
+      if (m.type === 'alert_triggered') alerts.push(m.seq);
+    });
+    client.connect();
+    let socket = FakeWebSocket.last;
+    socket.serverOpen();
+    socket.serverSend(welcome('e1'));
+    socket.serverSend({ type: 'subscribed', channel: 'alerts', seq: 7, timestamp: T });
+    socket.serverSend({ type: 'subscribed', channel: 'signals', seq: 0, timestamp: T });
+    socket.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    socket = FakeWebSocket.last;
+    socket.serverOpen();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'alerts', since: 7, epoch: 'e1', id: 'resume:alerts' },
+      { type: 'subscribe', channel: 'signals', since: 0, epoch: 'e1', id: 'resume:signals' },
+    ]);
+    // The replay follows the resume's ack, whose position is the since sent.
+    socket.serverSend(welcome('e1'));
+    socket.serverSend({ type: 'subscribed', channel: 'alerts', seq: 7, id: 'resume:alerts', timestamp: T });
+    socket.serverSend(alert('missed', 8));
+    expect(alerts).toEqual([8]);
+    socket.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    FakeWebSocket.last.serverOpen();
+    expect(FakeWebSocket.last.sent[0]).toEqual({
+      type: 'subscribe',
+      channel: 'alerts',
+      since: 8,
+      epoch: 'e1',
+      id: 'resume:alerts',
+    });
+  });
+
+  it('reports a gap when the gateway restarted with a new epoch, then resumes in it', () => {
+    const client = makeClient();
+    client.addSubscription('alerts');
+    const gaps: HistoryGap[] = [];
+    const stop = client.onGap((gap) => gaps.push(gap));
+    client.connect();
+    let socket = FakeWebSocket.last;
+    socket.serverOpen();
+    socket.serverSend(welcome('e1'));
+    socket.serverSend({ type: 'subscribed', channel: 'alerts', seq: 0, timestamp: T });
+    socket.serverClose(1006); // killed; nothing had arrived
+    vi.runOnlyPendingTimers();
+    socket = FakeWebSocket.last;
+    socket.serverOpen();
+    socket.serverSend(welcome('e2'));
+    expect(gaps).toEqual([]); // the gateway decides: a resume it can serve is no gap
+    socket.serverSend({
+      type: 'error',
+      code: 'history_unavailable',
+      error: 'History epoch e1 is gone',
+      id: 'resume:alerts',
+      timestamp: T,
+    });
+    expect(gaps).toEqual([{ channel: 'alerts', since: 0, epoch: 'e1' }]);
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'alerts', since: 0, epoch: 'e1', id: 'resume:alerts' },
+      { type: 'subscribe', channel: 'alerts' },
+    ]);
+    // The fresh subscription's ack is the position in the new history.
+    socket.serverSend({ type: 'subscribed', channel: 'alerts', seq: 1, timestamp: T });
+    socket.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    socket = FakeWebSocket.last;
+    socket.serverOpen();
+    expect(socket.sent).toEqual([
+      { type: 'subscribe', channel: 'alerts', since: 1, epoch: 'e2', id: 'resume:alerts' },
+    ]);
+    socket.serverSend(welcome('e2'));
+    socket.serverSend({ type: 'subscribed', channel: 'alerts', seq: 1, id: 'resume:alerts', timestamp: T });
+    stop();
+    expect(gaps).toHaveLength(1);
   });
 
   it('an every-symbol hold coexists with symbol holds', () => {

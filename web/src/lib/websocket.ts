@@ -37,7 +37,13 @@
  * connection. Non-price channels resume with `since` + `epoch` so that alerts,
  * signals and notifications published while the socket was down are delivered
  * (DESIGN.md: nothing within the history window is lost); prices need no replay
- * because the server sends the last price of each symbol on subscribe.
+ * because the server sends the last price of each symbol on subscribe. Each held
+ * non-price channel has a position, `{epoch, seq}`: the `subscribed` ack sets it
+ * (its `seq`: what follows the ack is exactly what has a greater one, so a channel
+ * where nothing has arrived yet has one too) and each message advances it. A
+ * resume the gateway cannot serve (`history_unavailable`: its history restarted
+ * under a new epoch, or the window passed) is reported to `onGap` listeners as a
+ * `HistoryGap`, and the channel is subscribed afresh: never a silent loss.
  *
  * Sharing. `sharedClient(url)` returns one client per endpoint URL, and hooks
  * `acquire()` it: the socket opens with the first holder and closes a tick after
@@ -93,8 +99,28 @@ export interface ConnectionStatus {
   canReconnect: boolean;
 }
 
+/**
+ * Messages on `channel` after `since` in history `epoch` (the client's position) could
+ * not be replayed after a reconnect: the gateway no longer holds them, or its history
+ * was reset (a restart: the new `welcome` has another epoch). Some may have been
+ * published; none will arrive. The subscription was restored without them, so a page
+ * that must not miss any reloads what it shows from elsewhere.
+ */
+export interface HistoryGap {
+  channel: Channel;
+  since: number;
+  epoch: string;
+}
+
 export type MessageListener = (message: ServerEvent) => void;
 export type StatusListener = (status: ConnectionStatus) => void;
+export type GapListener = (gap: HistoryGap) => void;
+
+/** Where a channel's stream stands: everything up to `seq` of history `epoch` was received. */
+interface Position {
+  epoch: string;
+  seq: number;
+}
 
 /** What the client needs of `WebSocket`; tests substitute a fake. */
 export interface SocketLike {
@@ -161,9 +187,12 @@ export class WebSocketClient {
 
   private readonly messageListeners = new Set<MessageListener>();
   private readonly statusListeners = new Set<StatusListener>();
+  private readonly gapListeners = new Set<GapListener>();
   private readonly subscriptions = new SubscriptionSet();
-  /** Last `seq` seen per non-price channel, in the epoch of `welcome`. */
-  private readonly lastSeq = new Map<Channel, number>();
+  /** The position of each non-price channel subscribed (see the module comment). */
+  private readonly positions = new Map<Channel, Position>();
+  /** The positions the current socket's resumes asked from, until answered. */
+  private readonly resuming = new Map<Channel, Position>();
   /** Serialized messages `send()` accepted while not open, oldest first. */
   private readonly queue: string[] = [];
   private holders = 0;
@@ -274,6 +303,17 @@ export class WebSocketClient {
   }
 
   getStatus = (): ConnectionStatus => this.status;
+
+  /**
+   * Call `listener` with every `HistoryGap`: a channel resumed after a reconnect
+   * without the messages it missed. Returns the unsubscribe function.
+   */
+  onGap = (listener: GapListener): (() => void) => {
+    this.gapListeners.add(listener);
+    return () => {
+      this.gapListeners.delete(listener);
+    };
+  };
 
   onStatus = (listener: StatusListener): (() => void) => {
     this.statusListeners.add(listener);
@@ -414,6 +454,7 @@ export class WebSocketClient {
     }, this.options.stableAfterMs);
     this.setState('open');
     if (!this.isOpen()) return; // a status listener closed it again
+    this.resuming.clear();
     for (const request of this.subscriptions.restore()) this.sendNow(this.resumable(request));
     for (const frame of this.queue.splice(0)) socket.send(frame);
     this.startPings(socket);
@@ -444,13 +485,22 @@ export class WebSocketClient {
     this.lost({ code: CloseCode.ABNORMAL_CLOSURE, reason });
   }
 
-  /** A restored subscription on a non-price channel asks for what it missed. */
+  /**
+   * A restored subscription on a non-price channel asks for what it missed since its
+   * position. It is sent before this socket's `welcome`, and always with the epoch the
+   * position counts in: when the gateway's is another, it answers `history_unavailable`.
+   */
   private resumable(request: Request): Request {
     if (request.type !== 'subscribe' || request.channel === 'prices') return request;
-    const since = this.lastSeq.get(request.channel);
-    const epoch = this.welcome?.epoch;
-    if (since === undefined || epoch === undefined) return request;
-    return { ...request, since, epoch, id: `${RESUME_ID_PREFIX}${request.channel}` };
+    const position = this.positions.get(request.channel);
+    if (position === undefined) return request;
+    this.resuming.set(request.channel, position);
+    return {
+      ...request,
+      since: position.seq,
+      epoch: position.epoch,
+      id: `${RESUME_ID_PREFIX}${request.channel}`,
+    };
   }
 
   private handleMessage(socket: SocketLike, event: MessageEvent): void {
@@ -478,28 +528,61 @@ export class WebSocketClient {
   }
 
   private track(message: ServerEvent): void {
-    if (message.type === 'welcome') {
-      if (this.welcome && this.welcome.epoch !== message.epoch) this.lastSeq.clear();
-      this.welcome = message;
-      this.publishStatus();
-      return;
-    }
-    if (
-      message.type === 'error' &&
-      message.code === 'history_unavailable' &&
-      typeof message.id === 'string' &&
-      message.id.startsWith(RESUME_ID_PREFIX)
-    ) {
-      // The gap cannot be replayed: subscribe afresh rather than not at all.
-      const channel = message.id.slice(RESUME_ID_PREFIX.length) as Channel;
-      this.lastSeq.delete(channel);
-      if (this.subscriptions.holds(channel)) this.sendNow({ type: 'subscribe', channel });
-      return;
+    switch (message.type) {
+      case 'welcome':
+        // Positions keep their own epoch: a new one here is reported as a gap when the
+        // gateway refuses to resume from them, never silently forgotten.
+        this.welcome = message;
+        this.publishStatus();
+        return;
+      case 'subscribed':
+        if (message.channel === 'prices') return;
+        this.resuming.delete(message.channel);
+        // What follows the ack is exactly what has a greater seq (on a resume, the
+        // since we sent): so this is the position even before a message arrives.
+        if (typeof message.seq === 'number' && this.welcome) {
+          this.positions.set(message.channel, { epoch: this.welcome.epoch, seq: message.seq });
+        }
+        return;
+      case 'unsubscribed':
+        if (message.channel !== 'prices') this.positions.delete(message.channel);
+        return;
+      case 'error':
+        if (
+          message.code === 'history_unavailable' &&
+          typeof message.id === 'string' &&
+          message.id.startsWith(RESUME_ID_PREFIX)
+        ) {
+          this.resumeFailed(message.id.slice(RESUME_ID_PREFIX.length) as Channel);
+        }
+        return;
     }
     const channel = EVENT_CHANNEL[message.type];
-    if (channel && channel !== 'prices' && 'seq' in message) {
-      this.lastSeq.set(channel, Math.max(this.lastSeq.get(channel) ?? 0, message.seq));
+    if (channel && channel !== 'prices' && 'seq' in message && this.welcome) {
+      const epoch = this.welcome.epoch;
+      const position = this.positions.get(channel);
+      const seq = position?.epoch === epoch ? Math.max(position.seq, message.seq) : message.seq;
+      this.positions.set(channel, { epoch, seq });
     }
+  }
+
+  /** The gateway cannot replay what `channel` missed: say so, then subscribe afresh. */
+  private resumeFailed(channel: Channel): void {
+    const lost = this.resuming.get(channel);
+    this.resuming.delete(channel);
+    this.positions.delete(channel);
+    if (lost !== undefined) {
+      const gap: HistoryGap = { channel, since: lost.seq, epoch: lost.epoch };
+      for (const listener of [...this.gapListeners]) {
+        try {
+          listener(gap);
+        } catch (error) {
+          console.error('[WebSocket] gap listener failed', error);
+        }
+      }
+    }
+    // Rather than not at all; the ack starts a new position.
+    if (this.subscriptions.holds(channel)) this.sendNow({ type: 'subscribe', channel });
   }
 
   private handleClose(socket: SocketLike, event: CloseEvent): void {
