@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import attrs
 
+from ._auth import TokenVerifier, check_secret
+
 ENV_PREFIX: Final = "REALTIME_"
 
 
@@ -128,6 +130,14 @@ def _cors_origins(instance: object, attribute: attrs.Attribute[Any], value: str 
     parse_origins(attribute.name, value)
 
 
+def _jwt_secret(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        try:
+            check_secret(value)
+        except ValueError as exc:
+            raise ValueError(f"{_flag(attribute.name)} {exc}") from None
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -224,6 +234,33 @@ class Config:
         validator=_cors_origins,
     )
 
+    # Authentication (docs/security.md, "Authentication and authorization").
+    jwt_secret: str | None = _setting(
+        None,
+        "shared secret of at least 32 bytes verifying HS256/384/512 tokens; turns "
+        "authentication on. Prefer the variable: flags show in the process list",
+        validator=_jwt_secret,
+        repr=False,  # never in a log or a traceback
+    )
+    jwt_public_key: Path | None = _setting(
+        None,
+        "PEM public key or certificate verifying RS256, ES256 or EdDSA tokens; turns "
+        "authentication on",
+        validator=_no_check,
+    )
+    jwks: Path | None = _setting(
+        None,
+        "JWKS file whose keys verify tokens, chosen by the token's kid (for key "
+        "rotation); turns authentication on",
+        validator=_no_check,
+    )
+    jwt_audience: str | None = _setting(
+        None, "aud that tokens must carry (unset: aud is not checked)", validator=_no_check
+    )
+    jwt_issuer: str | None = _setting(
+        None, "iss that tokens must carry (unset: iss is not checked)", validator=_no_check
+    )
+
     certfile: Path | None = _setting(
         None,
         "TLS certificate chain (PEM); with --keyfile serves wss:// and https://",
@@ -253,6 +290,49 @@ class Config:
         replay = self.replay_file
         if replay is not None and not replay.is_file():
             raise ValueError(f"{_flag('feed')}: no such file: {replay}")
+        self._check_authentication()
+
+    def _check_authentication(self) -> None:
+        keys = [
+            name
+            for name in ("jwt_secret", "jwt_public_key", "jwks")
+            if getattr(self, name) is not None
+        ]
+        if len(keys) > 1:
+            raise ValueError(
+                f"{' and '.join(_flag(name) for name in keys)}: give one way to verify tokens"
+            )
+        if not keys:
+            for name in ("jwt_audience", "jwt_issuer"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{_flag(name)} checks tokens: give a key too (--jwt-secret, "
+                        "--jwt-public-key or --jwks)"
+                    )
+            return
+        self.token_verifier()  # reads and checks the key file now, not at the first token
+
+    @property
+    def authentication(self) -> bool:
+        """Whether a key is configured: connections must then authenticate."""
+        return any(value is not None for value in (self.jwt_secret, self.jwt_public_key, self.jwks))
+
+    def token_verifier(self) -> TokenVerifier | None:
+        """A verifier for the configured key (read anew from its file), or ``None`` when
+        authentication is off. Raises ``ValueError`` naming the setting for an unfit key."""
+        checks = {"audience": self.jwt_audience, "issuer": self.jwt_issuer}
+        if self.jwt_secret is not None:
+            return TokenVerifier.from_secret(self.jwt_secret, **checks)
+        for name, path, load in (
+            ("jwt_public_key", self.jwt_public_key, TokenVerifier.from_public_key),
+            ("jwks", self.jwks, TokenVerifier.from_jwks),
+        ):
+            if path is not None:
+                try:
+                    return load(path, **checks)
+                except ValueError as exc:
+                    raise ValueError(f"{_flag(name)}: {exc}") from None
+        return None
 
     @property
     def replay_file(self) -> Path | None:

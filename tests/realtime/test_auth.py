@@ -7,6 +7,9 @@ import datetime
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,10 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from protocol import Channel
+from realtime import Config
 from realtime._auth import Claims, TokenError, TokenVerifier, hmac_algorithms, mint_token
+
+from .helpers import REALTIME
 
 NOW = 1_800_000_000.0
 SECRET = "s" * 32
@@ -364,3 +370,125 @@ def test_unfit_jwks_files_are_refused(
         text = document if isinstance(document, str) else json.dumps(document)
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
             TokenVerifier.from_jwks(write(tmp_path, "jwks.json", text))
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+def test_a_key_turns_authentication_on(tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey) -> None:
+    assert not Config().authentication
+    assert Config().token_verifier() is None
+    secret = Config.from_env({"REALTIME_JWT_SECRET": SECRET})
+    assert secret.authentication
+    assert SECRET not in repr(secret)
+    verifier = secret.token_verifier()
+    assert verifier is not None
+    assert verifier.description == "HS256"
+    path = write(tmp_path, "key.pem", pem(ec_key.public_key()))
+    public = Config(jwt_public_key=path, jwt_audience="gw", jwt_issuer="idp")
+    verifier = public.token_verifier()
+    assert verifier is not None
+    assert (verifier.description, verifier.audience, verifier.issuer) == ("ES256", "gw", "idp")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"REALTIME_JWT_SECRET": "too short"},
+            "--jwt-secret (REALTIME_JWT_SECRET) must be at least 32 bytes",
+        ),
+        (
+            {"REALTIME_JWT_SECRET": SECRET, "REALTIME_JWKS": "jwks.json"},
+            "--jwt-secret (REALTIME_JWT_SECRET) and --jwks (REALTIME_JWKS): give one way",
+        ),
+        (
+            {"REALTIME_JWT_AUDIENCE": "gw"},
+            "--jwt-audience (REALTIME_JWT_AUDIENCE) checks tokens: give a key too",
+        ),
+        (
+            {"REALTIME_JWT_PUBLIC_KEY": "/nonexistent/key.pem"},
+            "--jwt-public-key (REALTIME_JWT_PUBLIC_KEY): cannot read /nonexistent/key.pem",
+        ),
+        (
+            {"REALTIME_JWKS": "/nonexistent/jwks.json"},
+            "--jwks (REALTIME_JWKS): cannot read /nonexistent/jwks.json",
+        ),
+    ],
+)
+def test_bad_authentication_settings_name_the_setting(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match="REALTIME_") as info:
+        Config.from_env(environ)
+    assert message in str(info.value)
+    assert "too short" not in str(info.value)  # the secret is never repeated
+
+
+# --- realtime token ------------------------------------------------------------------
+
+
+def run_token(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*REALTIME, "token", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ.get("PATH", ""), **environ},
+    )
+
+
+def test_the_token_command_mints_what_the_gateway_verifies() -> None:
+    environ = {"REALTIME_JWT_SECRET": SECRET, "REALTIME_JWT_AUDIENCE": "gw"}
+    before = time.time()
+    result = run_token(
+        "--sub",
+        "alice",
+        "--channels",
+        "prices,alerts",
+        "--symbols",
+        "AAPL",
+        "--ttl",
+        "1h",
+        environ=environ,
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n"
+    verifier = Config.from_env(environ).token_verifier()
+    assert verifier is not None
+    got = verifier.verify(token, now=time.time())
+    assert got.sub == "alice"
+    assert got.channels == frozenset({Channel.PRICES, Channel.ALERTS})
+    assert got.symbols == frozenset({"AAPL"})
+    assert before + 3600 - 1 <= got.exp <= time.time() + 3600
+    # Defaults: every channel and symbol, one hour; the secret may come as a flag.
+    result = run_token("--sub", "bob", "--jwt-secret", SECRET, environ={})
+    assert result.returncode == 0, result.stderr
+    everything = TokenVerifier.from_secret(SECRET).verify(result.stdout.strip(), now=time.time())
+    assert (everything.channels, everything.symbols) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "message"),
+    [
+        ((), {}, "token: signs with the gateway's shared secret: set REALTIME_JWT_SECRET"),
+        (
+            (),
+            {"REALTIME_JWKS": "jwks.json"},
+            "this gateway verifies with REALTIME_JWKS: tokens for it come from the issuer",
+        ),
+        (("--jwt-secret", "short"), {}, "must be at least 32 bytes"),
+        (("--channels", "prices,alert"), {"REALTIME_JWT_SECRET": SECRET}, "unknown channel"),
+        (("--symbols", "aapl"), {"REALTIME_JWT_SECRET": SECRET}, "'aapl' is not a ticker"),
+        (("--ttl", "soon"), {"REALTIME_JWT_SECRET": SECRET}, "--ttl must be a duration"),
+        (("--ttl", "0s"), {"REALTIME_JWT_SECRET": SECRET}, "--ttl must be a duration"),
+    ],
+)
+def test_the_token_command_says_what_is_missing(
+    args: tuple[str, ...], environ: dict[str, str], message: str
+) -> None:
+    result = run_token("--sub", "alice", *args, environ=environ)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert result.stdout == ""
