@@ -130,6 +130,36 @@ def _cors_origins(instance: object, attribute: attrs.Attribute[Any], value: str 
     parse_origins(attribute.name, value)
 
 
+#: How an ``--allowed-origins`` pattern starts its host: any subdomain of what follows.
+SUBDOMAINS: Final = "*."
+
+
+def parse_origin_patterns(name: str, value: str | None) -> tuple[str, ...]:
+    """The origins of ``--allowed-origins``: as :func:`parse_origins`, plus patterns
+    ``scheme://*.domain[:port]`` for every subdomain (any depth) of a domain with at
+    least one dot. Raises ``ValueError`` naming the setting."""
+    if value is None or not value.strip():
+        return ()
+    origins = [origin.strip() for origin in value.split(",")]
+    plain = []
+    for origin in origins:
+        scheme, separator, rest = origin.partition("://" + SUBDOMAINS)
+        if separator:
+            if "." not in rest.partition(":")[0]:
+                raise ValueError(
+                    f"{_flag(name)}: {origin[:100]!r} is too broad: name a domain, as in "
+                    "https://*.example.com"
+                )
+            origin = f"{scheme}://{rest}"
+        plain.append(origin)
+    parse_origins(name, ",".join(plain))
+    return tuple(dict.fromkeys(origins))
+
+
+def _allowed_origins(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    parse_origin_patterns(attribute.name, value)
+
+
 def _jwt_secret(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None:
         try:
@@ -234,7 +264,7 @@ class Config:
         validator=_cors_origins,
     )
 
-    # Authentication (docs/security.md, "Authentication and authorization").
+    # Authentication and origins (docs/security.md, "Authentication and authorization").
     jwt_secret: str | None = _setting(
         None,
         "shared secret of at least 32 bytes verifying HS256/384/512 tokens; turns "
@@ -259,6 +289,13 @@ class Config:
     )
     jwt_issuer: str | None = _setting(
         None, "iss that tokens must carry (unset: iss is not checked)", validator=_no_check
+    )
+    allowed_origins: str | None = _setting(
+        None,
+        "browser origins whose pages may open WebSockets, beyond the gateway's own: "
+        "comma-separated scheme://host[:port], scheme://*.domain patterns, or '*' for any "
+        "(unset: also localhost, any port, while authentication is off)",
+        validator=_allowed_origins,
     )
 
     certfile: Path | None = _setting(
@@ -335,6 +372,11 @@ class Config:
         return None
 
     @property
+    def websocket_origins(self) -> tuple[str, ...]:
+        """The origins and patterns of ``--allowed-origins`` (``("*",)``: any)."""
+        return parse_origin_patterns("allowed_origins", self.allowed_origins)
+
+    @property
     def replay_file(self) -> Path | None:
         """The file of ``--feed replay:FILE``; ``None`` for the simulated market."""
         if self.feed == SIMULATED:
@@ -342,7 +384,7 @@ class Config:
         return Path(self.feed[len(REPLAY_PREFIX) :].strip())
 
     @property
-    def allowed_origins(self) -> tuple[str, ...]:
+    def cors_allowed_origins(self) -> tuple[str, ...]:
         """The origins of ``--cors-origins`` (``("*",)`` for any; empty for none)."""
         return parse_origins("cors_origins", self.cors_origins)
 

@@ -231,7 +231,7 @@ async def serve(
             publish=publish_api,
             alert_rules=alert_rules_api,
         ),
-        config.allowed_origins,
+        config.cors_allowed_origins,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(delivery.run)

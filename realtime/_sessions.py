@@ -56,7 +56,9 @@ from protocol import (
 from ._config import Config
 from ._delivery import Delivery, Outlet
 from ._hub import Hub, utc_now
+from ._origins import OriginPolicy
 from ._outbox import Outbox, OutboxLimits
+from ._throttle import ThrottledLog
 from .ws import (
     PING_FRAME,
     ConnectionClosed,
@@ -79,6 +81,11 @@ def client_id_from_path(path: str) -> str | None:
     """The client id of ``/ws/{client_id}`` (query string ignored), or None if invalid."""
     client_id = path.partition("?")[0].removeprefix(_PREFIX)
     return client_id if _CLIENT_ID.fullmatch(client_id) else None
+
+
+def _peer(request: RequestHead) -> str:
+    client = request.client
+    return "unknown" if client is None else f"{client[0]}:{client[1]}"
 
 
 class _Session(Outlet):
@@ -131,6 +138,16 @@ class Sessions:
         self._idle.set()
         self.rate_limited = 0
         self.heartbeat_timeouts = 0
+        #: Whose pages may connect: with no --allowed-origins and authentication off,
+        #: pages on this machine too (docs/security.md).
+        self.origins = OriginPolicy(
+            config.websocket_origins,
+            localhost=not config.authentication and not config.websocket_origins,
+        )
+        #: Handshakes refused with 403 for their Origin.
+        self.refused_origins = 0
+        #: Refusals, at most a few lines every few seconds however many there are.
+        self.refusal_log = ThrottledLog(logger, clock=trio.current_time)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -182,6 +199,10 @@ class Sessions:
                 stream, 503, "Server is shutting down; reconnect", headers=[(b"Retry-After", b"1")]
             )
             return
+        origin = request.header("origin")
+        if not self.origins.allows(origin, request.header("host")):
+            await self._refuse_origin(stream, request, origin or "")
+            return
         ws = await self._accept(stream, request)
         if ws is None:
             return
@@ -223,6 +244,19 @@ class Sessions:
             except ConnectionClosed:
                 return None
         return None
+
+    async def _refuse_origin(
+        self, stream: trio.abc.Stream, request: RequestHead, origin: str
+    ) -> None:
+        self.refused_origins += 1
+        self.refusal_log.info("[WebSocket] Refused origin %r from %s", origin[:200], _peer(request))
+        with trio.move_on_after(self.config.write_timeout):
+            await reject_websocket(
+                stream,
+                403,
+                f"Origin {origin[:200]} may not open a WebSocket on this gateway: "
+                "the gateway's --allowed-origins must list it",
+            )
 
     def _open(self, ws: WebSocketConnection, client_id: str) -> _Session:
         """Register the connection with the hub and offer its welcome."""
