@@ -83,11 +83,14 @@ def _parser() -> argparse.ArgumentParser:
         kind = setting_type(field.name)
         default = field.default
         flag = f"--{field.name.replace('_', '-')}"
+        # A switch alone means true (--insecure-no-auth), and takes a value too.
+        switch: dict[str, Any] = {"nargs": "?", "const": True} if kind is bool else {}
         serve_parser.add_argument(
             flag,
             type=_parse_as(field.name),
             metavar="true|false" if kind is bool else field.name.upper(),
             help=f"{field.metadata['help']} (default: {default})",
+            **switch,
         )
     commands.add_parser("schema", help="print the JSON Schema of protocol v1")
     _add_token_parser(commands)

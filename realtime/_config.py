@@ -7,6 +7,7 @@ message naming the setting, never later under load.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -168,6 +169,22 @@ def _jwt_secret(instance: object, attribute: attrs.Attribute[Any], value: str | 
             raise ValueError(f"{_flag(attribute.name)} {exc}") from None
 
 
+#: Names of this machine that ``--host`` may give without authentication.
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only: ``localhost``, 127.0.0.0/8,
+    ``::1``. Any other name or address (``0.0.0.0``, a host name) counts as reachable
+    from outside: names are not resolved."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -297,6 +314,12 @@ class Config:
         "(unset: also localhost, any port, while authentication is off)",
         validator=_allowed_origins,
     )
+    insecure_no_auth: bool = _setting(
+        False,
+        "without a key, serve a --host other than loopback anyway: whoever reaches it "
+        "reads every channel",
+        validator=_no_check,
+    )
 
     certfile: Path | None = _setting(
         None,
@@ -346,6 +369,13 @@ class Config:
                         f"{_flag(name)} checks tokens: give a key too (--jwt-secret, "
                         "--jwt-public-key or --jwks)"
                     )
+            if not self.insecure_no_auth and not is_loopback(self.host):
+                raise ValueError(
+                    f"{_flag('host')} {self.host!r} is reachable from other machines and "
+                    "authentication is off: give a key (--jwt-secret, --jwt-public-key or "
+                    "--jwks), or --insecure-no-auth to let anyone who reaches it read every "
+                    "channel"
+                )
             return
         self.token_verifier()  # reads and checks the key file now, not at the first token
 

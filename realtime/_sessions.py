@@ -53,6 +53,7 @@ from protocol import (
     encode,
 )
 
+from ._auth import TokenVerifier
 from ._config import Config
 from ._delivery import Delivery, Outlet
 from ._hub import Hub, utc_now
@@ -138,6 +139,8 @@ class Sessions:
         self._idle.set()
         self.rate_limited = 0
         self.heartbeat_timeouts = 0
+        #: Checks tokens; ``None`` while authentication is off.
+        self.verifier: TokenVerifier | None = config.token_verifier()
         #: Whose pages may connect: with no --allowed-origins and authentication off,
         #: pages on this machine too (docs/security.md).
         self.origins = OriginPolicy(

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import jwt
 import pytest
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -25,7 +27,7 @@ from protocol import Channel
 from realtime import Config
 from realtime._auth import Claims, TokenError, TokenVerifier, hmac_algorithms, mint_token
 
-from .helpers import REALTIME
+from .helpers import REALTIME, TIMEOUT, drain_log, start_process
 
 NOW = 1_800_000_000.0
 SECRET = "s" * 32
@@ -414,6 +416,12 @@ def test_a_key_turns_authentication_on(tmp_path: Path, ec_key: ec.EllipticCurveP
             {"REALTIME_JWKS": "/nonexistent/jwks.json"},
             "--jwks (REALTIME_JWKS): cannot read /nonexistent/jwks.json",
         ),
+        (
+            {"REALTIME_HOST": "0.0.0.0"},
+            "--host (REALTIME_HOST) '0.0.0.0' is reachable from other machines and "
+            "authentication is off",
+        ),
+        ({"REALTIME_HOST": "gateway.internal"}, "or --insecure-no-auth"),
     ],
 )
 def test_bad_authentication_settings_name_the_setting(
@@ -423,6 +431,16 @@ def test_bad_authentication_settings_name_the_setting(
         Config.from_env(environ)
     assert message in str(info.value)
     assert "too short" not in str(info.value)  # the secret is never repeated
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_needs_no_key(host: str) -> None:
+    assert Config(host=host).host == host
+
+
+def test_other_addresses_need_a_key_or_the_insecure_flag() -> None:
+    assert Config(host="0.0.0.0", jwt_secret=SECRET).authentication
+    assert not Config(host="0.0.0.0", insecure_no_auth=True).authentication
 
 
 # --- realtime token ------------------------------------------------------------------
@@ -492,3 +510,70 @@ def test_the_token_command_says_what_is_missing(
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert result.stdout == ""
+
+
+# --- safe by default -----------------------------------------------------------------
+
+
+def test_serve_refuses_a_public_address_without_a_key() -> None:
+    result = subprocess.run(
+        [*REALTIME, "serve", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "authentication is off: give a key (--jwt-secret" in result.stderr, result.stderr
+    assert "or --insecure-no-auth" in result.stderr
+
+
+async def read_log_until(process: trio.Process, log: list[bytes], text: bytes) -> bytes:
+    """The process's log once it holds ``text`` (the caller's fail_after bounds it)."""
+    assert process.stderr is not None
+    while text not in b"".join(log):
+        chunk = await process.stderr.receive_some()
+        assert chunk, b"".join(log).decode()
+        log.append(bytes(chunk))
+    return b"".join(log)
+
+
+async def stop(process: trio.Process, log: list[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain_log, process, log)
+        assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ((), b"WARNING realtime.server: Authentication is off: whoever reaches 127.0.0.1:"),
+        (
+            ("--jwt-secret", SECRET),
+            b"INFO realtime.server: Authentication on: connections need a token (HS256)",
+        ),
+    ],
+)
+async def test_serve_says_whether_authentication_is_on(args: tuple[str, ...], line: bytes) -> None:
+    with trio.fail_after(TIMEOUT):
+        process, port, log = await start_process("--feeds", "false", *args)
+        text = await read_log_until(process, log, line)
+        await stop(process, log)
+    assert text.count(b"Authentication") == 1
+    if not args:
+        assert b"127.0.0.1:%d reads every channel (give --jwt-secret" % port in text
+
+
+PUBLIC = ("--host", "0.0.0.0", "--insecure-no-auth")
+
+
+async def test_insecure_no_auth_serves_a_public_address() -> None:
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            [*REALTIME, "serve", "--port", "0", "--feeds", "false", *PUBLIC],
+            stderr=subprocess.PIPE,
+        )
+        log: list[bytes] = []
+        text = await read_log_until(process, log, b"reads every channel")
+        await stop(process, log)
+    assert b"Authentication is off: whoever reaches 0.0.0.0:" in text
