@@ -320,6 +320,11 @@ class Config:
         "reads every channel",
         validator=_no_check,
     )
+    auth_timeout: float = _setting(
+        5.0,
+        "with authentication on, seconds a connection that sent no Authorization header "
+        "has to send its auth message (else 4401)",
+    )
 
     certfile: Path | None = _setting(
         None,
