@@ -547,7 +547,8 @@ def _field_name(path: tuple[str | int, ...]) -> str:
 
 
 def _check_constraints(value: Any, path: tuple[str | int, ...] = ()) -> None:
-    """Check the ``pattern`` / ``minimum`` / ``maximum`` metadata of every field."""
+    """Check the ``pattern`` / ``minLength`` / ``minimum`` / ``maximum`` metadata of every
+    field."""
     for field in attrs.fields(type(value)):
         item = getattr(value, field.name)
         where = (*path, field.name)
@@ -578,6 +579,10 @@ def _check_value(value: Any, constraints: Any, path: tuple[str | int, ...]) -> N
         raise RemoteProtocolError(
             ErrorCode.INVALID_MESSAGE,
             f"Field '{_field_name(path)}' must match {constraints['pattern']}, got {value!r}",
+        )
+    if "minLength" in constraints and len(value) < constraints["minLength"]:
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_MESSAGE, f"Field '{_field_name(path)}' must not be empty"
         )
     if "minimum" in constraints and value < constraints["minimum"]:
         raise RemoteProtocolError(

@@ -16,7 +16,8 @@ class ErrorCode(enum.StrEnum):
     #: The frame parsed but is not a valid message: not an object, or a field is
     #: missing, mistyped or unknown, or a value is out of range. The text names the field.
     INVALID_MESSAGE = "invalid_message"
-    #: The ``type`` is not one a client may send (``subscribe``, ``unsubscribe``, ``ping``).
+    #: The ``type`` is not one a client may send (``subscribe``, ``unsubscribe``, ``ping``,
+    #: ``auth``).
     UNKNOWN_TYPE = "unknown_type"
     #: The ``channel`` is not one of the channels listed in ``welcome``.
     UNKNOWN_CHANNEL = "unknown_channel"
@@ -26,7 +27,12 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     #: The request would take the connection past its symbol limit; nothing was changed.
     TOO_MANY_SYMBOLS = "too_many_symbols"
-    #: The client's credentials do not allow this channel or symbol.
+    #: Authentication failed: no token, or one that is invalid or expired, or a refresh
+    #: naming another user. Before ``welcome`` the connection then closes with 4401; on
+    #: an open connection nothing changed and it stays open.
+    UNAUTHORIZED = "unauthorized"
+    #: The client's token does not grant this channel or these symbols (the text names
+    #: them); nothing was changed.
     FORBIDDEN = "forbidden"
     #: The client sent more messages than its rate allows; this one was dropped.
     #: Repeated breaches close the connection with 4429.
@@ -93,7 +99,8 @@ CLOSE_CODE_MEANINGS: Final[Mapping[CloseCode, str]] = MappingProxyType(
             "Never reconnect as is."
         ),
         CloseCode.UNAUTHORIZED: (
-            "Authentication is missing, invalid or expired. Reconnect only with new credentials."
+            "Authentication is missing, invalid or expired. Fetch a new token and reconnect "
+            "once; if that is refused too, stop."
         ),
         CloseCode.FORBIDDEN: (
             "The origin or a channel is not allowed for this client. Never reconnect as is."
@@ -129,6 +136,11 @@ RECONNECT_CLOSE_CODES = frozenset(
 FATAL_CLOSE_CODES = frozenset(
     {CloseCode.INVALID_CLIENT_ID, CloseCode.FORBIDDEN, CloseCode.REPLACED}
 )
+
+
+#: Close codes after which a client fetches a new token and reconnects once, at once;
+#: a second such close in a row is fatal (the token provider keeps failing).
+REAUTHENTICATE_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED})
 
 
 def should_reconnect(code: int) -> bool:

@@ -19,7 +19,9 @@ echoing the request's ``id`` when it could be read, or, for an oversized message
 a :class:`Close` with 1009. A ``ping`` is answered with a ``pong``.
 
 A ``subscribe`` or ``unsubscribe`` is returned as it is, because the server has a
-say first: it may refuse a replay its history no longer holds. It then calls
+say first: it may refuse a replay its history no longer holds, or a channel or symbols
+the client's token does not grant. So is an ``auth``: checking a token is the
+server's business. It then calls
 :meth:`~RequestHandler.subscribe` or :meth:`~RequestHandler.unsubscribe`, which
 apply the request to :attr:`~RequestHandler.subscriptions` and return an
 :class:`Accepted` (the :class:`Change` for the server's registry and the ack), or
@@ -46,6 +48,7 @@ from ._codec import Codec, Limits, decode_client
 from ._codes import CloseCode, ErrorCode
 from ._errors import RemoteProtocolError
 from ._messages import (
+    Auth,
     ErrorReply,
     Ping,
     Pong,
@@ -155,7 +158,7 @@ class RequestHandler:
 
     def receive(
         self, data: str | bytes, *, now: float, timestamp: datetime
-    ) -> Reply | Close | Subscribe | Unsubscribe:
+    ) -> Reply | Close | Subscribe | Unsubscribe | Auth:
         """Take one inbound message, received at ``now``; say what to do about it.
 
         A :class:`Reply` answers a ``ping``, bad input (an ``error`` echoing the
@@ -165,7 +168,8 @@ class RequestHandler:
         ``strike_window``, 1009 for an oversized message. A :class:`Subscribe` or
         :class:`Unsubscribe` is the decoded request, which the server checks and
         then applies with :meth:`subscribe` or :meth:`unsubscribe`, or declines with
-        :meth:`refuse`. Never raises for the client's input.
+        :meth:`refuse`; an :class:`Auth` is the server's to check. Never raises for the
+        client's input.
         """
         self.heard = now
         if not self._take_token(now):

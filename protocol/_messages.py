@@ -94,7 +94,16 @@ class Ping:
     id: RequestId | None = None
 
 
-ClientMessage: TypeAlias = Subscribe | Unsubscribe | Ping
+@attrs.frozen(kw_only=True)
+class Auth:
+    """Authenticate with a token: the first message of a connection that sent no
+    ``Authorization`` header, or, on an open connection, a refresh for the same user."""
+
+    token: str = attrs.field(metadata={"minLength": 1}, repr=False)
+    id: RequestId | None = None
+
+
+ClientMessage: TypeAlias = Subscribe | Unsubscribe | Ping | Auth
 
 
 # --- server to client: data payloads ------------------------------------------
@@ -197,11 +206,16 @@ class Subscribed:
 
 @attrs.frozen(kw_only=True)
 class Unsubscribed:
-    """Ack of ``unsubscribe``. ``symbols``: the prices symbols still subscribed, if any."""
+    """Ack of ``unsubscribe``. ``symbols``: the prices symbols still subscribed, if any.
+
+    Also sent unasked when the server ends a subscription: ``reason`` then says why
+    (a refreshed token no longer grants the channel or symbols).
+    """
 
     channel: Channel
     symbols: tuple[str, ...] | None = attrs.field(default=None, metadata={"items": _SYMBOL})
     id: RequestId | None = None
+    reason: str | None = None
     timestamp: datetime
 
 
@@ -268,6 +282,7 @@ MESSAGE_TYPES: Final[dict[type[Message], str]] = {
     Subscribe: "subscribe",
     Unsubscribe: "unsubscribe",
     Ping: "ping",
+    Auth: "auth",
     Welcome: "welcome",
     Subscribed: "subscribed",
     Unsubscribed: "unsubscribed",
@@ -279,7 +294,7 @@ MESSAGE_TYPES: Final[dict[type[Message], str]] = {
     Pong: "pong",
     ErrorReply: "error",
 }
-CLIENT_MESSAGE_CLASSES: Final = (Subscribe, Unsubscribe, Ping)
+CLIENT_MESSAGE_CLASSES: Final = (Subscribe, Unsubscribe, Ping, Auth)
 SERVER_MESSAGE_CLASSES: Final = tuple(c for c in MESSAGE_TYPES if c not in CLIENT_MESSAGE_CLASSES)
 
 #: Which event message and payload each channel carries.

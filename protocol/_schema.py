@@ -5,9 +5,10 @@ It is what the TypeScript types of the browser client are generated from, so a f
 renamed here breaks the browser build instead of the browser at run time.
 
 It also carries the close codes: ``$defs/CloseCode`` (each code's name and meaning)
-and the two lists that make the reconnect policy, ``$defs/ReconnectCloseCode`` and
-``$defs/FatalCloseCode``. The browser's constants are generated from these, so both
-clients reconnect after exactly the codes :func:`should_reconnect` names.
+and the lists that make the reconnect policy, ``$defs/ReconnectCloseCode``,
+``$defs/FatalCloseCode`` and ``$defs/ReauthenticateCloseCode``. The browser's constants
+are generated from these, so both clients reconnect after exactly the codes
+:func:`should_reconnect` names.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any, Final, get_args, get_origin
 
 import attrs
 
-from ._codes import CLOSE_CODE_MEANINGS, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES, CloseCode
+from ._codes import (
+    CLOSE_CODE_MEANINGS,
+    FATAL_CLOSE_CODES,
+    REAUTHENTICATE_CLOSE_CODES,
+    RECONNECT_CLOSE_CODES,
+    CloseCode,
+)
 from ._messages import (
     CLIENT_MESSAGE_CLASSES,
     MAX_ID_LENGTH,
@@ -96,6 +103,15 @@ def _close_code_defs() -> dict[str, Any]:
             "type": "integer",
             "enum": sorted(int(code) for code in FATAL_CLOSE_CODES),
         },
+        "ReauthenticateCloseCode": {
+            "title": "ReauthenticateCloseCode",
+            "description": (
+                "Close codes after which a client fetches a new token and reconnects once; "
+                "refused again, it stops."
+            ),
+            "type": "integer",
+            "enum": sorted(int(code) for code in REAUTHENTICATE_CLOSE_CODES),
+        },
     }
 
 
@@ -157,7 +173,7 @@ def _schema_of(field_type: Any, metadata: Any, defs: dict[str, Any]) -> dict[str
         return {"$ref": f"#/$defs/{field_type.__name__}"}
     else:  # pragma: no cover - a new field type needs a rule here
         raise TypeError(f"no JSON Schema rule for {field_type!r}")
-    for key in ("pattern", "minimum", "maximum"):
+    for key in ("pattern", "minimum", "maximum", "minLength"):
         if key in metadata:
             schema[key] = metadata[key]
     return schema

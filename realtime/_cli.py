@@ -6,8 +6,11 @@ import argparse
 import gc
 import logging
 import logging.handlers
+import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,8 +18,9 @@ import attrs
 import orjson
 import trio
 
-from protocol import json_schema
+from protocol import SYMBOL_PATTERN, Channel, json_schema
 
+from ._auth import MAX_SUB_LENGTH, mint_token
 from ._config import ENV_PREFIX, Config, parse_setting, setting_type
 from ._open_files import raise_open_files_limit
 from ._server import Server, __version__, serve
@@ -30,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "schema":
         sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    if args.command == "token":
+        sys.stdout.write(_mint(args, parser) + "\n")
         return
     if args.command == "listen":
         # Imported only here: the viewer is what needs rich, and `serve` never does.
@@ -76,17 +83,140 @@ def _parser() -> argparse.ArgumentParser:
         kind = setting_type(field.name)
         default = field.default
         flag = f"--{field.name.replace('_', '-')}"
+        # A switch alone means true (--insecure-no-auth), and takes a value too.
+        switch: dict[str, Any] = {"nargs": "?", "const": True} if kind is bool else {}
         serve_parser.add_argument(
             flag,
             type=_parse_as(field.name),
             metavar="true|false" if kind is bool else field.name.upper(),
             help=f"{field.metadata['help']} (default: {default})",
+            **switch,
         )
     commands.add_parser("schema", help="print the JSON Schema of protocol v1")
+    _add_token_parser(commands)
     add_listen_arguments(
         commands.add_parser("listen", help="watch a channel live in the terminal (or as NDJSON)")
     )
     return parser
+
+
+def _add_token_parser(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="print a development token signed with the gateway's --jwt-secret",
+        description="Mint an HS256 token for curl, tests and the docs, signed with the secret "
+        f"the gateway verifies with ({ENV_PREFIX}JWT_SECRET, or --jwt-secret), with the "
+        f"gateway's {ENV_PREFIX}JWT_AUDIENCE and {ENV_PREFIX}JWT_ISSUER as aud and iss. "
+        "Production tokens come from your identity provider.",
+    )
+    token.add_argument("--sub", required=True, help="the user the token names (its sub)")
+    token.add_argument(
+        "--channels",
+        type=_channels,
+        metavar="CHANNELS",
+        help=f"comma-separated channels it grants, of {', '.join(Channel)} (default: every one)",
+    )
+    token.add_argument(
+        "--symbols",
+        type=_symbols,
+        metavar="SYMBOLS",
+        help="comma-separated price symbols it grants (default: every one)",
+    )
+    token.add_argument(
+        "--ttl",
+        type=_ttl,
+        default=_ttl("1h"),
+        metavar="TTL",
+        help="how long it is valid: 90s, 30m, 1h, 7d or seconds (default: 1h)",
+    )
+    token.add_argument(
+        "--jwt-secret",
+        metavar="SECRET",
+        help=f"the gateway's secret (default: {ENV_PREFIX}JWT_SECRET; prefer it: flags show "
+        "in the process list)",
+    )
+    token.add_argument("--jwt-audience", metavar="AUD", help="aud to put in the token")
+    token.add_argument("--jwt-issuer", metavar="ISS", help="iss to put in the token")
+
+
+_TTL = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Longest --ttl: a development token valid for longer is a credential to forget about.
+MAX_TTL = 366 * 86400
+
+
+def _ttl(raw: str) -> float:
+    match = _TTL.fullmatch(raw.strip())
+    seconds = float(match[1]) * _TTL_UNITS[match[2]] if match else 0.0
+    if not 0 < seconds <= MAX_TTL:
+        raise argparse.ArgumentTypeError(
+            f"--ttl must be a duration such as 90s, 30m, 1h or 7d, up to 366d, got {raw!r}"
+        )
+    return seconds
+
+
+def _channels(raw: str) -> list[Channel]:
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    for name in names:
+        if name not in {channel.value for channel in Channel}:
+            raise argparse.ArgumentTypeError(
+                f"--channels: unknown channel {name!r}; channels are {', '.join(Channel)}"
+            )
+    return [Channel(name) for name in names]
+
+
+def _symbols(raw: str) -> list[str]:
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    for name in names:
+        if not re.fullmatch(SYMBOL_PATTERN, name):
+            raise argparse.ArgumentTypeError(
+                f"--symbols: {name!r} is not a ticker (1-10 of A-Z 0-9 . -, a letter first)"
+            )
+    return names
+
+
+def _mint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The token ``realtime token`` prints; exits with a one-line error when the
+    gateway's configuration has no secret to sign it with."""
+    if not 1 <= len(args.sub) <= MAX_SUB_LENGTH:
+        parser.error(f"token: --sub must be 1-{MAX_SUB_LENGTH} characters")
+    secret = args.jwt_secret or os.environ.get(f"{ENV_PREFIX}JWT_SECRET")
+    if secret is None:
+        verifies = [
+            flag
+            for flag in ("JWT_PUBLIC_KEY", "JWKS")
+            if os.environ.get(f"{ENV_PREFIX}{flag}") is not None
+        ]
+        parser.error(
+            "token: signs with the gateway's shared secret: set "
+            f"{ENV_PREFIX}JWT_SECRET or give --jwt-secret"
+            + (
+                f" (this gateway verifies with {ENV_PREFIX}{verifies[0]}: tokens for it come "
+                "from the issuer holding the private key)"
+                if verifies
+                else ""
+            )
+        )
+    overrides = {
+        "jwt_secret": secret,
+        "jwt_audience": args.jwt_audience,
+        "jwt_issuer": args.jwt_issuer,
+    }
+    try:
+        config = Config.from_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        parser.error(f"token: {exc}")
+    assert config.jwt_secret is not None
+    return mint_token(
+        config.jwt_secret,
+        sub=args.sub,
+        now=time.time(),
+        ttl=args.ttl,
+        channels=args.channels,
+        symbols=args.symbols,
+        audience=config.jwt_audience,
+        issuer=config.jwt_issuer,
+    )
 
 
 def _parse_as(name: str) -> Any:

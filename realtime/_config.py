@@ -7,6 +7,7 @@ message naming the setting, never later under load.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+
+from ._auth import TokenVerifier, check_secret
 
 ENV_PREFIX: Final = "REALTIME_"
 
@@ -128,6 +131,60 @@ def _cors_origins(instance: object, attribute: attrs.Attribute[Any], value: str 
     parse_origins(attribute.name, value)
 
 
+#: How an ``--allowed-origins`` pattern starts its host: any subdomain of what follows.
+SUBDOMAINS: Final = "*."
+
+
+def parse_origin_patterns(name: str, value: str | None) -> tuple[str, ...]:
+    """The origins of ``--allowed-origins``: as :func:`parse_origins`, plus patterns
+    ``scheme://*.domain[:port]`` for every subdomain (any depth) of a domain with at
+    least one dot. Raises ``ValueError`` naming the setting."""
+    if value is None or not value.strip():
+        return ()
+    origins = [origin.strip() for origin in value.split(",")]
+    plain = []
+    for origin in origins:
+        scheme, separator, rest = origin.partition("://" + SUBDOMAINS)
+        if separator:
+            if "." not in rest.partition(":")[0]:
+                raise ValueError(
+                    f"{_flag(name)}: {origin[:100]!r} is too broad: name a domain, as in "
+                    "https://*.example.com"
+                )
+            origin = f"{scheme}://{rest}"
+        plain.append(origin)
+    parse_origins(name, ",".join(plain))
+    return tuple(dict.fromkeys(origins))
+
+
+def _allowed_origins(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    parse_origin_patterns(attribute.name, value)
+
+
+def _jwt_secret(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        try:
+            check_secret(value)
+        except ValueError as exc:
+            raise ValueError(f"{_flag(attribute.name)} {exc}") from None
+
+
+#: Names of this machine that ``--host`` may give without authentication.
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only: ``localhost``, 127.0.0.0/8,
+    ``::1``. Any other name or address (``0.0.0.0``, a host name) counts as reachable
+    from outside: names are not resolved."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -224,6 +281,51 @@ class Config:
         validator=_cors_origins,
     )
 
+    # Authentication and origins (docs/security.md, "Authentication and authorization").
+    jwt_secret: str | None = _setting(
+        None,
+        "shared secret of at least 32 bytes verifying HS256/384/512 tokens; turns "
+        "authentication on. Prefer the variable: flags show in the process list",
+        validator=_jwt_secret,
+        repr=False,  # never in a log or a traceback
+    )
+    jwt_public_key: Path | None = _setting(
+        None,
+        "PEM public key or certificate verifying RS256, ES256 or EdDSA tokens; turns "
+        "authentication on",
+        validator=_no_check,
+    )
+    jwks: Path | None = _setting(
+        None,
+        "JWKS file whose keys verify tokens, chosen by the token's kid (for key "
+        "rotation); turns authentication on",
+        validator=_no_check,
+    )
+    jwt_audience: str | None = _setting(
+        None, "aud that tokens must carry (unset: aud is not checked)", validator=_no_check
+    )
+    jwt_issuer: str | None = _setting(
+        None, "iss that tokens must carry (unset: iss is not checked)", validator=_no_check
+    )
+    allowed_origins: str | None = _setting(
+        None,
+        "browser origins whose pages may open WebSockets, beyond the gateway's own: "
+        "comma-separated scheme://host[:port], scheme://*.domain patterns, or '*' for any "
+        "(unset: also localhost, any port, while authentication is off)",
+        validator=_allowed_origins,
+    )
+    insecure_no_auth: bool = _setting(
+        False,
+        "without a key, serve a --host other than loopback anyway: whoever reaches it "
+        "reads every channel",
+        validator=_no_check,
+    )
+    auth_timeout: float = _setting(
+        5.0,
+        "with authentication on, seconds a connection that sent no Authorization header "
+        "has to send its auth message (else 4401)",
+    )
+
     certfile: Path | None = _setting(
         None,
         "TLS certificate chain (PEM); with --keyfile serves wss:// and https://",
@@ -253,6 +355,61 @@ class Config:
         replay = self.replay_file
         if replay is not None and not replay.is_file():
             raise ValueError(f"{_flag('feed')}: no such file: {replay}")
+        self._check_authentication()
+
+    def _check_authentication(self) -> None:
+        keys = [
+            name
+            for name in ("jwt_secret", "jwt_public_key", "jwks")
+            if getattr(self, name) is not None
+        ]
+        if len(keys) > 1:
+            raise ValueError(
+                f"{' and '.join(_flag(name) for name in keys)}: give one way to verify tokens"
+            )
+        if not keys:
+            for name in ("jwt_audience", "jwt_issuer"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{_flag(name)} checks tokens: give a key too (--jwt-secret, "
+                        "--jwt-public-key or --jwks)"
+                    )
+            if not self.insecure_no_auth and not is_loopback(self.host):
+                raise ValueError(
+                    f"{_flag('host')} {self.host!r} is reachable from other machines and "
+                    "authentication is off: give a key (--jwt-secret, --jwt-public-key or "
+                    "--jwks), or --insecure-no-auth to let anyone who reaches it read every "
+                    "channel"
+                )
+            return
+        self.token_verifier()  # reads and checks the key file now, not at the first token
+
+    @property
+    def authentication(self) -> bool:
+        """Whether a key is configured: connections must then authenticate."""
+        return any(value is not None for value in (self.jwt_secret, self.jwt_public_key, self.jwks))
+
+    def token_verifier(self) -> TokenVerifier | None:
+        """A verifier for the configured key (read anew from its file), or ``None`` when
+        authentication is off. Raises ``ValueError`` naming the setting for an unfit key."""
+        checks = {"audience": self.jwt_audience, "issuer": self.jwt_issuer}
+        if self.jwt_secret is not None:
+            return TokenVerifier.from_secret(self.jwt_secret, **checks)
+        for name, path, load in (
+            ("jwt_public_key", self.jwt_public_key, TokenVerifier.from_public_key),
+            ("jwks", self.jwks, TokenVerifier.from_jwks),
+        ):
+            if path is not None:
+                try:
+                    return load(path, **checks)
+                except ValueError as exc:
+                    raise ValueError(f"{_flag(name)}: {exc}") from None
+        return None
+
+    @property
+    def websocket_origins(self) -> tuple[str, ...]:
+        """The origins and patterns of ``--allowed-origins`` (``("*",)``: any)."""
+        return parse_origin_patterns("allowed_origins", self.allowed_origins)
 
     @property
     def replay_file(self) -> Path | None:
@@ -262,7 +419,7 @@ class Config:
         return Path(self.feed[len(REPLAY_PREFIX) :].strip())
 
     @property
-    def allowed_origins(self) -> tuple[str, ...]:
+    def cors_allowed_origins(self) -> tuple[str, ...]:
         """The origins of ``--cors-origins`` (``("*",)`` for any; empty for none)."""
         return parse_origins("cors_origins", self.cors_origins)
 

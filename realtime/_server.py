@@ -45,6 +45,7 @@ from feeds import (
 from protocol import Channel, NotificationData, NotificationType
 
 from ._app import GatewayApp
+from ._auth import TokenVerifier
 from ._bus import InProcessBus
 from ._config import Config
 from ._cors import CORS
@@ -231,7 +232,7 @@ async def serve(
             publish=publish_api,
             alert_rules=alert_rules_api,
         ),
-        config.allowed_origins,
+        config.cors_allowed_origins,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(delivery.run)
@@ -254,6 +255,7 @@ async def serve(
                 ssl_context=_ssl_context(config),
             )
         )
+        _log_authentication(sessions.verifier, listener)
         server = Server(
             config,
             hub,
@@ -269,6 +271,18 @@ async def serve(
         await server._shutdown.wait()
         await _drain(server)
         nursery.cancel_scope.cancel()
+
+
+def _log_authentication(verifier: TokenVerifier | None, listener: Listener) -> None:
+    """One line that says whether connections must authenticate."""
+    if verifier is not None:
+        logger.info("Authentication on: connections need a token (%s)", verifier.description)
+        return
+    logger.warning(
+        "Authentication is off: whoever reaches %s reads every channel "
+        "(give --jwt-secret, --jwt-public-key or --jwks to turn it on)",
+        ", ".join(f"{host}:{port}" for host, port in listener.addresses),
+    )
 
 
 def _connection_cap(max_connections: int) -> int:

@@ -3,9 +3,20 @@
 Theory of operation
 -------------------
 The listener hands each ``/ws/{client_id}`` upgrade to :meth:`Sessions.handle`,
-which accepts it (or closes it at once with 4400 for a bad client id), registers the
-connection's :class:`_Session` -- its outlet, see ``_delivery`` -- with the hub,
-offers ``welcome``, and then reads in the handler's own task. Each inbound message
+which refuses it with 403 when its ``Origin`` is not allowed (``_origins``), accepts
+it (or closes it at once with 4400 for a bad client id), authenticates it when a key
+is configured, registers the connection's :class:`_Session` -- its outlet, see
+``_delivery`` -- with the hub, offers ``welcome``, and then reads in the handler's
+own task.
+
+Authentication (docs/security.md) happens before the connection joins the hub: the
+token comes from the upgrade's ``Authorization: Bearer`` header or from a first
+``auth`` message awaited for ``--auth-timeout``; a refused one gets ``unauthorized``
+and 4401. The verified :class:`~realtime._auth.Claims` stay on the session. Its
+``exp`` is the deadline of the session's read scope, so the reader itself ends at
+expiry (4401) with no timer of its own, and a refresh (an ``auth`` on the open
+connection) moves it. Grants are checked at subscribe and at refresh, where what a
+new token no longer allows is ended; delivery never looks at them. Each inbound message
 goes to the connection's sans-IO :class:`protocol.RequestHandler` (rate limit,
 decoding, subscription state, replies), and what it asks for is done here without
 awaiting: subscription changes go to the hub, and the ack, snapshot or replay to the
@@ -23,8 +34,11 @@ delivery write what a flushing close kept and the close frame.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import time
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Final
 
@@ -32,8 +46,10 @@ import attrs
 import trio
 
 from protocol import (
+    ALL_SYMBOLS,
     CLIENT_ID_PATTERN,
     PROTOCOL_VERSION,
+    Auth,
     Channel,
     Close,
     CloseCode,
@@ -45,18 +61,24 @@ from protocol import (
     RemoteProtocolError,
     Reply,
     RequestHandler,
+    RequestId,
     ServerMessage,
     Subscribe,
     Subscriptions,
     Unsubscribe,
+    Unsubscribed,
     Welcome,
+    decode_client,
     encode,
 )
 
+from ._auth import Claims, TokenError, TokenVerifier
 from ._config import Config
 from ._delivery import Delivery, Outlet
 from ._hub import Hub, utc_now
+from ._origins import OriginPolicy
 from ._outbox import Outbox, OutboxLimits
+from ._throttle import ThrottledLog
 from .ws import (
     PING_FRAME,
     ConnectionClosed,
@@ -81,18 +103,30 @@ def client_id_from_path(path: str) -> str | None:
     return client_id if _CLIENT_ID.fullmatch(client_id) else None
 
 
-class _Session(Outlet):
-    """One connection: its outlet, and the protocol state of its requests."""
+def _peer(request: RequestHead) -> str:
+    client = request.client
+    return "unknown" if client is None else f"{client[0]}:{client[1]}"
 
-    __slots__ = ("requests",)
+
+class _Session(Outlet):
+    """One connection: its outlet, the protocol state of its requests, and what its
+    token says (``claims``; ``None`` while authentication is off)."""
+
+    __slots__ = ("claims", "requests")
 
     def __init__(
-        self, ws: WebSocketConnection, client_id: str, sessions: Sessions, now: float
+        self,
+        ws: WebSocketConnection,
+        client_id: str,
+        sessions: Sessions,
+        now: float,
+        claims: Claims | None = None,
     ) -> None:
         super().__init__(ws, client_id, sessions.outbox_limits, sessions.delivery)
         self.requests = RequestHandler(
             codec=self.codec, limits=sessions.limits, rate_limit=sessions.rate_limit, now=now
         )
+        self.claims = claims
 
     def reply(self, message: ServerMessage) -> None:
         codec = self.codec
@@ -103,9 +137,17 @@ class Sessions:
     """Serves every WebSocket connection of the gateway against one hub."""
 
     def __init__(
-        self, config: Config, hub: Hub, delivery: Delivery, *, server_version: str
+        self,
+        config: Config,
+        hub: Hub,
+        delivery: Delivery,
+        *,
+        server_version: str,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        #: Unix seconds, what token times (``exp``, ``nbf``) count in.
+        self.wall_clock = wall_clock
         self.hub = hub
         self.delivery = delivery
         self.server_version = server_version
@@ -131,6 +173,21 @@ class Sessions:
         self._idle.set()
         self.rate_limited = 0
         self.heartbeat_timeouts = 0
+        #: Checks tokens; ``None`` while authentication is off.
+        self.verifier: TokenVerifier | None = config.token_verifier()
+        #: Whose pages may connect: with no --allowed-origins and authentication off,
+        #: pages on this machine too (docs/security.md).
+        self.origins = OriginPolicy(
+            config.websocket_origins,
+            localhost=not config.authentication and not config.websocket_origins,
+        )
+        #: Handshakes refused with 403 for their Origin.
+        self.refused_origins = 0
+        #: Connections closed with 4401 (refused or expired tokens), and refreshes refused.
+        self.unauthorized = 0
+        self.refused_refreshes = 0
+        #: Refusals, at most a few lines every few seconds however many there are.
+        self.refusal_log = ThrottledLog(logger, clock=trio.current_time)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -182,6 +239,10 @@ class Sessions:
                 stream, 503, "Server is shutting down; reconnect", headers=[(b"Retry-After", b"1")]
             )
             return
+        origin = request.header("origin")
+        if not self.origins.allows(origin, request.header("host")):
+            await self._refuse_origin(stream, request, origin or "")
+            return
         ws = await self._accept(stream, request)
         if ws is None:
             return
@@ -193,7 +254,15 @@ class Sessions:
                 "Invalid client id: use 1-64 characters of A-Z a-z 0-9 _ . : -",
             )
             return
-        session = self._open(ws, client_id)
+        claims = None
+        if self.verifier is not None:
+            claims = await self._authenticate(ws, request, client_id, self.verifier)
+            if claims is None:
+                return
+            if self.draining:  # began while the token was awaited: drain() missed it
+                await ws.aclose(CloseCode.GOING_AWAY, "Server shutting down; reconnect")
+                return
+        session = self._open(ws, client_id, claims)
         # The read loop is inlined here: an idle connection's task waits in it, and
         # each coroutine frame on that stack costs every connection about 250 bytes.
         try:
@@ -202,6 +271,9 @@ class Sessions:
                     # No local keeps the frame or its decoded message while this task
                     # waits for the next one: idle connections hold only their state.
                     self._on_message(session, await ws.receive_message())
+            # The read scope's deadline is the token's exp (see _expire_at).
+            if session.close_code is None and trio.current_time() >= session.read_scope.deadline:
+                self._expired(session)
         except ConnectionClosed:
             pass  # the peer is gone
         finally:
@@ -224,20 +296,255 @@ class Sessions:
                 return None
         return None
 
-    def _open(self, ws: WebSocketConnection, client_id: str) -> _Session:
+    async def _refuse_origin(
+        self, stream: trio.abc.Stream, request: RequestHead, origin: str
+    ) -> None:
+        self.refused_origins += 1
+        self.refusal_log.info("[WebSocket] Refused origin %r from %s", origin[:200], _peer(request))
+        with trio.move_on_after(self.config.write_timeout):
+            await reject_websocket(
+                stream,
+                403,
+                f"Origin {origin[:200]} may not open a WebSocket on this gateway: "
+                "the gateway's --allowed-origins must list it",
+            )
+
+    # --- authentication ---------------------------------------------------------------
+
+    async def _authenticate(
+        self,
+        ws: WebSocketConnection,
+        request: RequestHead,
+        client_id: str,
+        verifier: TokenVerifier,
+    ) -> Claims | None:
+        """The claims of the connection's token: the ``Authorization: Bearer`` header of
+        its upgrade, else its first message, an ``auth`` that must come within
+        ``--auth-timeout``. Otherwise writes an ``unauthorized`` error, closes with 4401
+        and returns ``None`` (also when the peer left). Before ``welcome``: the
+        connection is not in the hub yet."""
+        request_id = None
+        header = request.header("authorization")
+        if header is not None:
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                await self._refuse_token(
+                    ws, request, client_id, "the Authorization header must be 'Bearer <jwt>'"
+                )
+                return None
+            token = token.strip()
+        else:
+            try:
+                first = await self._first_message(ws)
+            except ConnectionClosed:
+                await ws.aclose()
+                return None
+            if isinstance(first, str):
+                await self._refuse_token(ws, request, client_id, first)
+                return None
+            token, request_id = first.token, first.id
+        try:
+            return verifier.verify(token, now=self.wall_clock())
+        except TokenError as error:
+            await self._refuse_token(ws, request, client_id, error.reason, request_id)
+            return None
+
+    async def _first_message(self, ws: WebSocketConnection) -> Auth | str:
+        """The ``auth`` message the connection opens with, or why there is none.
+        Raises ``ConnectionClosed`` if the peer left."""
+        timeout = self.config.auth_timeout
+        data: str | bytes | None = None
+        with trio.move_on_after(timeout):
+            data = await ws.receive_message()
+        if data is None:
+            return (
+                f"no token: send Authorization: Bearer <jwt> with the upgrade, or "
+                f'{{"type":"auth","token":"<jwt>"}} within {timeout:g} s of connecting'
+            )
+        try:
+            message = decode_client(data, Codec.for_subprotocol(ws.subprotocol), self.limits)
+        except RemoteProtocolError as error:
+            return f"the first message must be an auth message: {error.message}"
+        if not isinstance(message, Auth):
+            return 'authenticate first: the first message must be {"type":"auth","token":"<jwt>"}'
+        return message
+
+    async def _refuse_token(
+        self,
+        ws: WebSocketConnection,
+        request: RequestHead,
+        client_id: str,
+        reason: str,
+        request_id: RequestId | None = None,
+    ) -> None:
+        self.unauthorized += 1
+        self.refusal_log.info(
+            "[WebSocket] Authentication failed for %s from %s: %s",
+            client_id,
+            _peer(request),
+            reason,
+        )
+        codec = Codec.for_subprotocol(ws.subprotocol)
+        error = _unauthorized(f"Unauthorized: {reason}", request_id, utc_now())
+        with trio.move_on_after(self.config.write_timeout):
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send_frames(build_frame(encode(error, codec), text=codec.is_text))
+        await ws.aclose(CloseCode.UNAUTHORIZED, "Unauthorized")
+
+    def _expire_at(self, session: _Session, claims: Claims) -> None:
+        """Close the connection at the token's ``exp``: the read scope's deadline, on
+        Trio's clock (so MockClock drives it)."""
+        session.read_scope.deadline = trio.current_time() + (claims.exp - self.wall_clock())
+
+    def _expired(self, session: _Session) -> None:
+        self.unauthorized += 1
+        logger.info("[WebSocket] Token expired: %s (4401)", session.client_id)
+        session.reply(
+            _unauthorized(
+                "Unauthorized: the token expired; connect again with a new one "
+                "(refresh it before exp with an auth message to stay connected)",
+                None,
+                utc_now(),
+            )
+        )
+        session.close(CloseCode.UNAUTHORIZED, "Token expired", flush=True)
+
+    def _refresh(self, session: _Session, request: Auth, timestamp: datetime) -> None:
+        """Take a new token on an open connection: same ``sub``, new grants and exp."""
+        verifier = self.verifier
+        if verifier is None:
+            return  # authentication is off: nothing to refresh
+        current = session.claims
+        try:
+            claims = verifier.verify(request.token, now=self.wall_clock())
+            if current is not None and claims.sub != current.sub:
+                raise TokenError(f"it names another user (sub {claims.sub[:64]!r})")
+        except TokenError as error:
+            self.refused_refreshes += 1
+            self.refusal_log.info(
+                "[WebSocket] Refresh refused for %s from %s: %s",
+                session.client_id,
+                _peer(session.ws.request),
+                error.reason,
+            )
+            session.reply(
+                _unauthorized(
+                    f"Token refused; the current one still holds until it expires: {error.reason}",
+                    request.id,
+                    timestamp,
+                )
+            )
+            return
+        session.claims = claims
+        self._expire_at(session, claims)
+        self._narrow(session, claims, timestamp)
+        logger.debug("[WebSocket] Client %s refreshed its token", session.client_id)
+
+    def _narrow(self, session: _Session, claims: Claims, timestamp: datetime) -> None:
+        """End the subscriptions ``claims`` no longer allow, each with an
+        ``unsubscribed`` that says why."""
+        requests, hub = session.requests, self.hub
+        for channel, selection in list(requests.subscriptions):
+            if not claims.allows(channel):
+                self._end(
+                    session,
+                    Unsubscribe(channel=channel),
+                    f"Your token no longer grants channel '{channel}'",
+                    timestamp,
+                )
+            elif channel is Channel.PRICES and claims.symbols is not None:
+                if selection is ALL_SYMBOLS:
+                    granted = hub.canonical(tuple(sorted(claims.symbols & hub.universe)))
+                    self._end(
+                        session,
+                        Unsubscribe(channel=channel),
+                        "Your token no longer grants every symbol",
+                        timestamp,
+                        keep=granted,
+                    )
+                elif refused := claims.refused_symbols(sorted(selection)):
+                    self._end(
+                        session,
+                        Unsubscribe(channel=channel, symbols=tuple(refused)),
+                        f"Your token no longer grants {_symbols_named(refused)}",
+                        timestamp,
+                    )
+
+    def _end(
+        self,
+        session: _Session,
+        request: Unsubscribe,
+        reason: str,
+        timestamp: datetime,
+        *,
+        keep: tuple[str, ...] | None = None,
+    ) -> None:
+        """Apply ``request`` for the server, then (prices) subscribe ``keep`` again, and
+        tell the client with one ``unsubscribed`` carrying ``reason``."""
+        requests, hub = session.requests, self.hub
+        accepted = requests.unsubscribe(request, timestamp=timestamp)
+        hub.apply(session, accepted.change)
+        held: Collection[str] = ()
+        if keep:
+            try:
+                again = requests.subscribe(
+                    Subscribe(channel=request.channel, symbols=keep),
+                    universe=hub.universe,
+                    timestamp=timestamp,
+                )
+            except RemoteProtocolError:
+                pass  # more than --max-symbols: the channel stays ended
+            else:
+                hub.apply(session, again.change)
+                held = keep
+        if request.channel is Channel.PRICES:
+            # A price offered before this may still be pending: none may follow the
+            # unsubscribed for what it ended.
+            old = accepted.change.old
+            if isinstance(old, frozenset):
+                session.drop_prices(old.difference(held))
+            else:
+                session.drop_prices(hub.universe.difference(held) if held else None)
+        session.reply(
+            Unsubscribed(
+                channel=request.channel,
+                symbols=tuple(sorted(held)) if held else accepted.change.ack_symbols,
+                reason=reason,
+                timestamp=timestamp,
+            )
+        )
+        logger.info(
+            "[WebSocket] Client %s unsubscribed from %s: %s",
+            session.client_id,
+            request.channel,
+            reason,
+        )
+
+    # --- connections --------------------------------------------------------------
+
+    def _open(self, ws: WebSocketConnection, client_id: str, claims: Claims | None) -> _Session:
         """Register the connection with the hub and offer its welcome."""
         config, hub = self.config, self.hub
-        session = _Session(ws, client_id, self, trio.current_time())
+        session = _Session(ws, client_id, self, trio.current_time(), claims)
         if hub.register(session) is not None:
             logger.info("[WebSocket] Replaced older connection of %s (4409)", client_id)
-        logger.info("[WebSocket] Connected: %s", client_id)
+        channels: tuple[Channel, ...] = tuple(Channel)
+        symbols = hub.symbols
+        if claims is None:
+            logger.info("[WebSocket] Connected: %s", client_id)
+        else:
+            logger.info("[WebSocket] Connected: %s (user %s)", client_id, claims.sub)
+            self._expire_at(session, claims)
+            channels = tuple(channel for channel in channels if claims.allows(channel))
+            if claims.symbols is not None:
+                symbols = tuple(symbol for symbol in symbols if symbol in claims.symbols)
         session.reply(
             Welcome(
                 client_id=client_id,
                 protocol=PROTOCOL_VERSION,
                 server=self.server_version,
-                channels=tuple(Channel),
-                symbols=hub.symbols,
+                channels=channels,
+                symbols=symbols,
                 heartbeat_interval=config.heartbeat_interval,
                 epoch=hub.epoch,
                 timestamp=utc_now(),
@@ -297,6 +604,8 @@ class Sessions:
             if outcome.code == CloseCode.RATE_LIMITED:
                 self.rate_limited += 1
             session.close(outcome.code, outcome.reason, flush=outcome.flush)
+        elif isinstance(outcome, Auth):
+            self._refresh(session, outcome, timestamp)
         else:
             self._apply(session, outcome, timestamp)
 
@@ -323,6 +632,8 @@ class Sessions:
                 )
                 return
             channel = request.channel
+            if session.claims is not None:
+                request = _within_grants(session.claims, request, hub.universe)
             replay = None
             # The ack's position: what follows it on the channel is exactly what comes
             # after. Prices have none: they resume by their snapshot.
@@ -352,3 +663,45 @@ class Sessions:
             for frames in replay:
                 session.offer(frames.get(session.codec))
         logger.info("[WebSocket] Client %s subscribed to %s", session.client_id, channel)
+
+
+def _unauthorized(text: str, request_id: RequestId | None, timestamp: datetime) -> ErrorReply:
+    return ErrorReply(
+        error=text, code=ErrorCode.UNAUTHORIZED.value, id=request_id, timestamp=timestamp
+    )
+
+
+_NAMED: Final = 10  # symbols one message names
+
+
+def _symbols_named(symbols: list[str]) -> str:
+    named = ", ".join(symbols[:_NAMED])
+    more = f" and {len(symbols) - _NAMED} more" if len(symbols) > _NAMED else ""
+    return f"symbol{'s' if len(symbols) > 1 else ''} {named}{more}"
+
+
+def _within_grants(claims: Claims, request: Subscribe, universe: Collection[str]) -> Subscribe:
+    """``request`` as the token allows it: refused whole (``forbidden``, naming what)
+    for a channel or symbols it does not grant; a prices subscribe without symbols is
+    narrowed to the granted symbols of the universe."""
+    channel = request.channel
+    if not claims.allows(channel):
+        raise RemoteProtocolError(
+            ErrorCode.FORBIDDEN, f"Forbidden: your token does not grant channel '{channel}'"
+        )
+    granted = claims.symbols
+    if channel is not Channel.PRICES or granted is None:
+        return request
+    if request.symbols is None:
+        symbols = tuple(sorted(granted.intersection(universe)))
+        if not symbols:
+            raise RemoteProtocolError(
+                ErrorCode.FORBIDDEN, "Forbidden: your token grants no symbol of this feed"
+            )
+        return attrs.evolve(request, symbols=symbols)
+    refused = claims.refused_symbols(request.symbols)
+    if refused:
+        raise RemoteProtocolError(
+            ErrorCode.FORBIDDEN, f"Forbidden: your token does not grant {_symbols_named(refused)}"
+        )
+    return request

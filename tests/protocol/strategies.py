@@ -98,6 +98,7 @@ MESSAGES: dict[type[Any], st.SearchStrategy[Any]] = {
     )
     | st.builds(p.Unsubscribe, channel=st.sampled_from(p.Channel), id=optional_ids),
     p.Ping: st.builds(p.Ping, id=optional_ids),
+    p.Auth: st.builds(p.Auth, token=st.text(min_size=1), id=optional_ids),
     p.Welcome: st.builds(
         p.Welcome,
         client_id=client_ids,
@@ -122,6 +123,7 @@ MESSAGES: dict[type[Any], st.SearchStrategy[Any]] = {
         channel=st.sampled_from(p.Channel),
         symbols=st.none() | symbol_tuples,
         id=optional_ids,
+        reason=st.none() | st.text(),
         timestamp=timestamps,
     ),
     p.PriceUpdate: st.builds(
@@ -145,5 +147,5 @@ MESSAGES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
 }
 
-client_messages = st.one_of([MESSAGES[cls] for cls in (p.Subscribe, p.Unsubscribe, p.Ping)])
+client_messages = st.one_of([MESSAGES[cls] for cls in (p.Subscribe, p.Unsubscribe, p.Ping, p.Auth)])
 any_messages = st.one_of(list(MESSAGES.values()))

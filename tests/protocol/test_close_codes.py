@@ -13,6 +13,8 @@ import protocol as p
 #: 4403, 4409"; 4429 asks to reconnect after backing off.
 RECONNECT = {1001, 1006, 1011, 4429, 4499}
 FATAL = {4400, 4403, 4409}
+#: 4401: fetch a new token and reconnect once (issue 14).
+REAUTHENTICATE = {4401}
 
 _DEFS = p.json_schema()["$defs"]
 
@@ -20,6 +22,7 @@ _DEFS = p.json_schema()["$defs"]
 def test_the_policy_is_the_designs() -> None:
     assert p.RECONNECT_CLOSE_CODES == RECONNECT
     assert p.FATAL_CLOSE_CODES == FATAL
+    assert p.REAUTHENTICATE_CLOSE_CODES == REAUTHENTICATE
 
 
 @pytest.mark.parametrize("code", [*p.CloseCode, 1005, 1012, 1015, 4000, 4999], ids=str)
@@ -43,6 +46,7 @@ def test_the_schema_names_every_close_code() -> None:
 def test_the_schema_carries_the_reconnect_policy() -> None:
     assert _DEFS["ReconnectCloseCode"]["enum"] == sorted(RECONNECT)
     assert _DEFS["FatalCloseCode"]["enum"] == sorted(FATAL)
+    assert _DEFS["ReauthenticateCloseCode"]["enum"] == sorted(REAUTHENTICATE)
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
@@ -60,6 +64,8 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
         ("ReconnectCloseCode", 1000, False),
         ("FatalCloseCode", 4409, True),
         ("FatalCloseCode", 4401, False),
+        ("ReauthenticateCloseCode", 4401, True),
+        ("ReauthenticateCloseCode", 4403, False),
     ],
 )
 def test_the_close_code_definitions_validate(name: str, value: Any, valid: bool) -> None:

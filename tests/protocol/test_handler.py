@@ -41,7 +41,7 @@ def wire(obj: dict[str, Any], codec: Codec = Codec.JSON) -> bytes:
 
 def receive(
     handler: p.RequestHandler, data: str | bytes, now: float = 0.0
-) -> p.Reply | p.Close | p.Subscribe | p.Unsubscribe:
+) -> p.Reply | p.Close | p.Subscribe | p.Unsubscribe | p.Auth:
     return handler.receive(data, now=now, timestamp=T0)
 
 

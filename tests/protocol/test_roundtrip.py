@@ -15,7 +15,7 @@ import protocol as p
 
 from .strategies import MESSAGES
 
-CLIENT_CLASSES = (p.Subscribe, p.Unsubscribe, p.Ping)
+CLIENT_CLASSES = (p.Subscribe, p.Unsubscribe, p.Ping, p.Auth)
 
 
 def test_every_message_type_has_a_strategy() -> None:

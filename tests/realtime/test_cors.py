@@ -178,11 +178,11 @@ def test_bad_origins_name_the_setting(value: str, error: str) -> None:
 
 
 def test_origins_parse() -> None:
-    assert Config().allowed_origins == ()
-    assert Config(cors_origins=" ").allowed_origins == ()
-    assert Config(cors_origins="*").allowed_origins == ("*",)
+    assert Config().cors_allowed_origins == ()
+    assert Config(cors_origins=" ").cors_allowed_origins == ()
+    assert Config(cors_origins="*").cors_allowed_origins == ("*",)
     config = Config(cors_origins="http://localhost:5173, https://a.example,http://[::1]:8080")
-    assert config.allowed_origins == (
+    assert config.cors_allowed_origins == (
         "http://localhost:5173",
         "https://a.example",
         "http://[::1]:8080",

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Generates from the Python protocol's JSON Schema:
 //   src/protocol/messages.gen.ts     the message types (json-schema-to-typescript)
-//   src/protocol/closeCodes.gen.ts   CloseCode, RECONNECT_CLOSE_CODES, FATAL_CLOSE_CODES
+//   src/protocol/closeCodes.gen.ts   CloseCode, RECONNECT_CLOSE_CODES, FATAL_CLOSE_CODES,
+//                                    REAUTHENTICATE_CLOSE_CODES
 //   src/protocol/names.gen.ts        Channel, CHANNELS, MessageType: the names as runtime values
 //
 //   node scripts/gen-types.mjs           write the files
@@ -66,6 +67,7 @@ export function generateCloseCodes(schema) {
   for (const [def, constant] of [
     ['ReconnectCloseCode', 'RECONNECT_CLOSE_CODES'],
     ['FatalCloseCode', 'FATAL_CLOSE_CODES'],
+    ['ReauthenticateCloseCode', 'REAUTHENTICATE_CLOSE_CODES'],
   ]) {
     const list = defs[def];
     if (!list || !Array.isArray(list.enum)) throw new Error(`the schema has no $defs/${def} enum`);

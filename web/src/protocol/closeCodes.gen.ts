@@ -21,7 +21,7 @@ export const CloseCode = {
   INTERNAL_ERROR: 1011,
   /** The `client_id` in the URL is not 1-64 of `A-Z a-z 0-9 _ . : -`. Never reconnect as is. */
   INVALID_CLIENT_ID: 4400,
-  /** Authentication is missing, invalid or expired. Reconnect only with new credentials. */
+  /** Authentication is missing, invalid or expired. Fetch a new token and reconnect once; if that is refused too, stop. */
   UNAUTHORIZED: 4401,
   /** The origin or a channel is not allowed for this client. Never reconnect as is. */
   FORBIDDEN: 4403,
@@ -48,4 +48,9 @@ export const FATAL_CLOSE_CODES: readonly CloseCode[] = Object.freeze([
   CloseCode.INVALID_CLIENT_ID,
   CloseCode.FORBIDDEN,
   CloseCode.REPLACED,
+]);
+
+/** Close codes after which a client fetches a new token and reconnects once; refused again, it stops. */
+export const REAUTHENTICATE_CLOSE_CODES: readonly CloseCode[] = Object.freeze([
+  CloseCode.UNAUTHORIZED,
 ]);

@@ -2,7 +2,12 @@
 // so nothing here can drift from the Python protocol.
 export type * from './messages.gen';
 // The close codes and the reconnect policy, generated from the same schema.
-export { CloseCode, FATAL_CLOSE_CODES, RECONNECT_CLOSE_CODES } from './closeCodes.gen';
+export {
+  CloseCode,
+  FATAL_CLOSE_CODES,
+  REAUTHENTICATE_CLOSE_CODES,
+  RECONNECT_CLOSE_CODES,
+} from './closeCodes.gen';
 // Channel and message type names as runtime constants (and their union types), from the same schema.
 export { CHANNELS, Channel, MessageType } from './names.gen';
 import type { ServerMessage } from './messages.gen';

@@ -5,7 +5,7 @@
  * Messages of protocol v1 in the JSON codec. Clients must ignore message types and fields they do not know: a later version of v1 may add them.
  */
 export type RealtimeGatewayWireProtocolV1 = (ClientMessage | ServerMessage)
-export type ClientMessage = (Subscribe | Unsubscribe | Ping)
+export type ClientMessage = (Subscribe | Unsubscribe | Ping | Auth)
 export type ServerMessage = (Welcome | Subscribed | Unsubscribed | PriceUpdate | AlertTriggered | TradingSignal | PortfolioUpdate | Notification | Pong | ErrorReply)
 
 /**
@@ -48,6 +48,17 @@ type: "ping"
 id?: (string | number)
 }
 /**
+ * Authenticate with a token: the first message of a connection that sent no ``Authorization`` header, or, on an open connection, a refresh for the same user.
+ */
+export interface Auth {
+type: "auth"
+token: string
+/**
+ * Echoed in the reply to this request.
+ */
+id?: (string | number)
+}
+/**
  * First message on every connection.
  */
 export interface Welcome {
@@ -76,7 +87,7 @@ id?: (string | number)
 timestamp: string
 }
 /**
- * Ack of ``unsubscribe``. ``symbols``: the prices symbols still subscribed, if any.
+ * Ack of ``unsubscribe``. ``symbols``: the prices symbols still subscribed, if any. Also sent unasked when the server ends a subscription: ``reason`` then says why (a refreshed token no longer grants the channel or symbols).
  */
 export interface Unsubscribed {
 type: "unsubscribed"
@@ -86,6 +97,7 @@ symbols?: string[]
  * Echoed in the reply to this request.
  */
 id?: (string | number)
+reason?: string
 timestamp: string
 }
 export interface PriceUpdate {

@@ -28,6 +28,8 @@ export const MessageType = {
   UNSUBSCRIBE: "unsubscribe",
   /** client to server */
   PING: "ping",
+  /** client to server */
+  AUTH: "auth",
   /** server to client */
   WELCOME: "welcome",
   /** server to client */
