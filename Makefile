@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint pytest conformance clean
+.PHONY: install run test lint pytest conformance clean redis-deps
 
 install: $(STAMP) web-install
 
@@ -27,8 +27,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# bench-peers: the harness's smoke test runs every reference server.
-pytest: install bench-peers
+# bench-peers: the harness's smoke test runs every reference server; redis-deps: the
+# multi-node tests run real redis-server processes.
+pytest: install bench-peers redis-deps
 	$(BIN)/pytest
 
 test: lint pytest web-test web-e2e
@@ -37,6 +38,15 @@ test: lint pytest web-test web-e2e
 include web/web.mk
 # Benchmarks against the reference servers: bench, bench-quick, bench-peers.
 include bench/bench.mk
+
+# Debian's redis-server for the multi-node tests (tests/cluster), only if missing. The
+# tests start their own servers on free ports and never use a system-wide one.
+REDIS_SERVER ?= /usr/bin/redis-server
+redis-deps:
+	@if [ -x $(REDIS_SERVER) ]; then echo "$(REDIS_SERVER) is installed"; else \
+	  echo "Installing Debian's redis-server for the multi-node tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	fi
 
 URL ?= ws://127.0.0.1:8000
 conformance: install
