@@ -22,6 +22,9 @@ page of them in id order in O(log n + page), whatever the number of connections.
 History keeps the last ``history_messages`` messages of each non-price stream for
 at most ``history_seconds``, for resume with ``since``; prices keep only the last
 message per symbol, which is sent after a subscribe (prices are state, not events).
+
+A node of a cluster numbers nothing itself: its Redis bus hands the hub messages
+numbered in Redis, in order, through :meth:`Hub.deliver` (see ``_redis_bus``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Final
 
 import attrs
 from sortedcontainers import SortedList
@@ -56,6 +60,11 @@ from ._outbox import Outbox
 from .ws import build_frame
 
 logger = logging.getLogger("realtime.hub")
+
+#: The channel of each event message class.
+_CHANNEL_OF: Final = {
+    message_class: channel for channel, (message_class, _) in CHANNEL_EVENTS.items()
+}
 
 
 @attrs.frozen
@@ -335,6 +344,49 @@ class Hub:
             else:
                 self.slow_consumer_closes += 1
         self.offered += offered
+
+    # --- following another bus's numbering -------------------------------------------
+
+    def deliver(self, message: EventMessage, to: str | None = None, *, at: float) -> None:
+        """Record and offer ``message``, already numbered by the bus that owns the
+        sequence (Redis, see ``_redis_bus``): as :meth:`publish` does, without numbering.
+
+        ``at`` is the monotonic time (``clock``'s) it was published, from which its age
+        in history counts. The caller hands each stream's messages in ``seq`` order,
+        each following the last (or after :meth:`forget`): history must have no holes.
+        """
+        frames = _Frames(message)
+        if type(message) is PriceUpdate:
+            symbol = message.symbol
+            self._seqs[symbol] = message.seq
+            self._last_prices[symbol] = frames
+            self._fan_out_price(symbol, frames, to)
+        else:
+            channel = _CHANNEL_OF[type(message)]
+            self._seqs[channel] = message.seq
+            history = self._history[channel]
+            history.append((message.seq, at, to, frames))
+            self._expire(history)
+            self._fan_out(channel, frames, to)
+        self.published += 1
+        self._after_fan_out()
+
+    def forget(self, channel: Channel, seq: int) -> None:
+        """The messages of ``channel`` up to ``seq`` are lost to this hub: drop the
+        history it holds, so that a resume from before ``seq`` is refused rather than
+        given a replay with a hole, and count on from ``seq``."""
+        self._seqs[channel] = seq
+        self._history[channel].clear()
+
+    def restart(self, epoch: str) -> None:
+        """A new history begins (the bus lost the old one): ``epoch`` from now on, every
+        stream counting from 0 again, no history and no last prices. Resumes into the
+        old epoch are refused. Subscriptions stay."""
+        self.epoch = epoch
+        self._seqs.clear()
+        self._last_prices.clear()
+        for history in self._history.values():
+            history.clear()
 
     def last_price(self, symbol: str) -> PriceUpdate | None:
         frames = self._last_prices.get(symbol)
