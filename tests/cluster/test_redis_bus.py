@@ -1,0 +1,322 @@
+"""The Redis bus against a real redis-server: numbering, history, catch-up and epochs.
+
+Nodes here are a hub and its :class:`RedisBus` in the test's own Trio run; the
+process-level tests (``test_cluster``) run real gateways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import coredis
+import orjson
+import pytest
+import trio
+import trustme
+
+from protocol import (
+    ALL_SYMBOLS,
+    Change,
+    Channel,
+    Codec,
+    ErrorCode,
+    NotificationData,
+    NotificationType,
+    PriceData,
+    RemoteProtocolError,
+)
+from realtime._hub import Hub
+from realtime._outbox import Outbox, OutboxLimits
+from realtime._redis_bus import (
+    EPOCH_KEY,
+    KEYS,
+    PRICES_KEY,
+    SEQ_KEY,
+    RedisBus,
+    RedisPublisher,
+    events_channel,
+    open_redis,
+    redacted,
+)
+
+from .redis_server import RedisServer
+
+TIMEOUT = 10.0
+UNIVERSE = ("AAPL", "MSFT")
+NOTES_KEY = KEYS[
+    3 + list(c for c in Channel if c is not Channel.PRICES).index(Channel.NOTIFICATIONS)
+]
+
+
+def note(number: int) -> NotificationData:
+    return NotificationData(id=str(number), message=f"note {number}", type=NotificationType.INFO)
+
+
+def quote(value: float) -> PriceData:
+    return PriceData(
+        price=value, change=0, change_pct=0, volume=1, bid=value - 0.01, ask=value + 0.01
+    )
+
+
+class Node:
+    """A hub following Redis, with one outbox subscribed to every channel."""
+
+    def __init__(self, hub: Hub, bus: RedisBus) -> None:
+        self.hub = hub
+        self.bus = bus
+        self.outbox = Outbox("watcher", Codec.JSON, OutboxLimits(max_messages=10_000))
+        hub.register(self.outbox)
+        for channel in Channel:
+            hub.apply(self.outbox, Change(channel, frozenset(), ALL_SYMBOLS))
+        self.received: list[dict[str, Any]] = []
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every event offered so far, in order (prices by their conflated slot)."""
+        for frame in self.outbox.take():
+            length = frame[1] & 0x7F
+            start = 2 if length < 126 else 4 if length == 126 else 10
+            self.received.append(orjson.loads(frame[start:]))
+        return self.received
+
+    async def wait_for(self, done: Callable[[list[dict[str, Any]]], bool]) -> None:
+        while not done(self.messages()):
+            await trio.sleep(0.01)
+
+    def seqs(self, kind: str) -> list[int]:
+        return [m["seq"] for m in self.messages() if m["type"] == kind]
+
+
+@pytest.fixture
+def start_node(nursery: trio.Nursery) -> Callable[..., Any]:
+    async def start(url: str, *, history_messages: int = 1000) -> Node:
+        hub = Hub(universe=UNIVERSE, clock=trio.current_time, history_messages=history_messages)
+        bus = RedisBus(url, history_messages=history_messages, history_seconds=600)
+        bus.attach(hub)
+        node = Node(hub, bus)
+        await nursery.start(bus.run)
+        return node
+
+    return start
+
+
+@asynccontextmanager
+async def publisher(
+    url: str, *, events: str | None = None, history_messages: int = 1000
+) -> AsyncIterator[tuple[RedisPublisher, coredis.Redis[bytes]]]:
+    """A publisher as the feed has one, and its client for inspecting Redis.
+    ``events`` another pub/sub channel: what it publishes no node hears."""
+    async with open_redis(url) as client:
+        yield (
+            RedisPublisher(
+                client,
+                events=events or events_channel(url),
+                history_messages=history_messages,
+                history_seconds=600,
+            ),
+            client,
+        )
+
+
+async def test_one_script_call_numbers_keeps_and_announces(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        node = await start_node(redis_server.url)
+        async with publisher(redis_server.url) as (bus, client):
+            for number in (1, 2, 3):
+                await bus.publish(Channel.NOTIFICATIONS, note(number))
+            await bus.publish(Channel.PRICES, quote(10), symbol="AAPL")
+            await bus.publish(Channel.PRICES, quote(11), symbol="AAPL")
+            await bus.publish(Channel.PRICES, quote(20), symbol="MSFT")
+            await node.wait_for(lambda m: len(m) == 5)  # AAPL conflated in the outbox
+
+            epoch = await client.get(EPOCH_KEY)
+            assert epoch is not None
+            assert node.hub.epoch == epoch.decode()
+            assert await client.hgetall(SEQ_KEY) == {
+                b"notifications": b"3",
+                b"AAPL": b"2",
+                b"MSFT": b"1",
+            }
+            history = await client.lrange(NOTES_KEY, 0, -1)
+            assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2", b"3"]
+            last_aapl = (await client.hgetall(PRICES_KEY))[b"AAPL"]
+            assert last_aapl.startswith(b"2 ")
+        assert node.seqs("notification") == [1, 2, 3]
+        assert [m["data"]["id"] for m in node.messages() if m["type"] == "notification"] == [
+            "1",
+            "2",
+            "3",
+        ]
+        last = node.hub.last_price("AAPL")
+        assert last is not None
+        assert (last.seq, last.data.price) == (2, 11)
+
+
+async def test_two_nodes_deliver_the_same_stream_in_the_same_epoch(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        first, second = await start_node(redis_server.url), await start_node(redis_server.url)
+        async with publisher(redis_server.url) as (bus, _):
+            for number in range(20):
+                await bus.publish(Channel.NOTIFICATIONS, note(number))
+                await bus.publish(Channel.PRICES, quote(100 + number), symbol="MSFT")
+        for node in (first, second):
+            await node.wait_for(lambda _, node=node: node.seqs("notification")[-1:] == [20])
+            await node.wait_for(lambda _, node=node: node.seqs("price_update")[-1:] == [20])
+
+    def notifications(node: Node) -> list[dict[str, Any]]:
+        return [m for m in node.messages() if m["type"] == "notification"]
+
+    # The same seq, data and timestamp: each is Redis's, decoded from the same bytes.
+    assert notifications(first) == notifications(second)
+    assert first.seqs("notification") == list(range(1, 21))
+    assert first.hub.last_price("MSFT") == second.hub.last_price("MSFT")
+    assert first.hub.epoch == second.hub.epoch
+
+
+async def test_a_node_started_later_holds_the_history_and_the_last_prices(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with publisher(redis_server.url) as (bus, _):
+            for number in range(1, 6):
+                await bus.publish(Channel.NOTIFICATIONS, note(number))
+            await bus.publish(Channel.PRICES, quote(42), symbol="AAPL")
+        node = await start_node(redis_server.url)
+    replay = node.hub.replay(Channel.NOTIFICATIONS, 2, node.hub.epoch, "anyone")
+    assert [frames.message.seq for frames in replay] == [3, 4, 5]
+    last = node.hub.last_price("AAPL")
+    assert last is not None
+    assert last.data.price == 42
+    assert node.hub.last_price("MSFT") is None
+
+
+async def test_history_in_redis_is_capped_and_a_resume_before_it_is_refused(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with publisher(redis_server.url, history_messages=3) as (bus, client):
+            for number in range(1, 6):
+                await bus.publish(Channel.NOTIFICATIONS, note(number))
+            assert await client.llen(NOTES_KEY) == 3
+        node = await start_node(redis_server.url)
+    assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 2, node.hub.epoch, "c")]
+    with pytest.raises(RemoteProtocolError) as refused:
+        node.hub.replay(Channel.NOTIFICATIONS, 1, node.hub.epoch, "c")
+    assert refused.value.code == ErrorCode.HISTORY_UNAVAILABLE
+
+
+async def test_a_hole_in_what_a_node_heard_is_filled_from_redis_in_order(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        node = await start_node(redis_server.url)
+        url = redis_server.url
+        async with publisher(url) as (heard, _), publisher(url, events="elsewhere") as (unheard, _):
+            await heard.publish(Channel.NOTIFICATIONS, note(1))
+            await node.wait_for(lambda m: len(m) == 1)
+            # As if the node's subscription had lost them: Redis has them, it did not hear.
+            await unheard.publish(Channel.NOTIFICATIONS, note(2))
+            await unheard.publish(Channel.NOTIFICATIONS, note(3))
+            await heard.publish(Channel.NOTIFICATIONS, note(4))
+            await node.wait_for(lambda m: len(m) == 4)
+    assert node.seqs("notification") == [1, 2, 3, 4]
+    assert [m["data"]["id"] for m in node.messages()] == ["1", "2", "3", "4"]
+    assert node.bus.catch_ups == 2
+    replay = node.hub.replay(Channel.NOTIFICATIONS, 0, node.hub.epoch, "c")
+    assert [f.message.seq for f in replay] == [1, 2, 3, 4]
+
+
+async def test_a_hole_redis_no_longer_holds_drops_the_copy_instead_of_replaying_around_it(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        url = redis_server.url
+        node = await start_node(url, history_messages=2)
+        async with (
+            publisher(url, history_messages=2) as (heard, _),
+            publisher(url, events="elsewhere", history_messages=2) as (unheard, _),
+        ):
+            await heard.publish(Channel.NOTIFICATIONS, note(1))
+            await node.wait_for(lambda m: len(m) == 1)
+            for number in range(2, 7):
+                await unheard.publish(Channel.NOTIFICATIONS, note(number))
+            await heard.publish(Channel.NOTIFICATIONS, note(7))
+            await node.wait_for(lambda m: len(m) == 3)
+    assert node.seqs("notification") == [1, 6, 7]
+    epoch = node.hub.epoch
+    with pytest.raises(RemoteProtocolError):
+        node.hub.replay(Channel.NOTIFICATIONS, 1, epoch, "c")  # 2 to 5 are gone
+    assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 5, epoch, "c")] == [6, 7]
+
+
+async def test_flushing_redis_begins_a_new_epoch_and_the_old_one_is_refused(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        node = await start_node(redis_server.url)
+        async with publisher(redis_server.url) as (bus, client):
+            await bus.publish(Channel.NOTIFICATIONS, note(1))
+            await bus.publish(Channel.NOTIFICATIONS, note(2))
+            await node.wait_for(lambda m: len(m) == 2)
+            old = node.hub.epoch
+            await client.flushall()
+            await bus.publish(Channel.NOTIFICATIONS, note(3))
+            await node.wait_for(lambda m: len(m) == 3)
+            new = await client.get(EPOCH_KEY)
+    assert new is not None
+    assert node.hub.epoch == new.decode() != old
+    assert node.seqs("notification") == [1, 2, 1]  # a new history counts from 1
+    with pytest.raises(RemoteProtocolError) as refused:
+        node.hub.replay(Channel.NOTIFICATIONS, 1, old, "c")
+    assert refused.value.code == ErrorCode.HISTORY_UNAVAILABLE
+    assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 0, new.decode(), "c")]
+
+
+async def test_a_targeted_event_reaches_only_its_client_and_stays_so_in_history(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        node = await start_node(redis_server.url)
+        async with publisher(redis_server.url) as (bus, _):
+            await bus.publish(Channel.NOTIFICATIONS, note(1), to="someone-else")
+            await bus.publish(Channel.NOTIFICATIONS, note(2), to="watcher")
+            await node.wait_for(lambda m: len(m) == 1)
+    assert node.seqs("notification") == [2]
+    epoch = node.hub.epoch
+    assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 0, epoch, "x")] == []
+    for_someone = node.hub.replay(Channel.NOTIFICATIONS, 0, epoch, "someone-else")
+    assert [f.message.seq for f in for_someone] == [1]
+
+
+async def test_a_password_in_the_url_and_tls_with_rediss(
+    tmp_path: Path, start_node: Callable[..., Any]
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = RedisServer(
+        tmp_path / "redis",
+        password="s3cret-pw",
+        tls=(tmp_path / "cert.pem", tmp_path / "key.pem"),
+    )
+    server.start()
+    try:
+        url = f"{server.url}?ssl_ca_certs={tmp_path / 'ca.pem'}"
+        assert url.startswith("rediss://:s3cret-pw@")
+        with trio.fail_after(TIMEOUT):
+            node = await start_node(url)
+            async with publisher(url) as (bus, _):
+                await bus.publish(Channel.NOTIFICATIONS, note(1))
+                await node.wait_for(lambda m: len(m) == 1)
+        assert "s3cret" not in redacted(url)
+        assert redacted(url).startswith("rediss://:***@127.0.0.1:")
+    finally:
+        server.stop()
