@@ -1,4 +1,5 @@
-"""The ``realtime`` command: ``serve`` the gateway, ``schema``, ``listen`` (the viewer)."""
+"""The ``realtime`` command: ``serve`` the gateway, ``feed`` a cluster, ``schema``,
+``listen`` (the viewer)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from protocol import SYMBOL_PATTERN, Channel, json_schema
 
 from ._auth import MAX_SUB_LENGTH, mint_token
 from ._config import ENV_PREFIX, Config, parse_setting, setting_type
+from ._feed import FEED_SETTINGS, run_feed
 from ._open_files import raise_open_files_limit
+from ._redis_bus import BusUnavailable
 from ._server import Server, __version__, serve
 from .client._viewer_options import add_listen_arguments, listen_options
 
@@ -52,13 +55,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = Config.from_env(**overrides)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
+    if args.command == "feed" and config.bus is None:
+        parser.error("feed publishes into Redis: give --bus redis://HOST:PORT/DB (or REALTIME_BUS)")
     _configure_logging(config)
     _tune_gc()
     before, after = raise_open_files_limit()
     if after != before:
         logger.info("Open files limit raised from %d to %d", before, after)
     try:
-        trio.run(_serve_until_signalled, config)
+        if args.command == "feed":
+            trio.run(_feed_until_signalled, config)
+        else:
+            trio.run(_serve_until_signalled, config)
+    except BaseExceptionGroup as group:
+        # What fails at start arrives wrapped in the nurseries' exception groups.
+        unavailable = group.subgroup(BusUnavailable)
+        if unavailable is None:
+            raise
+        cause: BaseException = unavailable
+        while isinstance(cause, BaseExceptionGroup):
+            cause = cause.exceptions[0]
+        logger.error("Cannot start: %s", cause)
+        sys.exit(1)
     except OSError as exc:
         logger.error("Cannot serve on %s:%s: %s", config.host, config.port, exc)
         sys.exit(1)
@@ -97,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     add_listen_arguments(
         commands.add_parser("listen", help="watch a channel live in the terminal (or as NDJSON)")
     )
+    _add_feed_parser(commands)
     return parser
 
 
@@ -219,6 +238,28 @@ def _mint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     )
 
 
+def _add_feed_parser(commands: Any) -> None:
+    feed_parser = commands.add_parser(
+        "feed",
+        help="run the producers once for a cluster, publishing into Redis (--bus)",
+        description="The simulated (or replayed) prices, alerts, signals, portfolio and "
+        "notifications, published into the Redis that the nodes (realtime serve --bus) "
+        f"follow. Every option can also be set as {ENV_PREFIX}<OPTION>; flags win.",
+    )
+    fields = attrs.fields_dict(Config)
+    for name in FEED_SETTINGS:
+        field = fields[name]
+        kind = setting_type(name)
+        default = field.default
+        flag = f"--{name.replace('_', '-')}"
+        feed_parser.add_argument(
+            flag,
+            type=_parse_as(field.name),
+            metavar="true|false" if kind is bool else field.name.upper(),
+            help=f"{field.metadata['help']} (default: {default})",
+        )
+
+
 def _parse_as(name: str) -> Any:
     def parse(raw: str) -> Any:
         try:
@@ -286,6 +327,17 @@ async def _serve_until_signalled(config: Config) -> None:
                 "WebSocket endpoint: %s://%s:%d/ws/{client_id}", scheme, config.host, server.port
             )
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+
+
+async def _feed_until_signalled(config: Config) -> None:
+    """Feed until the first SIGTERM/SIGINT."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_feed, config)
+            async for signum in signals:
+                logger.info("Received %s: stopping the feeds", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
 
 
 async def _watch_signals(signals: Any, server: Server, scope: trio.CancelScope) -> None:

@@ -77,6 +77,19 @@ def _replay_speed(instance: object, attribute: attrs.Attribute[Any], value: floa
         )
 
 
+#: ``--bus`` schemes: Redis over TCP, over TLS, or a unix socket.
+BUS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def _bus(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    # The message never repeats the URL: it may hold a password.
+    if value is not None and value.partition("://")[0] not in BUS_SCHEMES:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be a Redis URL: redis://[:PASSWORD@]HOST:PORT/DB, "
+            "rediss://... for TLS, or unix:///PATH"
+        )
+
+
 def _api_key(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     # A short key is guessable; one with spaces or control characters cannot be sent
     # in an Authorization header as is. The message never repeats the key.
@@ -260,6 +273,16 @@ class Config:
     )
     signal_interval: float = _setting(3.0, "seconds between two trading signals")
     portfolio_interval: float = _setting(1.0, "least seconds between two portfolio updates")
+
+    # A cluster (docs/cluster.md).
+    bus: str | None = _setting(
+        None,
+        "Redis URL (redis://[:PASSWORD@]HOST:PORT/DB, rediss:// for TLS): serve is then a "
+        "node of the cluster sharing it, and feed its producers (unset: one process, "
+        "in-process bus). Prefer the variable when it holds a password",
+        validator=_bus,
+        repr=False,  # may hold a password
+    )
 
     # POST /api/publish (docs/feeds.md).
     api_key: str | None = _setting(

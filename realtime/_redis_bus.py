@@ -368,7 +368,7 @@ class RedisBus:
             await self._follow(task_status)
         except Exception as exc:
             raise BusUnavailable(
-                f"Cannot reach Redis at {redacted(self.url)}: {failure(exc)}"
+                f"Cannot use Redis at {redacted(self.url)}: {failure(exc)}"
             ) from None
         backoff = INITIAL_BACKOFF
         while True:

@@ -11,6 +11,10 @@ Feeds: the price source (the simulated market, or a replay file) publishes throu
 :class:`feeds.PriceTap` into the bus; the alert, signal and portfolio feeds read the
 tap's prices and publish into the bus, and the demo's system notifications go
 straight into it. Each runs under :func:`supervise`.
+
+With ``--bus`` the gateway is a node of a cluster (docs/cluster.md): its bus follows
+Redis, it runs no feeds (``realtime feed`` does, once for the cluster), and its
+publish API publishes through Redis to every node.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from ._hub import Event, Hub, utc_now
 from ._metrics import make_registry
 from ._open_files import connection_cap
 from ._publish import PublishAPI
+from ._redis_bus import RedisBus
 from ._rules_api import AlertRulesAPI
 from ._sessions import Sessions
 from ._supervisor import supervise
@@ -142,6 +147,15 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
     )
 
 
+def start_feeds(nursery: trio.Nursery, config: Config, feeds: Feeds, bus: Publisher) -> None:
+    """Start each feed ``config`` asks for in ``nursery``, supervised, publishing into
+    ``bus`` (the price source through the tap, so the derived feeds see its prices)."""
+    supervised = feeds.supervised(derived=config.derived_feeds, demo_events=config.demo_events)
+    for name, run in supervised:
+        publisher: Publisher = feeds.tap if name == "prices" else bus
+        nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
+
+
 def _check_universe(path: Path, symbols: Iterable[str], universe: frozenset[str]) -> None:
     for symbol in symbols:
         if symbol not in universe:
@@ -157,7 +171,7 @@ class Server:
 
     config: Config
     hub: Hub
-    bus: InProcessBus
+    bus: InProcessBus | RedisBus
     sessions: Sessions
     delivery: Delivery
     listener: Listener
@@ -196,7 +210,15 @@ async def serve(
     Raises ``OSError`` if the address cannot be bound, ``ValueError`` for a bad
     replay, alerts or portfolio file (see :func:`build_feeds`).
     """
-    bus = InProcessBus()
+    bus = (
+        InProcessBus()
+        if config.bus is None
+        else RedisBus(
+            config.bus,
+            history_messages=config.history_messages,
+            history_seconds=config.history_seconds,
+        )
+    )
     feeds = build_feeds(config, bus)
     delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
     hub = Hub(
@@ -235,15 +257,12 @@ async def serve(
         config.cors_allowed_origins,
     )
     async with trio.open_nursery() as nursery:
+        if isinstance(bus, RedisBus):  # a node: the hub follows Redis before clients come
+            await nursery.start(bus.run)
         await nursery.start(delivery.run)
         await nursery.start(sessions.run)
-        if config.feeds:
-            supervised = feeds.supervised(
-                derived=config.derived_feeds, demo_events=config.demo_events
-            )
-            for name, run in supervised:
-                publisher: Publisher = feeds.tap if name == "prices" else bus
-                nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
+        if config.feeds and not isinstance(bus, RedisBus):
+            start_feeds(nursery, config, feeds, bus)
         listener: Listener = await nursery.start(
             partial(
                 listen,
@@ -314,18 +333,20 @@ async def _drain(server: Server) -> None:
         "Draining %d connections (grace %gs)", server.hub.connection_count, config.shutdown_grace
     )
     # Straight into the hub, without a write: it is in every outbox, and so goes out
-    # before the 1001 close that drain() queues behind what is pending.
-    server.hub.publish(
-        Event(
-            Channel.NOTIFICATIONS,
-            NotificationData(
-                id=uuid.uuid4().hex,
-                message="Server draining: connections close with 1001; reconnect with jitter",
-                type=NotificationType.WARNING,
-            ),
-            utc_now(),
+    # before the 1001 close that drain() queues behind what is pending. Not on a node
+    # of a cluster: Redis numbers its notifications, and the 1001 says it all.
+    if server.config.bus is None:
+        server.hub.publish(
+            Event(
+                Channel.NOTIFICATIONS,
+                NotificationData(
+                    id=uuid.uuid4().hex,
+                    message="Server draining: connections close with 1001; reconnect with jitter",
+                    type=NotificationType.WARNING,
+                ),
+                utc_now(),
+            )
         )
-    )
     sessions.drain()
     # Leave room for the closing handshakes that the cancellation below bounds.
     with trio.move_on_after(max(0.0, config.shutdown_grace - DEFAULT_CLOSE_TIMEOUT)) as grace:

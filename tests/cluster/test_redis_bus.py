@@ -28,6 +28,7 @@ from protocol import (
     PriceData,
     RemoteProtocolError,
 )
+from realtime._config import Config
 from realtime._hub import Hub
 from realtime._outbox import Outbox, OutboxLimits
 from realtime._redis_bus import (
@@ -320,3 +321,14 @@ async def test_a_password_in_the_url_and_tls_with_rediss(
         assert redacted(url).startswith("rediss://:***@127.0.0.1:")
     finally:
         server.stop()
+
+
+def test_the_bus_setting_takes_redis_urls_and_never_repeats_one() -> None:
+    assert Config(bus="redis://:pw@10.0.0.5:6379/2").bus == "redis://:pw@10.0.0.5:6379/2"
+    assert Config.from_env({"REALTIME_BUS": "rediss://redis.internal:6380/0"}).bus is not None
+    with pytest.raises(ValueError, match=r"--bus \(REALTIME_BUS\) must be a Redis URL") as bad:
+        Config(bus="http://:secret@example.com/")
+    assert "secret" not in str(bad.value)
+    assert "secret" not in repr(Config(bus="redis://:secret@h:1/0"))
+    assert events_channel("redis://h:1/3") == "realtime:events:3"
+    assert events_channel("redis://h:1") == "realtime:events:0"

@@ -1,0 +1,176 @@
+"""A cluster as it runs: a real redis-server, one ``realtime feed``, two ``realtime
+serve --bus`` nodes, and clients over real sockets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from realtime._redis_bus import EPOCH_KEY, open_redis
+from tests.realtime.helpers import REALTIME, Client, http_requests, open_ws
+
+from .conftest import Cluster, Process
+from .redis_server import RedisServer
+
+TIMEOUT = 30.0
+KEY = "cluster-test-api-key"
+
+
+@asynccontextmanager
+async def connect(node: Process, client_id: str) -> AsyncIterator[Client]:
+    async with open_ws(f"ws://127.0.0.1:{node.port}/ws/{client_id}") as ws:
+        welcome = json.loads(await ws.get_message())
+        assert welcome["type"] == "welcome"
+        yield Client(ws, welcome)
+
+
+async def signals_until(client: Client, seq: int) -> list[dict[str, Any]]:
+    """The trading signals ``client`` receives, until one numbered ``seq`` or later."""
+    return await client.collect_until(
+        lambda kept: bool(kept) and kept[-1]["seq"] >= seq,
+        lambda message: message["type"] == "trading_signal",
+    )
+
+
+async def redis_epoch(redis: RedisServer) -> str:
+    async with open_redis(redis.url) as client:
+        epoch = await client.get(EPOCH_KEY)
+    assert epoch is not None
+    return epoch.decode()
+
+
+async def test_every_node_delivers_the_same_seq_and_data_in_the_same_epoch(
+    cluster: Cluster,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        await cluster.start_feed()
+        nodes = [await cluster.start_node(), await cluster.start_node()]
+        async with connect(nodes[0], "on-a") as a, connect(nodes[1], "on-b") as b:
+            epoch = await redis_epoch(cluster.redis)
+            assert a.welcome["epoch"] == b.welcome["epoch"] == epoch
+            for client in (a, b):
+                await client.request({"type": "subscribe", "channel": "signals"}, "subscribed")
+                await client.request(
+                    {"type": "subscribe", "channel": "prices", "symbols": ["AAPL"]}, "subscribed"
+                )
+            seen: list[dict[tuple[str, int], Any]] = []
+            for client in (a, b):
+                messages = await client.collect_until(
+                    lambda kept: sum(m["type"] == "trading_signal" for m in kept) >= 20,
+                    lambda m: m["type"] in ("trading_signal", "price_update"),
+                )
+                seen.append({(m["type"], m["seq"]): m for m in messages})
+    common = seen[0].keys() & seen[1].keys()
+    assert sum(kind == "trading_signal" for kind, _ in common) >= 10
+    assert any(kind == "price_update" for kind, _ in common)
+    # Same seq, same data, same timestamp: Redis's, not each node's own.
+    assert all(seen[0][key] == seen[1][key] for key in common)
+
+
+async def test_a_publish_through_one_node_reaches_a_subscriber_on_the_other(
+    cluster: Cluster,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        node_a = await cluster.start_node("--api-key", KEY)
+        node_b = await cluster.start_node("--api-key", KEY)
+        async with connect(node_b, "listener") as client:
+            await client.request({"type": "subscribe", "channel": "alerts"}, "subscribed")
+            body = {
+                "channel": "alerts",
+                "data": {
+                    "id": "a-1",
+                    "symbol": "AAPL",
+                    "type": "price_above",
+                    "message": "AAPL above 200",
+                    "severity": "warning",
+                },
+            }
+            ((status, _, answer),) = await http_requests(
+                node_a.port,
+                [("POST", "/api/publish", json.dumps(body).encode())],
+                headers=[("Authorization", f"Bearer {KEY}"), ("Content-Type", "application/json")],
+            )
+            assert status == 202, answer
+            alert = await client.next("alert_triggered")
+    assert alert["data"] == body["data"]
+    assert alert["seq"] == 1
+
+
+async def test_a_client_cut_from_one_node_resumes_on_the_other_missing_nothing(
+    cluster: Cluster,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        await cluster.start_feed()
+        node_a, node_b = await cluster.start_node(), await cluster.start_node()
+        async with connect(node_a, "hopper") as client:
+            epoch = client.welcome["epoch"]
+            ack = await client.request({"type": "subscribe", "channel": "signals"}, "subscribed")
+            assert "error" not in ack
+            before = await signals_until(client, 0)
+            before += await signals_until(client, before[-1]["seq"] + 5)
+        # Cut: the feed goes on publishing while the client is away.
+        await trio.sleep(0.5)
+        last = before[-1]["seq"]
+        async with connect(node_b, "hopper") as client:
+            assert client.welcome["epoch"] == epoch
+            await client.send(
+                {"type": "subscribe", "channel": "signals", "since": last, "epoch": epoch}
+            )
+            reply = await client.next("subscribed", "error")
+            assert reply["type"] == "subscribed", reply
+            after = await signals_until(client, last + 20)
+    seqs = [m["seq"] for m in before + after]
+    assert seqs == list(range(seqs[0], seqs[-1] + 1))  # in order, no gap, no duplicate
+
+
+async def test_flushing_redis_changes_the_epoch_and_a_resume_into_the_old_one_is_refused(
+    cluster: Cluster,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        await cluster.start_feed()
+        node_a, node_b = await cluster.start_node(), await cluster.start_node()
+        async with connect(node_a, "before") as client:
+            old = client.welcome["epoch"]
+            await client.request({"type": "subscribe", "channel": "signals"}, "subscribed")
+            last = (await signals_until(client, 3))[-1]["seq"]
+        async with open_redis(cluster.redis.url) as redis:
+            await redis.flushall()
+        # The feed's next event begins the new epoch; both nodes follow it.
+        epochs = {old}
+        while old in epochs:
+            await trio.sleep(0.05)
+            epochs = set()
+            for index, node in enumerate((node_a, node_b)):
+                async with connect(node, f"probe-{index}") as probe:
+                    epochs.add(probe.welcome["epoch"])
+        assert epochs == {await redis_epoch(cluster.redis)}
+        async with connect(node_b, "after") as client:
+            await client.send(
+                {"type": "subscribe", "channel": "signals", "since": last, "epoch": old}
+            )
+            reply = await client.next("subscribed", "error")
+    assert reply["type"] == "error"
+    assert reply["code"] == "history_unavailable"
+
+
+def test_feed_needs_a_bus_and_a_node_says_when_redis_cannot_be_reached() -> None:
+    result = subprocess.run(
+        [*REALTIME, "feed"], capture_output=True, text=True, timeout=30, env={"PATH": ""}
+    )
+    assert result.returncode == 2
+    assert "feed publishes into Redis: give --bus" in result.stderr
+    # Port 1 is never a Redis here; the password must not reach the log.
+    result = subprocess.run(
+        [*REALTIME, "serve", "--port", "0", "--bus", "redis://:hunter2@127.0.0.1:1/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Cannot start: Cannot use Redis at redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "hunter2" not in result.stderr
