@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,11 @@ async def signals_until(client: Client, seq: int) -> list[dict[str, Any]]:
         lambda kept: bool(kept) and kept[-1]["seq"] >= seq,
         lambda message: message["type"] == "trading_signal",
     )
+
+
+def covers(symbols: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
+    """Done once the price updates kept are of exactly ``symbols``."""
+    return lambda kept: {message["symbol"] for message in kept} == symbols
 
 
 async def redis_epoch(redis: RedisServer) -> str:
@@ -70,6 +75,36 @@ async def test_every_node_delivers_the_same_seq_and_data_in_the_same_epoch(
     assert any(kind == "price_update" for kind, _ in common)
     # Same seq, same data, same timestamp: Redis's, not each node's own.
     assert all(seen[0][key] == seen[1][key] for key in common)
+
+
+async def test_the_last_prices_sent_on_subscribe_are_redis_s_on_any_node(
+    cluster: Cluster,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        feed = await cluster.start_feed()
+        node_a = await cluster.start_node()
+        async with connect(node_a, "watch") as client:
+            await client.request({"type": "subscribe", "channel": "prices"}, "subscribed")
+            await client.collect_until(
+                lambda kept: len(kept) >= 40, lambda m: m["type"] == "price_update"
+            )
+        feed.process.terminate()  # the prices stop moving
+        await feed.process.wait()
+        # A node started now knows them only from Redis.
+        node_b = await cluster.start_node()
+        snapshots = []
+        for node in (node_a, node_b):
+            async with connect(node, "late") as client:
+                await client.request({"type": "subscribe", "channel": "prices"}, "subscribed")
+                snapshots.append(
+                    await client.collect_until(
+                        covers(set(client.welcome["symbols"])),
+                        lambda m: m["type"] == "price_update",
+                    )
+                )
+    by_symbol = [{m["symbol"]: m for m in snapshot} for snapshot in snapshots]
+    assert len(snapshots[0]) == len(snapshots[1]) == 16  # one each, nothing moves now
+    assert by_symbol[0] == by_symbol[1]  # same seq, data and timestamp per symbol
 
 
 async def test_a_publish_through_one_node_reaches_a_subscriber_on_the_other(
