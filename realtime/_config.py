@@ -7,6 +7,7 @@ message naming the setting, never later under load.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+
+from .ws import parse_networks
 
 ENV_PREFIX: Final = "REALTIME_"
 
@@ -128,6 +131,13 @@ def _cors_origins(instance: object, attribute: attrs.Attribute[Any], value: str 
     parse_origins(attribute.name, value)
 
 
+def _trusted_proxies(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        raise ValueError(f"{_flag(attribute.name)}: {exc}") from None
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -155,6 +165,28 @@ class Config:
     history_messages: int = _setting(1000, "messages kept per stream for resume")
     history_seconds: float = _setting(600.0, "seconds a message is kept for resume")
     max_connections: int = _setting(50_000, "connections per process (handshake gets 503)")
+    # Per source IP (docs/security.md, "Per source IP").
+    connect_rate: float = _setting(
+        10.0, "new connections a second per source IP, WebSocket or HTTP (429 past the burst)"
+    )
+    connect_burst: int = _setting(
+        100, "new connections one source IP may open at once above --connect-rate"
+    )
+    max_sources: int = _setting(
+        10_000, "source IPs the per-IP limits remember at once (the least recent is forgotten)"
+    )
+    limit_loopback: bool = _setting(
+        False,
+        "apply the per-IP limits to loopback clients (127.0.0.0/8, ::1) too; false: they are "
+        "exempt, so local tools, tests and benchmarks are never refused",
+        validator=_no_check,
+    )
+    trusted_proxies: str | None = _setting(
+        None,
+        "proxies whose X-Forwarded-For names the client for the per-IP limits: "
+        "comma-separated addresses or CIDR blocks (unset: none, the peer's address counts)",
+        validator=_trusted_proxies,
+    )
     shutdown_grace: float = _setting(10.0, "seconds to drain on SIGTERM before aborting")
     flush_delay: float = _setting(
         0.0005,
@@ -265,6 +297,11 @@ class Config:
     def allowed_origins(self) -> tuple[str, ...]:
         """The origins of ``--cors-origins`` (``("*",)`` for any; empty for none)."""
         return parse_origins("cors_origins", self.cors_origins)
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks of ``--trusted-proxies`` (empty for none)."""
+        return parse_networks(self.trusted_proxies)
 
     @property
     def heartbeat_timeout(self) -> float:
