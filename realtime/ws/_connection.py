@@ -257,7 +257,9 @@ class WebSocketConnection:
                 if isinstance(event, (TextMessage, BytesMessage)):
                     if proto.state is not ConnectionState.OPEN:
                         continue  # We sent our close: RFC 6455 lets us discard data.
-                    message = await self._add_fragment(event.data, event.message_finished)
+                    message = await self._add_fragment(
+                        event.data, event.frame_finished, event.message_finished
+                    )
                     if message is not None:
                         return message
                 elif isinstance(event, Ping):
@@ -300,9 +302,11 @@ class WebSocketConnection:
             proto.receive_data(data if isinstance(data, bytes) else bytes(data))
 
     async def _add_fragment(
-        self, data: str | bytes | bytearray, finished: bool
+        self, data: str | bytes | bytearray, frame_finished: bool, finished: bool
     ) -> str | bytes | None:
-        """Count and keep one fragment; return the whole message once finished."""
+        """Keep one piece of a message, counting the frames that end; return the whole
+        message once finished. (wsproto hands out a frame's payload as it arrives, so
+        a large frame comes in several pieces: one frame, not several.)"""
         if isinstance(data, str):
             # JSON is nearly always ASCII, and str.isascii() is O(1) in CPython.
             size = len(data) if data.isascii() else len(data.encode("utf-8"))
@@ -310,7 +314,7 @@ class WebSocketConnection:
             size = len(data)
         limits = self._limits
         total = self._fragments_size + size
-        count = self._fragment_count + 1
+        count = self._fragment_count + frame_finished
         if total > limits.max_message_size or count > limits.max_fragments:
             self._fragments = None
             self._fragments_size = self._fragment_count = 0

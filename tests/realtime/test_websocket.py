@@ -218,6 +218,26 @@ async def test_a_message_in_256_frames_is_whole(start_listener: StartListener) -
             assert event.data == "x" * 255 + "y"
 
 
+async def test_a_frame_read_in_pieces_is_one_frame(start_listener: StartListener) -> None:
+    # wsproto hands out a frame's payload as it arrives: counted per piece, one frame
+    # trickled in was refused as a message in too many frames.
+    with trio.fail_after(TIMEOUT):
+        limits = InboundLimits(max_fragments=2)
+        listener = await start_listener(echo_handler(Recorder(), limits=limits))
+        async with raw_client(listener.port) as client:
+            frame = client_frame("x" * 1000)
+            for start in range(0, len(frame), 100):
+                await client.stream.send_all(frame[start : start + 100])
+                await trio.testing.wait_all_tasks_blocked()  # read as a piece of its own
+            echoed = ""
+            while not (isinstance(event := await client.next_event(), TextMessage)) or (
+                not event.message_finished
+            ):
+                assert isinstance(event, TextMessage), event
+                echoed += event.data
+            assert echoed + event.data == "x" * 1000
+
+
 async def test_a_ping_flood_is_closed_with_1008(
     start_listener: StartListener, socket_clock: trio.testing.MockClock
 ) -> None:
