@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import struct
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,9 @@ def echo_handler(
             recorder.done.set()
 
     return handler
+
+
+TOO_MANY_FRAMES = (1009, "Message arrives in more than 256 frames")
 
 
 def client_frame(payload: bytes | str, *, fin: bool = True) -> bytes:
@@ -288,6 +292,47 @@ async def test_early_frames_after_the_handshake_are_not_lost(start_listener: Sta
             assert first.data == "early one"
             assert isinstance(second, BytesMessage)
             assert second.data == b"early two"
+
+
+async def test_early_frames_are_fed_a_read_at_a_time(start_listener: StartListener) -> None:
+    # They are fed to wsproto as if read, so that what a closed connection leaves
+    # unparsed there (a reference cycle the collector frees late) stays small.
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo_handler(Recorder()))
+        early = client_frame("y" * 10_000) + client_frame("z")
+        async with raw_client(listener.port, early=early) as client:
+            echoed = ""
+            while len(echoed) < 10_001:
+                event = await client.next_event()
+                assert isinstance(event, TextMessage), event
+                echoed += event.data
+            assert echoed == "y" * 10_000 + "z"
+
+
+async def test_a_peer_that_goes_on_sending_after_a_close_is_cut_off(
+    start_listener: StartListener,
+) -> None:
+    # Every frame it sent was parsed, looking for its close, for the whole closing
+    # handshake: attackers that kept sending halved another client's prices. Here the
+    # handshake may take an hour, so only the bound on what is read ends it.
+    with trio.fail_after(TIMEOUT):
+        recorder = Recorder()
+        listener = await start_listener(echo_handler(recorder, close_timeout=3600))
+        async with raw_client(listener.port) as client, trio.open_nursery() as nursery:
+            junk = raw_frame(CONTINUATION, b"ab", fin=False) * 10_000
+
+            async def flood() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await client.stream.send_all(raw_frame(TEXT, b"ab", fin=False))
+                    while True:
+                        await client.stream.send_all(junk)
+
+            nursery.start_soon(flood)
+            close = await client.expect_close()
+            assert (close.code, close.reason) == TOO_MANY_FRAMES
+            await recorder.done.wait()
+            nursery.cancel_scope.cancel()
+        assert [closed.code for closed in recorder.closed] == [1009]
 
 
 @pytest.mark.parametrize(
