@@ -40,7 +40,7 @@ from realtime.ws import (
     reject_websocket,
 )
 
-from .helpers import raw_client
+from .helpers import CONTINUATION, PING, TEXT, raw_client, raw_frame
 
 StartListener = Callable[..., Awaitable[Listener]]
 OpenClient = Callable[..., AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
@@ -177,17 +177,6 @@ async def test_fragments_over_limit_close_before_message_completes(
             await client.send(close.response())
             await recorder.done.wait()
             assert [closed.code for closed in recorder.closed] == [1009]
-
-
-def raw_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
-    """A masked client frame written out by hand (payload under 126 bytes)."""
-    mask = b"\x0f\xf0\x55\xaa"
-    assert len(payload) < 126
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + masked
-
-
-TEXT, CONTINUATION, PING = 0x1, 0x0, 0x9
 
 
 @pytest.mark.parametrize("payload", [b"ab", b""], ids=["tiny", "empty"])
