@@ -10,7 +10,10 @@ the server is to do.
 
 ``receive`` first records ``now`` as :attr:`~RequestHandler.heard` (the heartbeat's
 proof of life), then passes the message through the rate limit, a token bucket of
-``burst`` tokens refilled at ``rate`` per second. A message that finds no token is
+``burst`` tokens refilled at ``rate`` per second. The bucket starts full, or with
+what the same client's previous connection left when the server carries that over
+(``tokens=``; :meth:`~RequestHandler.tokens` reads it), so that reconnecting refills
+it no faster than waiting. A message that finds no token is
 dropped unread and answered with a ``rate_limited`` error; that is a strike, and
 when ``strikes`` of them fall within ``strike_window`` seconds the answer is a
 :class:`Close` with 4429 instead, written after the errors that led to it. A
@@ -140,8 +143,19 @@ class RequestHandler:
         "subscriptions",
     )
 
-    def __init__(self, *, codec: Codec, limits: Limits, rate_limit: RateLimit, now: float) -> None:
-        """Start a connection at ``now`` with a full bucket and no subscriptions.
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        limits: Limits,
+        rate_limit: RateLimit,
+        now: float,
+        tokens: float | None = None,
+    ) -> None:
+        """Start a connection at ``now`` with no subscriptions and ``tokens`` in its
+        bucket: a full one (``rate_limit.burst``) by default. Fewer carry over what an
+        earlier connection of the same client left (see :meth:`tokens`), so that
+        reconnecting does not refill the bucket; more than the burst is capped.
 
         Raises :class:`ValueError` when ``limits.max_symbols`` is less than 1.
         """
@@ -152,7 +166,8 @@ class RequestHandler:
         self.subscriptions = Subscriptions(limits.max_symbols)
         #: The ``now`` of the last :meth:`receive` (the constructor's until then).
         self.heard = now
-        self._level = float(rate_limit.burst)
+        burst = float(rate_limit.burst)
+        self._level = burst if tokens is None else min(burst, tokens)
         self._refilled = now
         self._strikes: deque[float] | None = None  # allocated on the first breach
 
@@ -242,6 +257,12 @@ class RequestHandler:
         refused as over the rate until it has refilled."""
         self._level -= messages / self._rate_limit.replayed_per_token
 
+    def tokens(self, now: float) -> float:
+        """The tokens the bucket holds at ``now``, refilled since the last message: at
+        most the burst, below 0 while a replay's debt is being paid. Changes nothing."""
+        limit = self._rate_limit
+        return min(limit.burst, self._level + (now - self._refilled) * limit.rate)
+
     def unsubscribe_all(self) -> list[Change]:
         """Drop every subscription, as on disconnect; the changes that did it, one
         per channel that was held, for the server's registry."""
@@ -249,8 +270,7 @@ class RequestHandler:
         return [subscriptions.unsubscribe(channel) for channel, _ in subscriptions]
 
     def _take_token(self, now: float) -> bool:
-        burst = self._rate_limit.burst
-        self._level = min(burst, self._level + (now - self._refilled) * self._rate_limit.rate)
+        self._level = self.tokens(now)
         self._refilled = now
         if self._level >= 1:
             self._level -= 1

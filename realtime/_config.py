@@ -17,6 +17,7 @@ from typing import Any, Final
 import attrs
 
 from ._auth import TokenVerifier, check_secret
+from .ws import parse_networks
 
 ENV_PREFIX: Final = "REALTIME_"
 
@@ -198,6 +199,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _forwarded_allow_ips(
+    instance: object, attribute: attrs.Attribute[Any], value: str | None
+) -> None:
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        raise ValueError(f"{_flag(attribute.name)}: {exc}") from None
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
@@ -225,6 +235,28 @@ class Config:
     history_messages: int = _setting(1000, "messages kept per stream for resume")
     history_seconds: float = _setting(600.0, "seconds a message is kept for resume")
     max_connections: int = _setting(50_000, "connections per process (handshake gets 503)")
+    # Per source IP (docs/security.md, "Per source IP").
+    connect_rate: float = _setting(
+        10.0, "new connections a second per source IP, WebSocket or HTTP (429 past the burst)"
+    )
+    connect_burst: int = _setting(
+        100, "new connections one source IP may open at once above --connect-rate"
+    )
+    max_sources: int = _setting(
+        10_000, "source IPs the per-IP limits remember at once (the least recent is forgotten)"
+    )
+    limit_loopback: bool = _setting(
+        False,
+        "apply the per-IP limits to loopback clients (127.0.0.0/8, ::1) too; false: they are "
+        "exempt, so local tools, tests and benchmarks are never refused",
+        validator=_no_check,
+    )
+    forwarded_allow_ips: str | None = _setting(
+        None,
+        "proxies whose X-Forwarded-For names the client for the per-IP limits: "
+        "comma-separated addresses or CIDR blocks (unset: none, the peer's address counts)",
+        validator=_forwarded_allow_ips,
+    )
     shutdown_grace: float = _setting(10.0, "seconds to drain on SIGTERM before aborting")
     flush_delay: float = _setting(
         0.0005,
@@ -445,6 +477,11 @@ class Config:
     def cors_allowed_origins(self) -> tuple[str, ...]:
         """The origins of ``--cors-origins`` (``("*",)`` for any; empty for none)."""
         return parse_origins("cors_origins", self.cors_origins)
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks of ``--forwarded-allow-ips`` (empty for none)."""
+        return parse_networks(self.forwarded_allow_ips)
 
     @property
     def heartbeat_timeout(self) -> float:

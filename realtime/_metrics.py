@@ -28,6 +28,7 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.statistics()
+        sources = self.sessions.sources.statistics()
         yield GaugeMetricFamily(
             "realtime_connections", "Open WebSocket connections", value=stats.total_connections
         )
@@ -93,6 +94,16 @@ class GatewayCollector(Collector):
                 "Connections closed for missed heartbeats",
                 self.sessions.heartbeat_timeouts,
             ),
+            (
+                "realtime_source_refusals",
+                "New connections refused (429) by the connect rate of their source IP",
+                sources.refused_total,
+            ),
+            (
+                "realtime_sources_forgotten",
+                "Source IPs forgotten for room before their buckets had refilled",
+                sources.forgotten_total,
+            ),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)
@@ -108,6 +119,11 @@ class GatewayCollector(Collector):
             "realtime_writer_tasks",
             "Connections whose writes wait on a full socket (a writer task each)",
             value=self.delivery.writers,
+        )
+        yield GaugeMetricFamily(
+            "realtime_sources",
+            "Source IPs the per-IP limits remember (at most --max-sources)",
+            value=sources.sources,
         )
         yield GaugeMetricFamily(
             "realtime_trio_tasks", "Trio tasks alive in the server", value=_count_tasks()

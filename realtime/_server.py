@@ -272,6 +272,7 @@ async def serve(
                 asgi_app=app,
                 max_websockets=_connection_cap(config.max_connections),
                 ssl_context=_ssl_context(config),
+                sources=sessions.sources,
             )
         )
         _log_authentication(sessions.verifier, listener)

@@ -21,6 +21,9 @@ goes to the connection's sans-IO :class:`protocol.RequestHandler` (rate limit,
 decoding, subscription state, replies), and what it asks for is done here without
 awaiting: subscription changes go to the hub, and the ack, snapshot or replay to the
 outbox, so the hub sees each request atomically. Writing is the delivery's business.
+A connection's request bucket starts with what its source IP's earlier connections
+left (:attr:`Sessions.sources`, which the listener also admits connections with), and
+leaves its own there when it closes: reconnecting does not refill it.
 
 One watchdog task (:meth:`Sessions.run`) keeps the heartbeat: every heartbeat
 interval it offers a ping frame to each connection that was silent (no message, no
@@ -84,6 +87,8 @@ from .ws import (
     ConnectionClosed,
     InboundLimits,
     RequestHead,
+    SourceLimits,
+    SourceTable,
     WebSocketConnection,
     accept_websocket,
     build_frame,
@@ -121,10 +126,15 @@ class _Session(Outlet):
         sessions: Sessions,
         now: float,
         claims: Claims | None = None,
+        tokens: float | None = None,
     ) -> None:
         super().__init__(ws, client_id, sessions.outbox_limits, sessions.delivery)
         self.requests = RequestHandler(
-            codec=self.codec, limits=sessions.limits, rate_limit=sessions.rate_limit, now=now
+            codec=self.codec,
+            limits=sessions.limits,
+            rate_limit=sessions.rate_limit,
+            now=now,
+            tokens=tokens,
         )
         self.claims = claims
 
@@ -162,6 +172,19 @@ class Sessions:
             replayed_per_token=config.rate_replayed,
         )
         self.outbox_limits = OutboxLimits(config.outbox_messages, config.outbox_bytes)
+        #: The listener's limits per source IP; sessions carry their request buckets
+        #: over through it, so that reconnecting does not refill them.
+        self.sources = SourceTable(
+            SourceLimits(
+                connect_rate=config.connect_rate,
+                connect_burst=config.connect_burst,
+                request_rate=config.rate_limit,
+                request_burst=config.rate_burst,
+                max_sources=config.max_sources,
+                limit_loopback=config.limit_loopback,
+                forwarded_allow_ips=config.trusted_networks,
+            )
+        )
         self.inbound_limits = InboundLimits(
             max_message_size=config.max_message_size,
             max_fragments=config.max_fragments,
@@ -525,7 +548,10 @@ class Sessions:
     def _open(self, ws: WebSocketConnection, client_id: str, claims: Claims | None) -> _Session:
         """Register the connection with the hub and offer its welcome."""
         config, hub = self.config, self.hub
-        session = _Session(ws, client_id, self, trio.current_time(), claims)
+        now = trio.current_time()
+        source = ws.request.source
+        tokens = None if source is None else self.sources.tokens_for(source, now)
+        session = _Session(ws, client_id, self, now, claims, tokens)
         if hub.register(session) is not None:
             logger.info("[WebSocket] Replaced older connection of %s (4409)", client_id)
         channels: tuple[Channel, ...] = tuple(Channel)
@@ -558,6 +584,10 @@ class Sessions:
     async def _close(self, session: _Session) -> None:
         """Leave the hub and close the connection, once its reader has ended."""
         self.hub.unregister(session, session.requests.unsubscribe_all())
+        source = session.ws.request.source
+        if source is not None:
+            now = trio.current_time()
+            self.sources.leave(source, session.requests.tokens(now), now)
         try:
             await self.delivery.finish(session)
             self._log_close(session)

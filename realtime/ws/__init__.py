@@ -1,7 +1,7 @@
-"""The WebSocket side of the gateway's port: one listener, request heads, the
-opening handshake, prepared data frames and open connections (Trio streams with
-wsproto underneath). Everything that is not a WebSocket upgrade is handed to
-hypercorn by the listener."""
+"""The WebSocket side of the gateway's port: one listener, request heads, limits per
+source IP, the opening handshake, prepared data frames and open connections (Trio
+streams with wsproto underneath). Everything that is not a WebSocket upgrade is
+handed to hypercorn by the listener."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ._frames import PING_FRAME, build_frame
 from ._handshake import accept_websocket, check_websocket_upgrade, reject_websocket
 from ._head import BadRequest, RequestHead, parse_request_head
 from ._listener import Listener, ListenerStatistics, WebSocketHandler, serve
+from ._sources import SourceLimits, SourceStatistics, SourceTable, parse_networks
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -27,11 +28,15 @@ __all__ = [
     "Listener",
     "ListenerStatistics",
     "RequestHead",
+    "SourceLimits",
+    "SourceStatistics",
+    "SourceTable",
     "WebSocketConnection",
     "WebSocketHandler",
     "accept_websocket",
     "build_frame",
     "check_websocket_upgrade",
+    "parse_networks",
     "parse_request_head",
     "reject_websocket",
     "serve",

@@ -89,8 +89,20 @@ class InboundLimits:
 DEFAULT_INBOUND_LIMITS: Final = InboundLimits()
 
 # One receive_some per wake-up; also the most raw bytes wsproto ever buffers
-# beyond the message-size limit before the limit is checked.
-_RECEIVE_SIZE: Final = 64 * 1024
+# beyond the message-size limit before the limit is checked, and so the most that a
+# connection closed mid-chunk leaves unparsed inside wsproto, whose connection object
+# is a reference cycle freed only by the garbage collector (which `realtime serve`
+# runs rarely): with 64 KiB reads, connections closed for too many fragments held
+# 64 KiB each until then, 180 MB after 2,600 of them. Requests are small.
+_RECEIVE_SIZE: Final = 4 * 1024
+
+# After a close for a violation, what the peer still sends is read until its close
+# frame shows, but at most _DRAIN_FRAMES frames are parsed for it, and past
+# _DRAIN_BYTES the transport is closed: a peer still sending is not listening, and
+# parsing each of its frames (32,000 fragments of two bytes, a ping flood) kept a core
+# busy for the whole closing handshake.
+_DRAIN_FRAMES: Final = 64
+_DRAIN_BYTES: Final = 1024 * 1024
 
 # wsproto states in which our close frame may still be sent.
 _CLOSE_ALLOWED: Final = frozenset({ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING})
@@ -143,6 +155,7 @@ class WebSocketConnection:
         "_closed_event",
         "_control_tokens",
         "_control_updated",
+        "_early",
         "_fd",
         "_fragment_count",
         "_fragments",
@@ -171,7 +184,10 @@ class WebSocketConnection:
     ) -> None:
         """Wrap a stream whose handshake is complete; prefer `accept_websocket`."""
         self._stream = stream
-        self._proto = Connection(ConnectionType.SERVER, None, request.trailing)
+        self._proto = Connection(ConnectionType.SERVER)
+        # Fed to wsproto by receive_message as if read (request.trailing may be a
+        # whole 64 KiB read of the listener's).
+        self._early = request.trailing
         self._send_lock = trio.Lock()
         self._limits = limits
         self._close_timeout = close_timeout
@@ -257,7 +273,9 @@ class WebSocketConnection:
                 if isinstance(event, (TextMessage, BytesMessage)):
                     if proto.state is not ConnectionState.OPEN:
                         continue  # We sent our close: RFC 6455 lets us discard data.
-                    message = await self._add_fragment(event.data, event.message_finished)
+                    message = await self._add_fragment(
+                        event.data, event.frame_finished, event.message_finished
+                    )
                     if message is not None:
                         return message
                 elif isinstance(event, Ping):
@@ -269,6 +287,12 @@ class WebSocketConnection:
                     self.last_pong = trio.current_time()
                 elif isinstance(event, CloseConnection):
                     await self._on_close_frame(event)
+            early = self._early
+            if early:
+                # The bytes that came with the request, a read's worth at a time.
+                self._early = early[_RECEIVE_SIZE:]
+                proto.receive_data(early[:_RECEIVE_SIZE])
+                continue
             # Reading is inlined rather than a helper: an idle connection sits
             # here, and every coroutine frame in its task costs memory.
             if self._reading:
@@ -300,9 +324,11 @@ class WebSocketConnection:
             proto.receive_data(data if isinstance(data, bytes) else bytes(data))
 
     async def _add_fragment(
-        self, data: str | bytes | bytearray, finished: bool
+        self, data: str | bytes | bytearray, frame_finished: bool, finished: bool
     ) -> str | bytes | None:
-        """Count and keep one fragment; return the whole message once finished."""
+        """Keep one piece of a message, counting the frames that end; return the whole
+        message once finished. (wsproto hands out a frame's payload as it arrives, so
+        a large frame comes in several pieces: one frame, not several.)"""
         if isinstance(data, str):
             # JSON is nearly always ASCII, and str.isascii() is O(1) in CPython.
             size = len(data) if data.isascii() else len(data.encode("utf-8"))
@@ -310,7 +336,7 @@ class WebSocketConnection:
             size = len(data)
         limits = self._limits
         total = self._fragments_size + size
-        count = self._fragment_count + 1
+        count = self._fragment_count + frame_finished
         if total > limits.max_message_size or count > limits.max_fragments:
             self._fragments = None
             self._fragments_size = self._fragment_count = 0
@@ -394,29 +420,39 @@ class WebSocketConnection:
         raise self._closed_error()
 
     async def _drain(self, *, parsing: bool = True) -> None:
-        """Read and discard until the peer's close frame, EOF or error.
+        """Read and discard until the peer's close frame, EOF or error, or until
+        ``_DRAIN_BYTES`` were read.
 
-        The caller bounds it. Runs as the (only) reader. With ``parsing``
-        False the bytes are dropped unparsed, so only EOF ends it early.
+        The caller bounds it in time. Runs as the (only) reader. Frames are parsed
+        for the peer's close, ``_DRAIN_FRAMES`` at most; past them, and with
+        ``parsing`` False, the bytes are dropped unparsed, so only EOF or the byte
+        bound ends it early.
         """
         proto = self._proto
+        frames = read = 0
         self._reading = True
         try:
             while not self._closed and proto.state is not ConnectionState.CLOSED:
-                for event in proto.events():
-                    if isinstance(event, CloseConnection):
-                        if self.close_code is None:  # pragma: no cover - we sent ours first
-                            self.close_code = event.code
-                            self.close_reason = event.reason or ""
-                        return
-                    if isinstance(event, Pong):
-                        self.pongs_received += 1
-                        self.last_pong = trio.current_time()
+                if parsing:
+                    for event in proto.events():
+                        if isinstance(event, CloseConnection):
+                            if self.close_code is None:  # pragma: no cover - we sent ours first
+                                self.close_code = event.code
+                                self.close_reason = event.reason or ""
+                            return
+                        if isinstance(event, Pong):
+                            self.pongs_received += 1
+                            self.last_pong = trio.current_time()
+                        frames += 1
+                        if frames >= _DRAIN_FRAMES:
+                            parsing = False
+                            break
                 try:
                     data = await self._stream.receive_some(_RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     return
-                if not data:
+                read += len(data)
+                if not data or read > _DRAIN_BYTES:
                     return
                 if parsing:
                     proto.receive_data(data if isinstance(data, bytes) else bytes(data))

@@ -51,7 +51,10 @@ class RequestHead:
     idle WebSocket keeps one small bytes object rather than a tuple per
     header line. ``trailing`` holds the bytes that arrived after the head
     (early WebSocket frames, or a pipelined body); `accept_websocket` consumes
-    them. ``client`` is the peer's ``(host, port)`` when known.
+    them. ``client`` is the peer's ``(host, port)`` when known. ``source`` is the
+    address the listener's per-IP limits count the request under (the peer's, or
+    the client a trusted proxy forwarded for; an IPv6 /64 block), ``None`` when they
+    do not count it.
     """
 
     method: str
@@ -60,6 +63,7 @@ class RequestHead:
     raw_headers: bytes = b""
     trailing: bytes = b""
     client: tuple[str, int] | None = None
+    source: str | None = None
 
     @property
     def path(self) -> str:

@@ -10,7 +10,12 @@ Theory of operation
    straight to hypercorn);
 2. reads the HTTP request head, bounded by ``max_head_size`` (431) and
    ``head_timeout`` (408; that deadline also covers the TLS handshake);
-3. routes: a ``GET`` under ``websocket_prefix`` (``/ws/``) that asks for
+3. names the request's source and takes a connect token for it from ``sources``
+   (a `SourceTable`): without one the answer is 429 with ``Retry-After``, before
+   any upgrade or hand-off. A connection counts once, for its first request head;
+   HTTP/2 (ALPN or prior knowledge), which has no head to read, counts under the
+   peer's address and is closed without an answer when refused;
+4. routes: a ``GET`` under ``websocket_prefix`` (``/ws/``) that asks for
    ``Upgrade: websocket`` is ours. It is validated (400/426 otherwise), counted
    against ``max_websockets`` (503 beyond it) and handed to
    ``websocket_handler(stream, request)``, with any bytes read past the head in
@@ -63,6 +68,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from ._connection import ConnectionClosed
 from ._handshake import check_websocket_upgrade, reject_websocket
 from ._head import BadRequest, RequestHead, parse_request_head
+from ._sources import SourceTable, retry_after
 
 __all__ = [
     "ASGIApp",
@@ -113,6 +119,8 @@ class ListenerStatistics:
     ``http_connections``: connections owned by hypercorn.
     ``accepted_total``: connections accepted since start.
     ``refused_full_total``: handshakes refused with 503 at ``max_websockets``.
+    ``refused_rate_total``: connections refused (429, or closed for HTTP/2) by the
+    per-source connect rate.
     ``refused_total``: requests refused with any HTTP error before hand-off
     (including the 503s).
     ``accept_failures_total``: accepts that failed for want of file descriptors or
@@ -125,6 +133,7 @@ class ListenerStatistics:
     http_connections: int
     accepted_total: int
     refused_full_total: int
+    refused_rate_total: int
     refused_total: int
     accept_failures_total: int
 
@@ -226,6 +235,7 @@ class Listener:
         head_timeout: float,
         reject_timeout: float,
         http_config: Config | None,
+        sources: SourceTable | None = None,
     ) -> None:
         self._listeners = listeners
         self._websocket_handler = websocket_handler
@@ -235,6 +245,9 @@ class Listener:
         self._max_head_size = max_head_size
         self._head_timeout = head_timeout
         self._reject_timeout = reject_timeout
+        self._sources = sources
+        # Set once the log has said that a proxy's X-Forwarded-For is not trusted.
+        self._untrusted_forwarding_logged = False
         self._http_config = http_config if http_config is not None else _default_http_config()
         self._http_app = ASGIWrapper(asgi_app)
         self._http_context = WorkerContext(None)
@@ -247,6 +260,7 @@ class Listener:
         self._http_connections = 0
         self._accepted_total = 0
         self._refused_full_total = 0
+        self._refused_rate_total = 0
         self._refused_total = 0
         self._accept_failures = 0
         self._next_accept_warning = -math.inf
@@ -287,6 +301,7 @@ class Listener:
             http_connections=self._http_connections,
             accepted_total=self._accepted_total,
             refused_full_total=self._refused_full_total,
+            refused_rate_total=self._refused_rate_total,
             refused_total=self._refused_total,
             accept_failures_total=self._accept_failures,
         )
@@ -403,7 +418,8 @@ class Listener:
             if handshake_scope.cancelled_caught:
                 return None
             if tls.selected_alpn_protocol() == "h2":
-                await self._serve_http(tls, b"")
+                if self._admit_peer(client):
+                    await self._serve_http(tls, b"")
                 return None
             transport = tls
         try:
@@ -413,9 +429,12 @@ class Listener:
             data, end = head
             if data.startswith(_HTTP2_PREFACE):
                 # HTTP/2 with prior knowledge: hypercorn speaks it, we do not.
-                await self._serve_http(transport, data)
+                if self._admit_peer(client):
+                    await self._serve_http(transport, data)
                 return None
             request = parse_request_head(data[:end], trailing=data[end:], client=client)
+            if self._sources is not None:
+                request = self._admit(self._sources, request)
             if not (
                 request.path.startswith(self._websocket_prefix) and request.is_websocket_upgrade
             ):
@@ -426,6 +445,50 @@ class Listener:
             await self._refuse(transport, error)
             return None
         return transport, request
+
+    def _admit(self, sources: SourceTable, request: RequestHead) -> RequestHead:
+        """``request`` with its source, once a connect token was taken for it.
+        Raises `BadRequest` 429 when the source has none left."""
+        peer = request.client[0] if request.client is not None else None
+        source = sources.source_of(peer, request)
+        if (
+            not self._untrusted_forwarding_logged
+            and not sources.limits.forwarded_allow_ips
+            and request.header("x-forwarded-for") is not None
+        ):
+            self._untrusted_forwarding_logged = True
+            logger.warning(
+                "A request from %s carries X-Forwarded-For, but no proxy is trusted: the "
+                "per-IP limits count the peer's address. Behind a proxy, name it with "
+                "--forwarded-allow-ips (logged once)",
+                peer,
+            )
+        if source is None:
+            return request
+        wait = sources.admit(source, trio.current_time())
+        if wait:
+            self._refused_rate_total += 1
+            limits = sources.limits
+            seconds = retry_after(wait)
+            raise BadRequest(
+                429,
+                f"Too many new connections from your address: at most "
+                f"{limits.connect_rate:g} a second after the first {limits.connect_burst}; "
+                f"retry in {seconds} s",
+                [(b"Retry-After", b"%d" % seconds)],
+            )
+        return attrs.evolve(request, source=source)
+
+    def _admit_peer(self, client: tuple[str, int] | None) -> bool:
+        """Take a connect token for an HTTP/2 connection, counted under its peer."""
+        sources = self._sources
+        if sources is None:
+            return True
+        source = sources.source_of(client[0] if client is not None else None)
+        if source is None or not sources.admit(source, trio.current_time()):
+            return True
+        self._refused_rate_total += 1
+        return False
 
     async def _read_head(
         self, stream: trio.abc.Stream, deadline: float
@@ -497,6 +560,7 @@ async def serve(
     head_timeout: float = DEFAULT_HEAD_TIMEOUT,
     reject_timeout: float = DEFAULT_REJECT_TIMEOUT,
     http_config: Config | None = None,
+    sources: SourceTable | None = None,
     task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve WebSockets and HTTP on it.
@@ -511,6 +575,8 @@ async def serve(
     gets everything else through hypercorn configured by ``http_config``
     (default: hypercorn's defaults, access log off, errors to the
     ``realtime.http`` logger). ``ssl_context`` makes every connection TLS.
+    ``sources`` (default: none) limits new connections per source IP (429) and
+    names each upgrade's ``request.source``.
 
     Runs until cancelled, or until `Listener.stop_accepting` was called and
     every accepted connection has ended. Exceptions from one connection
@@ -530,6 +596,7 @@ async def serve(
             head_timeout=head_timeout,
             reject_timeout=reject_timeout,
             http_config=http_config,
+            sources=sources,
         )
     except Exception:
         for socket_listener in listeners:

@@ -169,6 +169,28 @@ def test_the_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert outcomes == [PONG] * 3 + [rate_limited(limit)]
 
 
+def test_a_connection_may_start_with_the_tokens_an_earlier_one_left() -> None:
+    # What the server carries over from the same client's last connection, so that
+    # reconnecting after a 4429 does not refill the bucket.
+    limit = p.RateLimit(rate=2.0, burst=3)
+    handler = make(rate_limit=limit)
+    for _ in range(3):
+        receive(handler, PING)
+    assert handler.tokens(0.0) == 0
+    assert handler.tokens(0.25) == 0.5  # refilled since, changing nothing
+    assert handler.tokens(100.0) == 3  # never above the burst
+    later = p.RequestHandler(
+        codec=Codec.JSON, limits=LIMITS, rate_limit=limit, now=1.0, tokens=handler.tokens(1.0)
+    )
+    assert [receive(later, PING, 1.0) for _ in range(3)] == [PONG] * 2 + [rate_limited(limit)]
+    # A debt carries over too; more than the burst is capped.
+    indebted = make(rate_limit=limit, now=5.0)
+    indebted.charge_replay(50)  # 5 tokens: 2 owed
+    assert indebted.tokens(5.0) == -2
+    capped = p.RequestHandler(codec=Codec.JSON, limits=LIMITS, rate_limit=limit, now=0, tokens=9)
+    assert capped.tokens(0.0) == 3
+
+
 def test_a_fractional_rate_is_written_as_is() -> None:
     limit = p.RateLimit(rate=2.5, burst=1)
     handler = make(rate_limit=limit)

@@ -10,13 +10,22 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from wsproto import WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
 
 from realtime import Config, Server, serve
 
@@ -214,6 +223,129 @@ async def drain_log(process: trio.Process, log: list[bytes]) -> None:
         log.append(bytes(chunk))
 
 
+@asynccontextmanager
+async def gateway_process(*args: str) -> AsyncIterator[tuple[trio.Process, int, list[bytes]]]:
+    """`start_process` with its log drained meanwhile: the process, its port, its log.
+    Killed on exit."""
+    process, port, log = await start_process(*args)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_log, process, log)
+            yield process, port, log
+            nursery.cancel_scope.cancel()
+    finally:
+        process.kill()
+        with trio.move_on_after(TIMEOUT, shield=True):
+            await process.wait()
+
+
+def rss(pid: int) -> int:
+    """The resident memory of process ``pid``, in bytes (Linux's /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")  # pragma: no cover
+
+
+# --- a healthy client beside an attack -------------------------------------------------
+
+#: What a healthy subscriber must still get while an attack runs on the same gateway:
+#: at least this share of the prices the feed publishes, and none of them later than
+#: this many seconds after publication. Generous, so that they hold on a slow, loaded
+#: 2-core machine; the issue's reproductions fail both (prices 4.9 s late, 31 a second
+#: of 160).
+HEALTHY_SHARE = 0.5
+HEALTHY_LATENESS = 2.0
+#: How long each attack test attacks: enough to starve a subscriber when a defence is
+#: missing, short enough to keep the suite's time in check.
+ATTACK_SECONDS = 2.0
+#: Between two samples of the gateway's memory during an attack.
+RSS_INTERVAL = 0.05
+
+
+@attrs.define
+class Health:
+    """What the healthy subscriber saw while the attack ran."""
+
+    prices: int = 0
+    worst_lateness: float = 0.0
+    seconds: float = 0.0
+    #: The gateway's RSS before the attack and at its peak, when watched.
+    rss_before: int = 0
+    rss_peak: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.prices / self.seconds
+
+
+@asynccontextmanager
+async def healthy_subscriber(
+    port: int,
+    prices_per_second: float,
+    *,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    pid: int | None = None,
+    max_rss_growth: int | None = None,
+) -> AsyncIterator[Health]:
+    """A subscriber to every price of the gateway at ``port`` while the body runs (the
+    attack), beside it on the same gateway.
+
+    On a clean exit it asserts that the subscriber was served throughout: it received
+    at least `HEALTHY_SHARE` of ``prices_per_second`` (what the feed publishes) over
+    the body's time, and no price arrived more than `HEALTHY_LATENESS` seconds after
+    its publication (its ``timestamp``). With ``max_rss_growth``, the RSS of process
+    ``pid`` (the gateway's) is sampled every `RSS_INTERVAL` too, and must not grow by
+    more than that many bytes. Raises ``trio_websocket.ConnectionClosed`` if the
+    gateway closes the subscriber.
+    """
+    health = Health()
+    watching = False
+    async with open_ws(f"ws://127.0.0.1:{port}/ws/healthy", extra_headers=list(headers)) as ws:
+        assert json.loads(await ws.get_message())["type"] == "welcome"
+        await ws.send_message(json.dumps({"type": "subscribe", "channel": "prices"}))
+        while json.loads(await ws.get_message())["type"] != "subscribed":
+            pass
+
+        async def receive() -> None:
+            while True:
+                message = json.loads(await ws.get_message())
+                if watching and message["type"] == "price_update":
+                    published = datetime.fromisoformat(message["timestamp"])
+                    late = (datetime.now(UTC) - published).total_seconds()
+                    health.prices += 1
+                    health.worst_lateness = max(health.worst_lateness, late)
+
+        async def sample_rss(pid: int) -> None:
+            while True:
+                await trio.sleep(RSS_INTERVAL)
+                health.rss_peak = max(health.rss_peak, rss(pid))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            if max_rss_growth is not None:
+                assert pid is not None
+                health.rss_before = health.rss_peak = rss(pid)
+                nursery.start_soon(sample_rss, pid)
+            watching = True
+            started = trio.current_time()
+            yield health
+            health.seconds = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    if pid is not None and max_rss_growth is not None:
+        health.rss_peak = max(health.rss_peak, rss(pid))
+        growth = health.rss_peak - health.rss_before
+        assert growth <= max_rss_growth, f"the gateway grew by {growth / 2**20:.1f} MiB"
+    assert health.rate >= HEALTHY_SHARE * prices_per_second, (
+        f"the healthy subscriber got {health.rate:.0f} prices a second of "
+        f"{prices_per_second:g} ({health.prices} in {health.seconds:.1f} s)"
+    )
+    assert health.worst_lateness <= HEALTHY_LATENESS, (
+        f"a price reached the healthy subscriber {health.worst_lateness:.2f} s late"
+    )
+
+
 class RawClient:
     """A WebSocket client on a raw trio stream, driven by wsproto, for edge cases."""
 
@@ -247,6 +379,19 @@ class RawClient:
             if isinstance(event, CloseConnection):
                 return event
 
+    async def until_close(self) -> tuple[list[Any], CloseConnection]:
+        """Every text message until the close (fragments joined, decoded as JSON), and
+        the close."""
+        messages: list[Any] = []
+        parts: list[str] = []
+        while not isinstance(event := await self.next_event(), CloseConnection):
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    messages.append(json.loads("".join(parts)))
+                    parts.clear()
+        return messages, event
+
 
 @asynccontextmanager
 async def raw_client(
@@ -276,3 +421,35 @@ async def raw_client(
         event = await client.next_event()
         assert isinstance(event, AcceptConnection), event
         yield client
+
+
+@asynccontextmanager
+async def raw_attempt(
+    port: int,
+    path: str = "/ws/raw",
+    *,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    early: bytes = b"",
+) -> AsyncIterator[RawClient | RejectConnection]:
+    """A handshake with ``headers`` added (and ``early`` bytes in the same write), which
+    may be refused: the client, or the refusal (``status_code``, ``headers``). Closed
+    on exit."""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        ws = WSConnection(ConnectionType.CLIENT)
+        request = Request(host="test", target=path, extra_headers=list(headers))
+        await stream.send_all(ws.send(request) + early)
+        client = RawClient(stream, ws)
+        event = await client.next_event()
+        assert isinstance(event, AcceptConnection | RejectConnection), event
+        yield client if isinstance(event, AcceptConnection) else event
+
+
+def raw_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """A masked client frame written out by hand (payload under 126 bytes)."""
+    mask = b"\x0f\xf0\x55\xaa"
+    assert len(payload) < 126
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + masked
+
+
+TEXT, CONTINUATION, PING = 0x1, 0x0, 0x9

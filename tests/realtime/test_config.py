@@ -22,6 +22,8 @@ def test_defaults_are_the_documented_limits() -> None:
     assert (config.heartbeat_interval, config.heartbeat_misses) == (20, 2)
     assert (config.history_messages, config.history_seconds) == (1000, 600)
     assert config.max_connections == 50_000
+    assert (config.connect_rate, config.connect_burst, config.max_sources) == (10, 100, 10_000)
+    assert (config.limit_loopback, config.trusted_networks) == (False, ())
     assert config.shutdown_grace == 10
     assert (config.log_max_bytes, config.log_backups) == (10 * 1024 * 1024, 5)
     assert config.demo_events is True
@@ -67,11 +69,25 @@ def test_environment_then_flags() -> None:
             "--log-backups (REALTIME_LOG_BACKUPS) must be greater than 0",
         ),
         ({"REALTIME_DEMO_EVENTS": "sometimes"}, "--demo-events (REALTIME_DEMO_EVENTS) must be"),
+        (
+            {"REALTIME_FORWARDED_ALLOW_IPS": "10.0.0.1, nginx"},
+            "--forwarded-allow-ips (REALTIME_FORWARDED_ALLOW_IPS): 'nginx' is not an IP address "
+            "or CIDR",
+        ),
+        (
+            {"REALTIME_CONNECT_RATE": "0"},
+            "--connect-rate (REALTIME_CONNECT_RATE) must be greater than 0",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config.from_env(environ)
+
+
+def test_forwarded_allow_ips_are_addresses_or_blocks() -> None:
+    config = Config.from_env({"REALTIME_FORWARDED_ALLOW_IPS": "127.0.0.1, 10.0.0.0/8 ,::1"})
+    assert [str(n) for n in config.trusted_networks] == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
 
 
 def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:

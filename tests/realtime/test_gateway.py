@@ -446,3 +446,34 @@ async def test_tls_serves_wss(nursery: trio.Nursery, tmp_path: Path) -> None:
             # TLS cannot be written without a task: the connection keeps one writer,
             # started once, instead of one per burst.
             assert (server.delivery.writers, server.delivery.blocked_writes) == (1, 1)
+
+
+# --- per source IP ------------------------------------------------------------------
+
+
+async def test_loopback_is_exempt_from_the_connect_rate_unless_limited(
+    nursery: trio.Nursery,
+) -> None:
+    # The suite and the benchmark open thousands of connections from 127.0.0.1.
+    limits: dict[str, Any] = {"connect_rate": 0.01, "connect_burst": 3, "feeds": False}
+    exempt = await start_gateway(nursery, **limits)
+    limited = await start_gateway(nursery, limit_loopback=True, **limits)
+    with trio.fail_after(TIMEOUT):
+        for _ in range(10):
+            assert (await http_get(exempt.port, "/health"))[0] == 200
+            async with connect(exempt, "loopback"):
+                pass
+        heads = []
+        for _ in range(5):
+            async with await trio.open_tcp_stream("127.0.0.1", limited.port) as stream:
+                await stream.send_all(
+                    b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                )
+                response = b""
+                while chunk := await stream.receive_some():
+                    response += chunk
+            heads.append(response.split(b"\r\n\r\n")[0])
+        assert [head.split(b" ")[1] for head in heads] == [b"200"] * 3 + [b"429"] * 2
+        assert b"\r\nRetry-After: 100" in heads[-1]
+    assert limited.listener.statistics().refused_rate_total == 2
+    assert exempt.listener.statistics().refused_rate_total == 0

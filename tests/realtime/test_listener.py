@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,8 @@ from realtime.ws import (
     ConnectionClosed,
     Listener,
     RequestHead,
+    SourceLimits,
+    SourceTable,
     accept_websocket,
     serve,
 )
@@ -294,6 +297,96 @@ async def test_full_server_refuses_handshakes_with_503(
             assert health.startswith(b"HTTP/1.1 200 ")
         stats = listener.statistics()
         assert stats.refused_full_total == 1
+
+
+async def exchange_from(address: str, port: int, data: bytes) -> bytes:
+    """`raw_exchange` from another local address (all of 127.0.0.0/8 is loopback)."""
+    sock = trio.socket.socket()
+    await sock.bind((address, 0))
+    await sock.connect((HOST, port))
+    async with trio.SocketStream(sock) as stream:
+        await stream.send_all(data)
+        return await read_until_closed(stream)
+
+
+async def test_new_connections_past_a_sources_burst_get_429(
+    start_listener: StartListener, socket_clock: trio.testing.MockClock
+) -> None:
+    # Loopback counts here (by default it is exempt): the limit is the same for any
+    # address. Virtual time stands still while the server works, so the counts are
+    # exact; a token takes 100 virtual seconds to come back.
+    sources = SourceTable(SourceLimits(connect_rate=0.01, connect_burst=2, limit_loopback=True))
+    handshake = WSConnection(ConnectionType.CLIENT).send(Request(host="t", target="/ws/c"))
+    health = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(1000):
+        listener = await start_listener(echo, sources=sources)
+        port = listener.port
+        # HTTP connections and WebSocket upgrades draw on the same burst.
+        assert (await raw_exchange(port, health)).startswith(b"HTTP/1.1 200 ")
+        async with await trio.open_tcp_stream(HOST, port) as stream:
+            await stream.send_all(handshake)
+            assert (await stream.receive_some()).startswith(b"HTTP/1.1 101 ")
+        refused = await raw_exchange(port, handshake)
+        assert refused.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+        assert b"\r\nRetry-After: 100\r\n" in refused
+        assert refused.endswith(
+            b"Too many new connections from your address: at most 0.01 a second after "
+            b"the first 2; retry in 100 s"
+        )
+        assert (await raw_exchange(port, health)).startswith(b"HTTP/1.1 429 ")
+        # HTTP/2 has no head to answer in: it is closed.
+        assert await raw_exchange(port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == b""
+        # Another address is another source.
+        assert (await exchange_from("127.0.0.2", port, health)).startswith(b"HTTP/1.1 200 ")
+        await trio.sleep(100)  # the Retry-After, in virtual seconds
+        assert (await raw_exchange(port, health)).startswith(b"HTTP/1.1 200 ")
+        assert (await raw_exchange(port, health)).startswith(b"HTTP/1.1 429 ")
+        stats = listener.statistics()
+        assert (stats.refused_rate_total, sources.statistics().refused_total) == (4, 4)
+        assert stats.websockets == 0
+
+
+async def test_the_source_of_an_upgrade_reaches_the_handler(
+    start_listener: StartListener,
+) -> None:
+    seen: list[str | None] = []
+
+    async def record(stream: trio.abc.Stream, request: RequestHead) -> None:
+        seen.append(request.source)
+
+    sources = SourceTable(SourceLimits(forwarded_allow_ips=(ipaddress.ip_network("127.0.0.1"),)))
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(record, sources=sources)
+        for forwarded in (b"203.0.113.7", b"6.6.6.6, 2001:db8::1", None):
+            request = Request(
+                host="t",
+                target="/ws/c",
+                extra_headers=[(b"X-Forwarded-For", forwarded)] if forwarded else [],
+            )
+            await raw_exchange(listener.port, WSConnection(ConnectionType.CLIENT).send(request))
+    # The proxy's own requests are loopback, exempt: no source.
+    assert seen == ["203.0.113.7", "2001:db8::/64", None]
+
+
+async def test_forwarding_without_a_trusted_proxy_is_logged_once(
+    start_listener: StartListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind a proxy on the same host, every client is the proxy, and loopback is exempt:
+    # the per-IP limits would silently do nothing.
+    health = (
+        b"GET /health HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="realtime.listener"):
+        listener = await start_listener(echo, sources=SourceTable())
+        for _ in range(3):
+            assert (await raw_exchange(listener.port, health)).startswith(b"HTTP/1.1 200 ")
+    warnings = [r.getMessage() for r in caplog.records if "X-Forwarded-For" in r.getMessage()]
+    assert warnings == [
+        "A request from 127.0.0.1 carries X-Forwarded-For, but no proxy is trusted: the "
+        "per-IP limits count the peer's address. Behind a proxy, name it with "
+        "--forwarded-allow-ips (logged once)"
+    ]
 
 
 async def test_stop_accepting_keeps_existing_connections(

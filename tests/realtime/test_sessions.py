@@ -5,7 +5,7 @@ limit are judged in virtual time, so no machine is too slow for them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from unittest.mock import ANY
@@ -64,28 +64,48 @@ class Peer:
         await self.stream.send_all(self.ws.send(TextMessage(data=orjson.dumps(message).decode())))
 
 
+Connect = Callable[..., Awaitable[Peer]]
+
+
+@asynccontextmanager
+async def open_sessions(config: Config) -> AsyncIterator[tuple[Sessions, Connect]]:
+    """The gateway's sessions over in-memory streams, and ``await connect(client_id,
+    source=..., lockstep=...)`` for a peer past its welcome. ``source`` is the source IP the
+    listener would have named; ``lockstep``: the peer's writes wait for the peer to
+    read them, as a full socket does."""
+    hub = Hub(universe=("AAPL", "MSFT"), clock=trio.current_time)
+    delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
+    sessions = Sessions(config, hub, delivery, server_version="test")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(delivery.run)
+        await nursery.start(sessions.run)
+
+        async def connect(
+            client_id: str = "peer", *, source: str | None = None, lockstep: bool = False
+        ) -> Peer:
+            pair = (
+                trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+            )
+            ours, theirs = pair()
+            client = WSConnection(ConnectionType.CLIENT)
+            head = parse_request_head(client.send(Request(host="test", target=f"/ws/{client_id}")))
+            nursery.start_soon(sessions.handle, ours, attrs.evolve(head, source=source))
+            peer = Peer(theirs, client)
+            assert isinstance(await peer.next_event(), AcceptConnection)
+            assert (await peer.next_message())["type"] == "welcome"
+            return peer
+
+        yield sessions, connect
+        nursery.cancel_scope.cancel()
+
+
 @asynccontextmanager
 async def open_peer(
     config: Config, *, lockstep: bool = False
 ) -> AsyncIterator[tuple[Peer, Sessions]]:
-    """A session on an in-memory stream pair; ``lockstep``: one whose writes wait for
-    the peer to read them, as a full socket does."""
-    hub = Hub(universe=("AAPL", "MSFT"), clock=trio.current_time)
-    delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
-    sessions = Sessions(config, hub, delivery, server_version="test")
-    pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
-    ours, theirs = pair()
-    client = WSConnection(ConnectionType.CLIENT)
-    head = client.send(Request(host="test", target="/ws/peer"))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(delivery.run)
-        await nursery.start(sessions.run)
-        nursery.start_soon(sessions.handle, ours, parse_request_head(head))
-        peer = Peer(theirs, client)
-        assert isinstance(await peer.next_event(), AcceptConnection)
-        assert (await peer.next_message())["type"] == "welcome"
-        yield peer, sessions
-        nursery.cancel_scope.cancel()
+    """One session on an in-memory stream pair (see `open_sessions`)."""
+    async with open_sessions(config) as (sessions, connect):
+        yield await connect(lockstep=lockstep), sessions
 
 
 async def test_a_silent_peer_is_pinged_then_closed_with_1011(
@@ -180,3 +200,38 @@ async def test_a_replay_is_paid_for_in_the_request_rate(
         await trio.sleep(1)  # virtual: the debt of 12 tokens is paid at 20 a second
         await peer.send({"type": "ping", "id": 2})
         assert await peer.next_message() == {"type": "pong", "id": 2, "timestamp": ANY}
+
+
+async def test_a_reconnect_starts_with_the_bucket_its_source_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A client that reconnected after every 4429 started each time with a full bucket:
+    # 6,810 requests a second were served. A token here takes 1,000 virtual seconds,
+    # so the clock's jumps to the next timer refill nothing worth counting.
+    config = Config(rate_limit=0.001, rate_burst=5, rate_strikes=3, heartbeat_interval=1e5)
+    async with open_sessions(config) as (sessions, connect):
+
+        async def pings(peer: Peer, count: int) -> list[object]:
+            with contextlib.suppress(trio.BrokenResourceError):
+                for number in range(count):
+                    await peer.send({"type": "ping", "id": number})
+            replies: list[object] = []
+            while isinstance(event := await peer.next_event(), TextMessage):
+                replies.append(orjson.loads(event.data).get("type"))
+                if len(replies) == count:
+                    return replies
+            assert isinstance(event, CloseConnection)
+            replies.append(event.code)
+            return replies
+
+        flooder = await connect("flooder", source="203.0.113.7")
+        assert await pings(flooder, 10) == ["pong"] * 5 + ["error"] * 2 + [4429]
+        while sessions.hub.connection_count:  # its close has been recorded
+            await trio.testing.wait_all_tasks_blocked()
+        again = await connect("again", source="203.0.113.7")
+        assert await pings(again, 1) == ["error"]
+        # Other sources, and connections the listener did not count, start full.
+        assert await pings(await connect("other", source="198.51.100.1"), 5) == ["pong"] * 5
+        assert await pings(await connect("uncounted"), 5) == ["pong"] * 5
+        await trio.sleep(1000)  # one token, in virtual time
+        assert await pings(again, 2) == ["pong", "error"]

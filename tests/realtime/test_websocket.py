@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import struct
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,7 @@ from realtime.ws import (
     reject_websocket,
 )
 
-from .helpers import raw_client
+from .helpers import CONTINUATION, PING, TEXT, raw_client, raw_frame
 
 StartListener = Callable[..., Awaitable[Listener]]
 OpenClient = Callable[..., AbstractAsyncContextManager[trio_websocket.WebSocketConnection]]
@@ -92,6 +93,9 @@ def echo_handler(
             recorder.done.set()
 
     return handler
+
+
+TOO_MANY_FRAMES = (1009, "Message arrives in more than 256 frames")
 
 
 def client_frame(payload: bytes | str, *, fin: bool = True) -> bytes:
@@ -175,17 +179,6 @@ async def test_fragments_over_limit_close_before_message_completes(
             assert [closed.code for closed in recorder.closed] == [1009]
 
 
-def raw_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
-    """A masked client frame written out by hand (payload under 126 bytes)."""
-    mask = b"\x0f\xf0\x55\xaa"
-    assert len(payload) < 126
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + masked
-
-
-TEXT, CONTINUATION, PING = 0x1, 0x0, 0x9
-
-
 @pytest.mark.parametrize("payload", [b"ab", b""], ids=["tiny", "empty"])
 async def test_a_message_in_too_many_frames_is_closed_with_1009(
     start_listener: StartListener, payload: bytes
@@ -216,6 +209,26 @@ async def test_a_message_in_256_frames_is_whole(start_listener: StartListener) -
             event = await client.next_event()
             assert isinstance(event, TextMessage)
             assert event.data == "x" * 255 + "y"
+
+
+async def test_a_frame_read_in_pieces_is_one_frame(start_listener: StartListener) -> None:
+    # wsproto hands out a frame's payload as it arrives: counted per piece, one frame
+    # trickled in was refused as a message in too many frames.
+    with trio.fail_after(TIMEOUT):
+        limits = InboundLimits(max_fragments=2)
+        listener = await start_listener(echo_handler(Recorder(), limits=limits))
+        async with raw_client(listener.port) as client:
+            frame = client_frame("x" * 1000)
+            for start in range(0, len(frame), 100):
+                await client.stream.send_all(frame[start : start + 100])
+                await trio.testing.wait_all_tasks_blocked()  # read as a piece of its own
+            echoed = ""
+            while not (isinstance(event := await client.next_event(), TextMessage)) or (
+                not event.message_finished
+            ):
+                assert isinstance(event, TextMessage), event
+                echoed += event.data
+            assert echoed + event.data == "x" * 1000
 
 
 async def test_a_ping_flood_is_closed_with_1008(
@@ -268,6 +281,47 @@ async def test_early_frames_after_the_handshake_are_not_lost(start_listener: Sta
             assert first.data == "early one"
             assert isinstance(second, BytesMessage)
             assert second.data == b"early two"
+
+
+async def test_early_frames_are_fed_a_read_at_a_time(start_listener: StartListener) -> None:
+    # They are fed to wsproto as if read, so that what a closed connection leaves
+    # unparsed there (a reference cycle the collector frees late) stays small.
+    with trio.fail_after(TIMEOUT):
+        listener = await start_listener(echo_handler(Recorder()))
+        early = client_frame("y" * 10_000) + client_frame("z")
+        async with raw_client(listener.port, early=early) as client:
+            echoed = ""
+            while len(echoed) < 10_001:
+                event = await client.next_event()
+                assert isinstance(event, TextMessage), event
+                echoed += event.data
+            assert echoed == "y" * 10_000 + "z"
+
+
+async def test_a_peer_that_goes_on_sending_after_a_close_is_cut_off(
+    start_listener: StartListener,
+) -> None:
+    # Every frame it sent was parsed, looking for its close, for the whole closing
+    # handshake: attackers that kept sending halved another client's prices. Here the
+    # handshake may take an hour, so only the bound on what is read ends it.
+    with trio.fail_after(TIMEOUT):
+        recorder = Recorder()
+        listener = await start_listener(echo_handler(recorder, close_timeout=3600))
+        async with raw_client(listener.port) as client, trio.open_nursery() as nursery:
+            junk = raw_frame(CONTINUATION, b"ab", fin=False) * 10_000
+
+            async def flood() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await client.stream.send_all(raw_frame(TEXT, b"ab", fin=False))
+                    while True:
+                        await client.stream.send_all(junk)
+
+            nursery.start_soon(flood)
+            close = await client.expect_close()
+            assert (close.code, close.reason) == TOO_MANY_FRAMES
+            await recorder.done.wait()
+            nursery.cancel_scope.cancel()
+        assert [closed.code for closed in recorder.closed] == [1009]
 
 
 @pytest.mark.parametrize(
