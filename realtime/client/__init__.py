@@ -2,7 +2,7 @@
 
 ::
 
-    async with open_client("ws://127.0.0.1:8000", "client-123") as client:
+    async with open_client("ws://127.0.0.1:8000", "client-123", token=jwt) as client:
         await client.subscribe(Channel.PRICES, ["AAPL"])
         async for item in client:
             ...
@@ -19,6 +19,7 @@ from ._client import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     EVENT_RESERVE,
+    AuthenticationError,
     Backoff,
     Client,
     ClientError,
@@ -33,6 +34,7 @@ from ._client import (
     Reconnected,
     ReconnectFailed,
     RequestError,
+    TokenProvider,
     open_client,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "EVENT_RESERVE",
+    "AuthenticationError",
     "Backoff",
     "Client",
     "ClientError",
@@ -55,5 +58,6 @@ __all__ = [
     "ReconnectFailed",
     "Reconnected",
     "RequestError",
+    "TokenProvider",
     "open_client",
 ]

@@ -24,9 +24,11 @@ The supervisor loops over connections::
   ``welcome``) and treats a missing pong as a lost connection (1006).
 * On close: codes in :data:`protocol.RECONNECT_CLOSE_CODES` (1001, 1006, 1011,
   4429, 4499) and transport failures lead to WAITING; 1000 ends the client
-  cleanly (iteration stops); any other code (4400, 4403, 4409, 4401, 1002, 1007,
-  1009) ends it with :class:`ConnectionClosedError`, since reconnecting as is
-  would fail again or fight a newer connection.
+  cleanly (iteration stops); 4401 (:data:`protocol.REAUTHENTICATE_CLOSE_CODES`)
+  leads straight back to CONNECTING once, with a new token (see Tokens below);
+  any other code (4400, 4403, 4409, 1002, 1007, 1009) ends it with
+  :class:`ConnectionClosedError`, since reconnecting as is would fail again or
+  fight a newer connection.
 * WAITING sleeps ``Backoff.delay(attempt)``: exponential with full jitter.
   After ``max_attempts`` failed attempts in a row the client ends with
   :class:`ReconnectFailed`. A connection that stayed open ``reset_after``
@@ -49,6 +51,21 @@ prices: prices are state and need no replay), other channels with ``since`` and
 history; or the window has passed) is answered with a :class:`HistoryGap` event
 for the consumer and a plain ``subscribe``, whose ack starts a new position.
 
+Tokens: with ``token`` and/or ``get_token``, each connection sends
+``Authorization: Bearer <jwt>`` with its upgrade. The first connection uses
+``token`` if given; every later one asks ``get_token`` (without it, ``token`` is
+sent again). While a connection is open, a task asks ``get_token`` for the next
+token ahead of the current one's ``exp`` (read from the payload, not verified; the
+rule is in ``_tokens``) and sends it as an ``auth`` message, which the gateway
+answers only if it refuses it (an ``unauthorized`` error echoing the ``auth``'s id,
+handed to the consumer); the clock is ``wall_clock`` for "now" and Trio's for the
+wait, so MockClock drives it. A close with 4401 (refused or expired) is answered
+with one immediate reconnect with a new token from ``get_token``; a second 4401
+before any connection was welcomed, a 4401 without ``get_token``, or
+``get_token`` failing then, ends the client with :class:`AuthenticationError`. A
+provider that fails before a reconnect after another close counts as a failed
+attempt; on the first connection it raises at once.
+
 Requests (``subscribe``, ``unsubscribe``, ``ping``) wait for an open connection,
 send with a fresh integer ``id`` and wait for the reply with that ``id``; a
 request whose connection is lost before its reply is sent again on the next
@@ -67,11 +84,13 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import ssl
+import time
 import typing
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from itertools import count
 from typing import Final, TypeAlias
@@ -84,6 +103,8 @@ import wsproto.utilities
 from protocol import (
     CHANNEL_EVENTS,
     FATAL_CLOSE_CODES,
+    REAUTHENTICATE_CLOSE_CODES,
+    Auth,
     Channel,
     ClientMessage,
     CloseCode,
@@ -107,6 +128,8 @@ from protocol import (
     should_reconnect,
 )
 
+from ._tokens import TokenTimes, token_times
+
 logger = logging.getLogger("realtime.client")
 
 #: Messages the inbox holds for a consumer that is behind (prices conflate within it).
@@ -123,6 +146,14 @@ MAX_SERVER_MESSAGE: Final = 4 * 1024 * 1024
 
 #: HTTP statuses that refuse a handshake only for now (draining, at capacity).
 _RETRYABLE_STATUS: Final = frozenset({429, 502, 503, 504})
+#: What a token may hold to travel in an HTTP header: a JWT is base64url and dots.
+_HEADER_SAFE: Final = re.compile(r"[!-~]+")
+#: Refresh requests a connection remembers, to recognise the gateway's refusal of one.
+_REFRESHES_KEPT: Final = 4
+
+#: ``get_token``: an async function returning a token (a JWT) for the next connection,
+#: or for a refresh. Called again each time: it should cache its token until near exp.
+TokenProvider: TypeAlias = Callable[[], Awaitable[str]]
 
 
 # --- errors ------------------------------------------------------------------------
@@ -170,6 +201,15 @@ class ConnectError(ClientError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class AuthenticationError(ClientError):
+    """The client cannot authenticate, and has stopped: the gateway refused the token
+    (4401) and there is no ``get_token`` to ask for another, or refused the new one
+    from ``get_token`` too, or ``get_token`` failed (raised, returned no token, took
+    longer than ``connect_timeout``) where a new token was needed. The message says
+    which, with the gateway's reason (``Unauthorized: expired 12 s ago ...``);
+    ``__cause__`` is the provider's exception, if that was it."""
 
 
 class ReconnectFailed(ClientError):
@@ -422,6 +462,8 @@ class _Connection:
         #: Ids of the requests sent and not yet answered, in the order sent: the
         #: server answers every request once, in order (one per pending request).
         self.in_flight: deque[RequestId] = deque()
+        #: Ids of the last token refreshes sent: answered only if refused.
+        self.refreshes: deque[RequestId] = deque(maxlen=_REFRESHES_KEPT)
 
     def answered(self, reply_id: RequestId | None) -> RequestId | None:
         """The id of the request a reply answers, or None if it answers none of ours.
@@ -494,6 +536,9 @@ class Client:
         close_timeout: float,
         ssl_context: ssl.SSLContext | None,
         rng: random.Random,
+        token: str | None = None,
+        get_token: TokenProvider | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -514,6 +559,18 @@ class Client:
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
         self._rng = rng
+        if token is not None and not _HEADER_SAFE.fullmatch(token):
+            raise ValueError("token must be a JWT: printable ASCII without spaces")
+        #: The token of the current (or next) connection; refreshes replace it.
+        self._token = token
+        #: Whether ``token`` was sent once: later connections ask ``get_token``.
+        self._token_sent = False
+        self._get_token = get_token
+        self._wall_clock = wall_clock
+        #: Set by a 4401 answered with a new token; cleared by the next ``welcome``.
+        self._reauthenticating = False
+        #: The gateway's last ``unauthorized`` error on this connection, for the 4401.
+        self._unauthorized: str | None = None
         self._inbox = _Inbox(buffer_size)
         self._ids = count(1)
         self._pending: dict[RequestId, _Pending] = {}
@@ -672,20 +729,43 @@ class Client:
         """
         attempt = 0
         code: int  # a CloseCode, or any other code the server sent
+        error: ClientError
         try:
             while True:
                 try:
                     ended = await self._connect_and_serve(task_status)
+                except AuthenticationError as exc:  # get_token failed
+                    if not self._started:
+                        raise
+                    if self._reauthenticating:
+                        self._finish(exc)
+                        return
+                    error = exc
+                    code, reason, uptime = CloseCode.ABNORMAL_CLOSURE, str(exc), 0.0
                 except ConnectError as exc:
                     if not self._started:
                         raise
-                    error: ClientError = exc
+                    error = exc
                     code, reason, uptime = CloseCode.ABNORMAL_CLOSURE, str(exc), 0.0
                     if exc.status_code is not None and exc.status_code not in _RETRYABLE_STATUS:
                         self._finish(exc)
                         return
                 else:
                     code, reason, uptime = ended.code, ended.reason, ended.uptime
+                    if code in REAUTHENTICATE_CLOSE_CODES and not self._closing:
+                        if self._get_token is not None and not self._reauthenticating:
+                            self._reauthenticating = True
+                            logger.info(
+                                "[client %s] unauthorized (%s): reconnecting once with a new token",
+                                self.client_id,
+                                self._unauthorized or reason,
+                            )
+                            continue
+                        refused = self._authentication_failed(reason)
+                        if not self._started:
+                            raise refused
+                        self._finish(refused)
+                        return
                     error = ConnectionClosedError(code, reason)
                     if not self._started:
                         raise error
@@ -724,6 +804,55 @@ class Client:
             self._ready.set()
             self._ended.set()
 
+    def _authentication_failed(self, reason: str) -> AuthenticationError:
+        why = self._unauthorized or f"closed with 4401 {reason}".rstrip()
+        if self._get_token is not None:
+            return AuthenticationError(
+                f"the gateway refused the new token from get_token too ({why}): "
+                "check the token provider"
+            )
+        if self._token is None:
+            return AuthenticationError(
+                f"the gateway requires a token ({why}): pass token= or get_token= to open_client"
+            )
+        return AuthenticationError(
+            f"the gateway refused the token ({why}); pass get_token= to fetch new ones"
+        )
+
+    async def _fetch_token(self) -> str | None:
+        """The token for the next connection: ``token`` the first time (every time
+        without ``get_token``), else a new one from ``get_token``."""
+        if self._token is not None and (self._get_token is None or not self._token_sent):
+            self._token_sent = True
+            return self._token
+        if self._get_token is None:
+            return None
+        self._token = await self._provide()
+        self._token_sent = True
+        return self._token
+
+    async def _provide(self) -> str:
+        """A token from ``get_token``, within ``connect_timeout``; raises
+        :class:`AuthenticationError` saying why there is none."""
+        assert self._get_token is not None
+        try:
+            with trio.fail_after(self._connect_timeout):
+                token = await self._get_token()
+        except trio.TooSlowError:
+            raise AuthenticationError(
+                f"get_token returned no token within {self._connect_timeout:g}s"
+            ) from None
+        except Exception as exc:
+            raise AuthenticationError(f"get_token failed: {exc!r}") from exc
+        if not isinstance(token, str) or not _HEADER_SAFE.fullmatch(token):
+            got = "an empty string" if token == "" else f"a {type(token).__name__}"
+            if isinstance(token, str) and token:
+                got = "a string with spaces or non-ASCII characters"
+            raise AuthenticationError(
+                f"get_token must return a JWT (printable ASCII without spaces), got {got}"
+            )
+        return token
+
     def _finish(self, error: ClientError | None) -> None:
         self._error = error
         self._done = True
@@ -735,8 +864,11 @@ class Client:
         """One connection, from TCP connect to close.
 
         Raises :class:`ConnectError` when it never got to ``welcome`` for a reason
-        other than a close frame (which is returned as the connection's end).
+        other than a close frame (which is returned as the connection's end), and
+        :class:`AuthenticationError` when ``get_token`` gives no token.
         """
+        self._unauthorized = None
+        token = await self._fetch_token()
         try:
             with trio.fail_after(self._connect_timeout):
                 if self._ssl_context is None:
@@ -750,7 +882,7 @@ class Client:
         # trio-websocket never closes the stream itself when the server closes first,
         # nor after a refused handshake: this finally does, in every case.
         try:
-            outcome = await self._serve_stream(stream, task_status)
+            outcome = await self._serve_stream(stream, task_status, token)
         finally:
             await trio.aclose_forcefully(stream)
         if isinstance(outcome, ConnectError):
@@ -758,14 +890,14 @@ class Client:
         return outcome
 
     async def _serve_stream(
-        self, stream: trio.abc.Stream, task_status: trio.TaskStatus[None]
+        self, stream: trio.abc.Stream, task_status: trio.TaskStatus[None], token: str | None
     ) -> _Ended | ConnectError:
         # The nursery holds trio-websocket's reader task for this connection only.
         outcome: _Ended | ConnectError | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    outcome = await self._handshake_and_serve(nursery, stream, task_status)
+                    outcome = await self._handshake_and_serve(nursery, stream, task_status, token)
                 finally:
                     nursery.cancel_scope.cancel()
         except* trio_websocket.ConnectionRejected as group:
@@ -785,9 +917,15 @@ class Client:
         return outcome
 
     async def _handshake_and_serve(
-        self, nursery: trio.Nursery, stream: trio.abc.Stream, task_status: trio.TaskStatus[None]
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        task_status: trio.TaskStatus[None],
+        token: str | None,
     ) -> _Ended | ConnectError:
         host_header = self._host if self._port in (80, 443) else f"{self._host}:{self._port}"
+        # Never in the URL: it would end up in access logs (docs/security.md).
+        headers = [(b"Authorization", b"Bearer " + token.encode())] if token else None
         first: Welcome | _Ended | None = None
         with trio.move_on_after(self._connect_timeout):
             ws = await trio_websocket.wrap_client_stream(
@@ -796,6 +934,7 @@ class Client:
                 host_header,
                 self._resource,
                 subprotocols=[self.codec.subprotocol],
+                extra_headers=headers,
                 max_message_size=MAX_SERVER_MESSAGE,
             )
             first = await self._receive_welcome(ws)
@@ -803,7 +942,7 @@ class Client:
             return ConnectError(f"no welcome from {self.url} within {self._connect_timeout}s")
         if isinstance(first, _Ended):
             return first
-        return await self._serve(ws, first, task_status)
+        return await self._serve(ws, first, task_status, token)
 
     async def _receive_welcome(self, ws: trio_websocket.WebSocketConnection) -> Welcome | _Ended:
         while True:
@@ -815,23 +954,29 @@ class Client:
             message = self._decode(data)
             if isinstance(message, Welcome):
                 return message
+            if isinstance(message, ErrorReply) and message.code == ErrorCode.UNAUTHORIZED:
+                self._unauthorized = message.error  # the 4401 follows
 
     async def _serve(
         self,
         ws: trio_websocket.WebSocketConnection,
         welcome: Welcome,
         task_status: trio.TaskStatus[None],
+        token: str | None,
     ) -> _Ended:
         opened = trio.current_time()
         connection = _Connection(ws, self.codec)
         previous = self.welcome
         self.welcome = welcome
+        self._reauthenticating = False
         try:
             async with trio.open_nursery() as nursery:
                 self._serve_scope = nursery.cancel_scope
                 if self._closing:
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(self._keepalive, ws, welcome.heartbeat_interval, nursery)
+                if token is not None and self._get_token is not None:
+                    nursery.start_soon(self._refresh, connection, token)
                 if previous is not None:
                     self._reconnects += 1
                     await self._restore(connection)
@@ -880,6 +1025,32 @@ class Client:
                 logger.warning("[client %s] no pong in %gs: reconnecting", self.client_id, interval)
                 nursery.cancel_scope.cancel()
                 return
+
+    async def _refresh(self, connection: _Connection, token: str) -> None:
+        """Send a new token from ``get_token`` ahead of each ``exp``; see the module
+        docstring and ``_tokens``. Runs until the connection ends; a provider that
+        fails, or returns no newer token, is asked again later, until ``exp``."""
+        times: TokenTimes | None = token_times(token, self._wall_clock())
+        while times is not None:
+            await trio.sleep(max(0.0, times.refresh_at - self._wall_clock()))
+            try:
+                new = await self._provide()
+            except AuthenticationError as exc:
+                logger.warning("[client %s] token refresh: %s", self.client_id, exc)
+                times = times.retry(self._wall_clock())
+                continue
+            new_times = token_times(new, self._wall_clock())
+            if new == token or (new_times is not None and new_times.exp <= times.exp):
+                times = times.retry(self._wall_clock())
+                continue
+            request_id = next(self._ids)
+            connection.refreshes.append(request_id)
+            try:
+                await connection.send(Auth(token=new, id=request_id))
+            except trio_websocket.ConnectionClosed:
+                return  # the reader notices; the next connection asks for a token anyway
+            self._token = token = new
+            times = new_times
 
     async def _restore(self, connection: _Connection) -> None:
         """Send a ``subscribe`` for everything held (see the module docstring)."""
@@ -933,6 +1104,19 @@ class Client:
         return message
 
     async def _dispatch(self, connection: _Connection, message: ServerMessage) -> None:
+        if isinstance(message, ErrorReply) and message.code == ErrorCode.UNAUTHORIZED:
+            if message.id is not None and message.id in connection.refreshes:
+                # The current token holds until its exp; then 4401, and a new one.
+                logger.warning(
+                    "[client %s] token refresh refused: %s", self.client_id, message.error
+                )
+                self._inbox.put(message)
+                return
+            if message.id is None:
+                # The token expired: the 4401 follows. Not a reply to a pending request,
+                # which is sent again on the next connection.
+                self._unauthorized = message.error
+                return
         if isinstance(message, Subscribed | Unsubscribed):
             self._record(message)
         if isinstance(message, Subscribed | Unsubscribed | Pong | ErrorReply):
@@ -1043,6 +1227,9 @@ async def open_client(
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     rng: random.Random | None = None,
+    token: str | None = None,
+    get_token: TokenProvider | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Client]:
     """Connect to the gateway at ``url`` (``ws://host:port``; ``/ws/{client_id}`` is
     added) as ``client_id`` and yield the :class:`Client` once ``welcome`` arrived.
@@ -1055,6 +1242,13 @@ async def open_client(
     ``buffer_size`` bounds the inbox (see :class:`Lagged`); ``codec`` picks JSON or
     MessagePack. Leaving the block closes the connection with 1000, bounded by
     ``close_timeout``, and cancels the client's tasks.
+
+    With authentication on, give ``token`` (a JWT, sent as ``Authorization: Bearer``)
+    and/or ``get_token`` (an async function returning one, called for every later
+    connection and ahead of each token's ``exp``; bounded by ``connect_timeout``).
+    ``wall_clock`` (Unix seconds) is what ``exp`` is compared with. A token the
+    gateway refuses (4401) is answered by one reconnect with a token from
+    ``get_token``; otherwise the client raises :class:`AuthenticationError`.
     """
     client = Client(
         url,
@@ -1066,6 +1260,9 @@ async def open_client(
         close_timeout=close_timeout,
         ssl_context=ssl_context,
         rng=rng or random.Random(),
+        token=token,
+        get_token=get_token,
+        wall_clock=wall_clock,
     )
     async with _unwrapped(), trio.open_nursery() as nursery:
         await nursery.start(client._run)
