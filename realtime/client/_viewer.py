@@ -39,6 +39,7 @@ from ._client import (
     Item,
     Lagged,
     Reconnected,
+    TokenProvider,
     open_client,
 )
 from ._viewer_options import ListenOptions
@@ -55,7 +56,10 @@ async def listen(options: ListenOptions, out: IO[str], err: IO[str]) -> None:
     close code, the reconnect attempts spent, or the first connection failing).
     """
     status = Console(file=err, highlight=False)
-    async with open_client(options.url, options.client_id) as client:
+    get_token = _command_token(options.token_command) if options.token_command else None
+    async with open_client(
+        options.url, options.client_id, token=options.token, get_token=get_token
+    ) as client:
         symbols = options.symbols if options.channel is Channel.PRICES else None
         await client.subscribe(options.channel, symbols)
         status.print(f"[dim]{options.client_id}: subscribed to {options.channel} on {options.url}")
@@ -65,6 +69,22 @@ async def listen(options: ListenOptions, out: IO[str], err: IO[str]) -> None:
             await _table(client, options.count, Console(file=out), status)
         else:
             await _log(client, options.count, Console(file=out, highlight=False), status)
+
+
+def _command_token(argv: tuple[str, ...]) -> TokenProvider:
+    """``get_token`` for ``--token-command``: the command's output, stripped."""
+
+    async def get_token() -> str:
+        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        if result.returncode != 0:
+            said = result.stderr.decode(errors="replace").strip().splitlines()
+            raise RuntimeError(
+                f"--token-command exited with status {result.returncode}"
+                + (f": {said[-1]}" if said else "")
+            )
+        return result.stdout.decode(errors="replace").strip()
+
+    return get_token
 
 
 def _report(item: Item, status: Console) -> bool:

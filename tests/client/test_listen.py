@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 
+import pytest
 import trio
 
 from protocol import Channel, NotificationData, NotificationType
 from realtime._cli import _parser
-from realtime.client._viewer import listen
+from realtime.client import AuthenticationError
+from realtime.client._viewer import listen, run
 from realtime.client._viewer_options import ListenOptions, listen_options
 
 from ..realtime.helpers import start_gateway
@@ -68,3 +71,44 @@ def test_cli_flags() -> None:
     )
     assert options.url == "ws://127.0.0.1:8000"
     assert options.client_id.startswith("listen-")
+
+
+SECRET = "listen-test-secret-0123456789abcdef"
+
+
+async def test_token_command_mints_the_token_to_connect_with(nursery: trio.Nursery) -> None:
+    """`--token-command` as docs/client.md shows it: `realtime token`, with the secret."""
+    server = await start_gateway(nursery, jwt_secret=SECRET)
+    command = (sys.executable, "-m", "realtime", "token", "--sub", "alice", "--jwt-secret", SECRET)
+    options = ListenOptions(
+        url=f"ws://127.0.0.1:{server.port}", json=True, count=2, token_command=command
+    )
+    out = io.StringIO()
+    with trio.fail_after(TIMEOUT * 3):  # a Python process starts first
+        await listen(options, out, io.StringIO())
+    assert len(out.getvalue().splitlines()) == 2
+
+
+async def test_a_refused_token_ends_listen_with_the_reason(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, jwt_secret=SECRET)
+    options = ListenOptions(url=f"ws://127.0.0.1:{server.port}", token="not.a.jwt")
+    with trio.fail_after(TIMEOUT), pytest.raises(AuthenticationError, match="refused the token"):
+        await listen(options, io.StringIO(), io.StringIO())
+
+
+def test_a_failing_token_command_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    command = (sys.executable, "-c", "import sys; sys.exit('no such user')")
+    status = run(ListenOptions(url="ws://127.0.0.1:9", token_command=command))
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("realtime listen: get_token failed")
+    assert "--token-command exited with status 1: no such user" in err
+
+
+def test_token_flags_and_variable() -> None:
+    args = _parser().parse_args(["listen", "--token-command", "realtime token --sub 'a b'"])
+    options = listen_options(args, environ={"REALTIME_TOKEN": "x.y.z"})
+    assert options.token_command == ("realtime", "token", "--sub", "a b")
+    assert options.token == "x.y.z"
+    assert "x.y.z" not in repr(options)
+    assert listen_options(args, environ={}).token is None
