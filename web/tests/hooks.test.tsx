@@ -118,6 +118,46 @@ describe('useWebSocket', () => {
     await waitFor(() => expect(FakeWebSocket.live()).toHaveLength(0));
   });
 
+  it('token: every hook on the page authenticates the shared socket, first thing', () => {
+    const jwt = 'header.eyJzdWIiOiJhbGljZSJ9.signature';
+    renderHook(
+      () => {
+        useWebSocket({ ...options, token: jwt });
+        usePriceUpdates(['AAPL'], options);
+      },
+      { wrapper: strict },
+    );
+    const socket = FakeWebSocket.last;
+    act(() => socket.serverOpen());
+    expect(socket.sent).toEqual([
+      { type: 'auth', token: jwt },
+      { type: 'subscribe', channel: 'prices', symbols: ['AAPL'] },
+    ]);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it('getToken: the latest function given is the one called, and a new one does not reconnect', async () => {
+    const calls: string[] = [];
+    const { rerender } = renderHook(
+      ({ who }: { who: string }) =>
+        useWebSocket({
+          ...options,
+          getToken: async () => {
+            calls.push(who);
+            return `header.${btoa(JSON.stringify({ sub: who }))}.signature`;
+          },
+        }),
+      { initialProps: { who: 'first' } },
+    );
+    await act(async () => {});
+    expect(calls).toEqual(['first']);
+    rerender({ who: 'second' });
+    act(() => FakeWebSocket.last.serverClose(4401, 'Unauthorized'));
+    await act(async () => {});
+    expect(calls).toEqual(['first', 'second']);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+  });
+
   it('reconnect options of a second hook on the shared socket are applied', () => {
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
     const { result } = renderHook(() => {

@@ -10,7 +10,7 @@
  * Every hook that names the same endpoint shares one socket (`sharedClient`); each
  * hook's subscriptions and handlers are its own and are released when it unmounts.
  * Every hook takes the same optional options as `useWebSocket` (endpoint, client id,
- * reconnect and liveness policy). Lists are capped (alerts 50, signals 20,
+ * reconnect and liveness policy, `token` / `getToken`). Lists are capped (alerts 50, signals 20,
  * notifications 30) so a page left open for a week holds no more than a screenful.
  */
 import {
@@ -39,6 +39,7 @@ import {
   type ConnectionPolicy,
   type ConnectionState,
   type ConnectionStatus,
+  type TokenProvider,
   type WebSocketClient,
 } from '../lib/websocket';
 import { scheduleFrame } from './frame';
@@ -57,6 +58,14 @@ export interface UseWebSocketOptions extends Partial<LivenessOptions> {
   reconnect?: Partial<ReconnectOptions>;
   /** Use this client instead of the shared one for the endpoint. */
   client?: WebSocketClient;
+  /**
+   * A token (JWT) for a gateway with authentication on, sent as the socket's first
+   * message. A new value is sent at once on the open socket. Shared: the socket of the
+   * endpoint uses the token any of its hooks gave last.
+   */
+  token?: string;
+  /** Fetches tokens for later sockets and for refreshes ahead of `exp` (the latest one given is called). */
+  getToken?: TokenProvider;
 }
 
 export interface UseWebSocketResult {
@@ -76,8 +85,12 @@ export interface UseWebSocketResult {
 }
 
 export function useWebSocket(options: UseWebSocketOptions = {}): UseWebSocketResult {
-  const { baseUrl, clientId, client: given } = options;
+  const { baseUrl, clientId, client: given, token, getToken } = options;
   const policyKey = JSON.stringify({ ...options.reconnect, ...livenessOptions(options) });
+  // The latest getToken is called, so an inline function neither reconnects nor re-renders.
+  const getTokenRef = useRef(getToken);
+  getTokenRef.current = getToken;
+  const hasTokenProvider = getToken !== undefined;
   const client = useMemo(
     () =>
       given ??
@@ -87,6 +100,19 @@ export function useWebSocket(options: UseWebSocketOptions = {}): UseWebSocketRes
       }),
     [given, baseUrl, clientId],
   );
+
+  // Before the acquire below opens the first socket, so that it authenticates.
+  useEffect(() => {
+    if (token !== undefined) client.setToken(token);
+  }, [client, token]);
+  useEffect(() => {
+    if (!hasTokenProvider) return;
+    client.setTokenProvider(() => {
+      const latest = getTokenRef.current;
+      if (latest === undefined) throw new Error('getToken was removed');
+      return latest();
+    });
+  }, [client, hasTokenProvider]);
 
   // Options reach the client even when it is shared (a known failure of other libraries),
   // before the acquire below opens the first socket.

@@ -14,8 +14,24 @@
  * server that accepts and then drops at once cannot make clients spin. Only a close
  * with a code in the protocol's `RECONNECT_CLOSE_CODES` (generated from the Python
  * protocol, so the Python client follows the same list) is retried; any other code
- * (1000, 1002, 1009, 4401, the fatal 4400, 4403 and 4409, ...) ends in `closed`.
+ * (1000, 1002, 1009, the fatal 4400, 4403 and 4409, ...) ends in `closed`.
  * Retrying after 4409 in particular would fight the tab that took over the id forever.
+ *
+ * Tokens (`token.ts`). With `token` and/or `getToken`, the first message of every
+ * socket is `{"type":"auth","token":...}` (a browser cannot set `Authorization` on a
+ * WebSocket, and a token never goes in the URL). The first socket sends `token` if
+ * given; every later one asks `getToken()` first, while `connecting` (bounded by
+ * `connectTimeout`). Messages sent after the `auth` wait on the server until it has
+ * verified it, so restoring subscriptions need not wait for `welcome`. After each
+ * `welcome` a timer asks `getToken` for the next token when 30 s or a tenth of the
+ * current one's lifetime is left, and sends it as an `auth` on the open socket (the
+ * gateway answers only a refusal: an `unauthorized` error whose `id` starts with
+ * `auth:`). A close with 4401 (`REAUTHENTICATE_CLOSE_CODES`: refused or expired) is
+ * answered at once, without backoff, by one new socket with a token from `getToken`;
+ * a second 4401 before a `welcome`, a 4401 without `getToken`, or `getToken` failing
+ * then, ends in `closed` with `lastClose` 4401 and the gateway's reason (or the
+ * provider's error). `getToken` failing before another reconnect counts as a failed
+ * attempt of the backoff.
  *
  * Liveness (`liveness.ts`). While open, the client sends `{"type":"ping"}` every
  * `pingInterval`; if nothing at all (the `pong`, or any other message) arrives
@@ -55,10 +71,11 @@
  * subscriptions are the hook's own, so nothing a second user asks for is ignored.
  */
 import type { Channel, ClientMessage, ServerEvent, Welcome } from '../protocol';
-import { CloseCode, EVENT_CHANNEL, RECONNECT_CLOSE_CODES } from '../protocol';
+import { CloseCode, EVENT_CHANNEL, REAUTHENTICATE_CLOSE_CODES, RECONNECT_CLOSE_CODES } from '../protocol';
 import { backoffDelay, DEFAULT_RECONNECT, type ReconnectOptions } from './backoff';
 import { DEFAULT_LIVENESS, type LivenessOptions } from './liveness';
 import { SubscriptionSet, type Request } from './subscriptions';
+import { isTokenShaped, retryTimes, tokenTimes, type TokenTimes } from './token';
 import { defaultBaseUrl, endpointUrl, generateClientId } from './url';
 
 export { DEFAULT_RECONNECT, backoffDelay, type ReconnectOptions } from './backoff';
@@ -112,6 +129,13 @@ export interface HistoryGap {
   epoch: string;
 }
 
+/**
+ * Returns a token (a JWT) for the next socket or refresh: called before every socket
+ * after the first and ahead of each token's `exp`, so it should cache its token and
+ * return it until close to its expiry. May return it directly or as a promise.
+ */
+export type TokenProvider = () => string | Promise<string>;
+
 export type MessageListener = (message: ServerEvent) => void;
 export type StatusListener = (status: ConnectionStatus) => void;
 export type GapListener = (gap: HistoryGap) => void;
@@ -146,11 +170,17 @@ export interface ClientOptions extends Partial<LivenessOptions> {
   random?: () => number;
   /** Socket constructor; default: the global `WebSocket`, looked up when connecting. */
   WebSocket?: SocketFactory;
+  /** A token (JWT) for the first socket, sent as its first message (see the module comment). */
+  token?: string;
+  /** Fetches a token for every later socket and each refresh ahead of `exp`. */
+  getToken?: TokenProvider;
 }
 
 const OPEN = 1;
 /** Request ids of resumed subscriptions, to recognise their `history_unavailable`. */
 const RESUME_ID_PREFIX = 'resume:';
+/** Request ids of token refreshes, to recognise the gateway's refusal of one. */
+const REFRESH_ID_PREFIX = 'auth:';
 const PING = JSON.stringify({ type: 'ping' } satisfies ClientMessage);
 
 /** The liveness options given in `options`, leaving out the ones not given. */
@@ -183,7 +213,23 @@ export class WebSocketClient {
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   /** Pending while a ping waits for anything from the server. */
   private pongTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When to ask `getToken` for the next token, while open. */
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private status: ConnectionStatus;
+
+  /** The token of the current socket (or the next one): refreshes replace it. */
+  private token: string | null;
+  /** Whether `token` was sent once: later sockets ask `getToken`, if there is one. */
+  private tokenSent = false;
+  private getToken: TokenProvider | null;
+  /** Set by a 4401 answered with a new socket; cleared by the next `welcome`. */
+  private reauthenticating = false;
+  /** The gateway's last `unauthorized` error on this socket, for the 4401 that follows. */
+  private unauthorized: string | null = null;
+  private refreshTimes: TokenTimes | null = null;
+  private refreshes = 0;
+  /** Counts `open()`s: a token that arrives for an older one is dropped. */
+  private generation = 0;
 
   private readonly messageListeners = new Set<MessageListener>();
   private readonly statusListeners = new Set<StatusListener>();
@@ -208,6 +254,8 @@ export class WebSocketClient {
     this.maxQueuedMessages = options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES;
     this.random = options.random ?? Math.random;
     this.socketFactory = options.WebSocket;
+    this.token = options.token ?? null;
+    this.getToken = options.getToken ?? null;
     this.status = this.snapshot();
   }
 
@@ -283,7 +331,32 @@ export class WebSocketClient {
     this.closeWhenFlushed = false;
     if (this.state === 'open' || this.state === 'connecting') return;
     this.attempt = 0;
+    this.reauthenticating = false;
     this.open();
+  }
+
+  /**
+   * Use `token` (a JWT) from now on: the next socket sends it first, and an open one
+   * sends it at once as a refresh (the gateway keeps the connection if it names the
+   * same user). `null` forgets it. A page that took a token from its user calls this,
+   * then `reconnect()` after a 4401.
+   */
+  setToken(token: string | null): void {
+    if (token === this.token) return;
+    this.token = token;
+    this.tokenSent = false;
+    if (token !== null && this.isOpen()) {
+      this.tokenSent = true;
+      this.sendRefresh(token);
+      this.scheduleRefresh();
+    }
+  }
+
+  /** Fetch tokens with `getToken` for later sockets and refreshes; `null` stops that. */
+  setTokenProvider(getToken: TokenProvider | null): void {
+    const had = this.getToken !== null;
+    this.getToken = getToken;
+    if (!had && getToken !== null && this.isOpen()) this.scheduleRefresh();
   }
 
   /** Change the reconnection and liveness policy; takes effect from the next retry or socket. */
@@ -403,13 +476,74 @@ export class WebSocketClient {
 
   private open(): void {
     this.clearTimers();
-    const Factory = this.socketFactory ?? (globalThis.WebSocket as unknown as SocketFactory);
+    const generation = ++this.generation;
     const old = this.socket;
     this.socket = null;
     if (old) {
       detach(old);
       old.close(CloseCode.NORMAL, 'reconnecting');
     }
+    this.unauthorized = null;
+    const token = this.nextToken();
+    if (!(token instanceof Promise)) {
+      this.createSocket(token);
+      return;
+    }
+    // No socket until the token is there: the gateway's --auth-timeout starts at the upgrade.
+    this.startConnectTimer(null);
+    this.retryInMs = null;
+    this.setState('connecting');
+    token.then(
+      (value) => {
+        if (generation !== this.generation || this.state !== 'connecting') return;
+        if (!isTokenShaped(value)) {
+          this.tokenFailed(new TypeError('getToken must return a JWT (printable ASCII without spaces)'));
+          return;
+        }
+        this.token = value;
+        this.createSocket(value);
+      },
+      (error: unknown) => {
+        if (generation === this.generation && this.state === 'connecting') this.tokenFailed(error);
+      },
+    );
+  }
+
+  /** The token for the next socket: `token` once (always, without `getToken`), else `getToken()`. */
+  private nextToken(): string | null | Promise<string> {
+    if (this.token !== null && (this.getToken === null || !this.tokenSent)) {
+      this.tokenSent = true;
+      return this.token;
+    }
+    const getToken = this.getToken;
+    if (getToken === null) return null;
+    this.tokenSent = true;
+    try {
+      return Promise.resolve(getToken());
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  /**
+   * `getToken` gave no token. Before the one reconnect a 4401 allows it is fatal (a
+   * provider that keeps failing); before any other it is a failed attempt, retried.
+   */
+  private tokenFailed(error: unknown): void {
+    const reason = `getToken failed: ${error instanceof Error ? error.message : String(error)}`;
+    console.error(`[WebSocket] ${reason}`);
+    if (this.reauthenticating) {
+      this.socket = null;
+      this.clearTimers();
+      this.lastClose = { code: CloseCode.UNAUTHORIZED, reason };
+      this.setState('closed');
+      return;
+    }
+    this.lost({ code: CloseCode.ABNORMAL_CLOSURE, reason });
+  }
+
+  private createSocket(token: string | null): void {
+    const Factory = this.socketFactory ?? (globalThis.WebSocket as unknown as SocketFactory);
     let socket: SocketLike;
     try {
       socket = new Factory(this.url);
@@ -424,24 +558,36 @@ export class WebSocketClient {
       return;
     }
     this.socket = socket;
-    socket.onopen = () => this.handleOpen(socket);
+    socket.onopen = () => this.handleOpen(socket, token);
     socket.onmessage = (event) => this.handleMessage(socket, event);
     socket.onclose = (event) => this.handleClose(socket, event);
     socket.onerror = () => {}; // a close event always follows; that is where we decide
-    const { connectTimeout } = this.options;
-    if (connectTimeout > 0) {
-      this.connectTimer = setTimeout(() => {
-        this.connectTimer = null;
-        this.abandon(socket, `not open within ${connectTimeout} ms`);
-      }, connectTimeout);
-    }
+    if (this.connectTimer === null) this.startConnectTimer(socket);
     this.retryInMs = null;
     this.setState('connecting');
   }
 
-  private handleOpen(socket: SocketLike): void {
+  /** Bound the attempt, the token's fetch included: abandoned and retried as after 1006. */
+  private startConnectTimer(socket: SocketLike | null): void {
+    const { connectTimeout } = this.options;
+    if (connectTimeout <= 0) return;
+    const generation = this.generation;
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (this.socket !== null) {
+        this.abandon(this.socket, `not open within ${connectTimeout} ms`);
+      } else if (socket === null && generation === this.generation && this.state === 'connecting') {
+        this.generation += 1; // the token, should it come now, is for no one
+        this.tokenFailed(new Error(`no token within ${connectTimeout} ms`));
+      }
+    }, connectTimeout);
+  }
+
+  private handleOpen(socket: SocketLike, token: string | null): void {
     if (socket !== this.socket) return;
     this.clearTimer('connectTimer');
+    // First, always: a gateway with authentication on reads nothing else before it.
+    if (token !== null) socket.send(JSON.stringify({ type: 'auth', token } satisfies ClientMessage));
     if (this.closeWhenFlushed) {
       for (const frame of this.queue.splice(0)) socket.send(frame);
       this.stop();
@@ -533,6 +679,8 @@ export class WebSocketClient {
         // Positions keep their own epoch: a new one here is reported as a gap when the
         // gateway refuses to resume from them, never silently forgotten.
         this.welcome = message;
+        this.reauthenticating = false;
+        this.scheduleRefresh();
         this.publishStatus();
         return;
       case 'subscribed':
@@ -548,6 +696,15 @@ export class WebSocketClient {
         if (message.channel !== 'prices') this.positions.delete(message.channel);
         return;
       case 'error':
+        if (message.code === 'unauthorized') {
+          if (typeof message.id === 'string' && message.id.startsWith(REFRESH_ID_PREFIX)) {
+            // The current token holds until its exp; then 4401, and one new token.
+            console.warn(`[WebSocket] token refresh refused: ${message.error}`);
+          } else {
+            this.unauthorized = message.error; // the 4401 follows
+          }
+          return;
+        }
         if (
           message.code === 'history_unavailable' &&
           typeof message.id === 'string' &&
@@ -595,6 +752,18 @@ export class WebSocketClient {
   private lost(close: CloseInfo): void {
     this.socket = null;
     this.clearTimers();
+    const reauthenticate: readonly number[] = REAUTHENTICATE_CLOSE_CODES;
+    if (reauthenticate.includes(close.code) && !this.closeWhenFlushed) {
+      // The gateway's error says why (expired, bad signature, no token); the close only "Unauthorized".
+      this.lastClose = { code: close.code, reason: this.unauthorized ?? close.reason };
+      if (this.getToken !== null && !this.reauthenticating) {
+        this.reauthenticating = true;
+        this.open();
+      } else {
+        this.setState('closed');
+      }
+      return;
+    }
     this.lastClose = close;
     if (this.closeWhenFlushed) {
       // disconnect() was only waiting for the socket to open; it never will now.
@@ -632,6 +801,71 @@ export class WebSocketClient {
     for (const request of requests) this.sendNow(request);
   }
 
+  // --- token refresh (token.ts) -------------------------------------------------
+
+  /** After a `welcome`, or a new token: ask `getToken` ahead of the current token's exp. */
+  private scheduleRefresh(): void {
+    if (this.refreshTimer !== null) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.refreshTimes = this.token === null ? null : tokenTimes(this.token, Date.now());
+    this.armRefresh();
+  }
+
+  private armRefresh(): void {
+    const times = this.refreshTimes;
+    const socket = this.socket;
+    if (times === null || this.getToken === null || socket === null) return;
+    this.refreshTimer = setTimeout(
+      () => {
+        this.refreshTimer = null;
+        this.refresh(socket, times);
+      },
+      Math.max(0, times.refreshAtMs - Date.now()),
+    );
+  }
+
+  private refresh(socket: SocketLike, times: TokenTimes): void {
+    const getToken = this.getToken;
+    const current = this.token;
+    if (getToken === null) return;
+    const again = (why: string) => {
+      if (socket !== this.socket) return;
+      if (why) console.warn(`[WebSocket] token refresh: ${why}`);
+      this.refreshTimes = retryTimes(times, Date.now());
+      this.armRefresh();
+    };
+    let pending: Promise<string>;
+    try {
+      pending = Promise.resolve(getToken());
+    } catch (error) {
+      pending = Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+    pending.then(
+      (token) => {
+        if (socket !== this.socket || !this.isOpen()) return;
+        if (!isTokenShaped(token)) {
+          again('getToken must return a JWT (printable ASCII without spaces)');
+          return;
+        }
+        const next = tokenTimes(token, Date.now());
+        if (token === current || (next !== null && next.expMs <= times.expMs)) {
+          again(''); // getToken's cache is behind ours: ask again later, quietly
+          return;
+        }
+        this.token = token;
+        this.sendRefresh(token);
+        this.refreshTimes = next;
+        this.armRefresh();
+      },
+      (error: unknown) => again(`getToken failed: ${error instanceof Error ? error.message : String(error)}`),
+    );
+  }
+
+  private sendRefresh(token: string): void {
+    this.refreshes += 1;
+    this.sendNow({ type: 'auth', token, id: `${REFRESH_ID_PREFIX}${this.refreshes}` });
+  }
+
   private clearTimer(name: 'connectTimer' | 'pongTimer'): void {
     const timer = this[name];
     if (timer !== null) clearTimeout(timer);
@@ -642,6 +876,8 @@ export class WebSocketClient {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     if (this.stableTimer !== null) clearTimeout(this.stableTimer);
     if (this.pingTimer !== null) clearInterval(this.pingTimer);
+    if (this.refreshTimer !== null) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
     this.clearTimer('connectTimer');
     this.clearTimer('pongTimer');
     this.retryTimer = null;
@@ -718,6 +954,8 @@ export function sharedClient(options: SharedClientOptions = {}): WebSocketClient
       }
       existing.configure(policy);
     }
+    if (options.token !== undefined) existing.setToken(options.token);
+    if (options.getToken !== undefined) existing.setTokenProvider(options.getToken);
     return existing;
   }
   const client = new WebSocketClient({ ...options, baseUrl, clientId });
@@ -763,6 +1001,10 @@ export const wsClient = {
   send: (message: ClientMessage): boolean => getDefaultClient().send(message),
   subscribe: (listener: MessageListener): (() => void) => getDefaultClient().subscribe(listener),
   reconnect: (): void => getDefaultClient().reconnect(),
+  /** Authenticate with `token` (see `WebSocketClient.setToken`). */
+  setToken: (token: string | null): void => getDefaultClient().setToken(token),
+  /** Fetch tokens with `getToken` (see `WebSocketClient.setTokenProvider`). */
+  setTokenProvider: (getToken: TokenProvider | null): void => getDefaultClient().setTokenProvider(getToken),
   get canReconnect(): boolean {
     return getDefaultClient().getStatus().canReconnect;
   },
