@@ -1,5 +1,5 @@
 /** The end-to-end harness: a real gateway subprocess, and Debian's Chromium. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -37,12 +37,21 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** More for `realtime serve`: flags, and environment (e.g. `REALTIME_JWT_SECRET`). */
+export interface GatewayOptions {
+  args?: readonly string[];
+  env?: Readonly<Record<string, string>>;
+}
+
 export class Gateway {
   private process: ChildProcess | null = null;
   private frozen = false;
   log = '';
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly options: GatewayOptions = {},
+  ) {}
 
   get origin(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -55,10 +64,13 @@ export class Gateway {
     }
     const child = spawn(
       PYTHON,
-      ['-m', 'realtime', 'serve', '--port', String(this.port), '--tick-rate', '5', '--seed', '7'],
+      [
+        ...['-m', 'realtime', 'serve', '--port', String(this.port), '--tick-rate', '5', '--seed', '7'],
+        ...(this.options.args ?? []),
+      ],
       {
         cwd: REPO_ROOT,
-        env: { ...process.env, REALTIME_API_KEY: API_KEY },
+        env: { ...process.env, REALTIME_API_KEY: API_KEY, ...this.options.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
@@ -121,6 +133,24 @@ export class Gateway {
       body: JSON.stringify({ channel, data }),
     });
   }
+}
+
+/**
+ * A token from `realtime token` (the command docs/security.md shows), signed with
+ * `secret`: `args` are its flags (`--sub alice --ttl 10m`).
+ */
+export async function mintToken(secret: string, ...args: string[]): Promise<string> {
+  return new Promise((resolveToken, reject) => {
+    execFile(
+      PYTHON,
+      ['-m', 'realtime', 'token', ...args],
+      { cwd: REPO_ROOT, env: { ...process.env, REALTIME_JWT_SECRET: secret } },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`realtime token: ${stderr || error.message}`));
+        else resolveToken(stdout.trim());
+      },
+    );
+  });
 }
 
 export interface Browser {
