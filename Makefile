@@ -48,9 +48,12 @@ redis-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	fi
 
+# TOKEN_COMMAND: for a server with authentication on, a command that prints a token
+# (docs/conformance.md), e.g. TOKEN_COMMAND='.venv/bin/realtime token' with its secret set.
 URL ?= ws://127.0.0.1:8000
+TOKEN_COMMAND ?=
 conformance: install
-	$(BIN)/pytest tests/conformance --server-url=$(URL)
+	$(BIN)/pytest tests/conformance --server-url=$(URL) $(if $(TOKEN_COMMAND),--token-command='$(TOKEN_COMMAND)')
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -19,7 +19,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from .conftest import Target, free_port, start_gateway_process, stop_gateway_process
-from .wire import JSON, MSGPACK, TIMEOUT, Peer, peer, raw
+from .wire import JSON, MSGPACK, TIMEOUT, Peer, peer
 
 _ids = itertools.count()
 CHANNELS = ["prices", "alerts", "signals", "portfolio", "notifications"]
@@ -62,7 +62,7 @@ def symbols_of(connection: Peer, n: int) -> list[str]:
 async def test_welcome(target: Target) -> None:
     client_id = new_id("welcome")
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(client_id)) as connection:
+        async with target.peer(client_id) as connection:
             welcome = connection.welcome
             assert welcome["client_id"] == client_id
             assert welcome["protocol"] == "1"
@@ -75,10 +75,10 @@ async def test_welcome(target: Target) -> None:
 
 async def test_no_subprotocol_or_json_subprotocol_gives_json_text(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("json")), subprotocols=[JSON]) as connection:
+        async with target.peer(new_id("json"), subprotocols=[JSON]) as connection:
             assert connection.ws.subprotocol == JSON
             await alive(connection)
-        async with peer(target.ws(new_id("plain"))) as connection:
+        async with target.peer(new_id("plain")) as connection:
             assert connection.ws.subprotocol is None
             await alive(connection)
 
@@ -89,7 +89,7 @@ async def test_no_subprotocol_or_json_subprotocol_gives_json_text(target: Target
 @pytest.mark.parametrize("request_id", [1, "a-string", 0, -5, 2**53 - 1, "x" * 64])
 async def test_replies_echo_the_request_id(target: Target, request_id: Any) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("echo"))) as connection:
+        async with target.peer(new_id("echo")) as connection:
             pong = await connection.request({"type": "ping", "id": request_id}, "pong")
             assert pong["id"] == request_id
             ack = await connection.request(
@@ -104,7 +104,7 @@ async def test_replies_echo_the_request_id(target: Target, request_id: Any) -> N
 
 async def test_replies_without_request_id_carry_none(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("noid"))) as connection:
+        async with target.peer(new_id("noid")) as connection:
             assert "id" not in await connection.request({"type": "ping"}, "pong")
             ack = await connection.request({"type": "subscribe", "channel": "alerts"}, "subscribed")
             assert "id" not in ack
@@ -117,7 +117,7 @@ async def test_every_channel_can_be_subscribed_and_unsubscribed(
     target: Target, channel: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("chan"))) as connection:
+        async with target.peer(new_id("chan")) as connection:
             ack = await connection.request(
                 {"type": "subscribe", "channel": channel, "id": 1}, "subscribed"
             )
@@ -132,7 +132,7 @@ async def test_every_channel_can_be_subscribed_and_unsubscribed(
 
 async def test_price_subscriptions_add_up_and_acks_list_them_sorted(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("add"))) as connection:
+        async with target.peer(new_id("add")) as connection:
             a, b, c = symbols_of(connection, 3)
             ack = await connection.request(
                 {"type": "subscribe", "channel": "prices", "symbols": [b, a]}, "subscribed"
@@ -154,7 +154,7 @@ async def test_price_subscriptions_add_up_and_acks_list_them_sorted(target: Targ
 
 async def test_unsubscribe_from_what_is_not_held_is_acknowledged(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("unheld"))) as connection:
+        async with target.peer(new_id("unheld")) as connection:
             ack = await connection.request(
                 {"type": "unsubscribe", "channel": "signals", "id": 1}, "unsubscribed", "error"
             )
@@ -177,7 +177,7 @@ async def test_removing_symbols_from_an_every_symbol_subscription_is_refused(
     target: Target,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("allsym"))) as connection:
+        async with target.peer(new_id("allsym")) as connection:
             (symbol,) = symbols_of(connection, 1)
             await connection.request({"type": "subscribe", "channel": "prices"}, "subscribed")
             error = await connection.request(
@@ -194,7 +194,7 @@ async def test_removing_symbols_from_an_every_symbol_subscription_is_refused(
 
 async def test_snapshot_follows_subscribed_at_once(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("snap"))) as connection:
+        async with target.peer(new_id("snap")) as connection:
             wanted = symbols_of(connection, 2)
             await connection.send({"type": "subscribe", "channel": "prices", "symbols": wanted})
             ack = await connection.receive()
@@ -212,7 +212,7 @@ async def test_snapshot_follows_subscribed_at_once(target: Target) -> None:
 
 async def test_seq_grows_per_symbol(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("seq"))) as connection:
+        async with target.peer(new_id("seq")) as connection:
             wanted = symbols_of(connection, 3)
             await connection.request(
                 {"type": "subscribe", "channel": "prices", "symbols": wanted}, "subscribed"
@@ -226,7 +226,7 @@ async def test_seq_grows_per_symbol(target: Target) -> None:
 
 async def test_every_symbol_subscription_gets_many_symbols(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("every"))) as connection:
+        async with target.peer(new_id("every")) as connection:
             ack = await connection.request({"type": "subscribe", "channel": "prices"}, "subscribed")
             assert "symbols" not in ack
             # More than one symbol arrives (or the hang guard fails the test).
@@ -235,7 +235,7 @@ async def test_every_symbol_subscription_gets_many_symbols(target: Target) -> No
 
 async def test_no_updates_after_unsubscribed(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("unsub"))) as connection:
+        async with target.peer(new_id("unsub")) as connection:
             a, b = symbols_of(connection, 2)
             await connection.request(
                 {"type": "subscribe", "channel": "prices", "symbols": [a, b]}, "subscribed"
@@ -248,7 +248,7 @@ async def test_no_updates_after_unsubscribed(target: Target) -> None:
             assert {m["symbol"] for m in later} == {b}
             await connection.request({"type": "unsubscribe", "channel": "prices"}, "unsubscribed")
             # Nothing over the next three updates of b, as another connection sees them.
-            async with peer(target.ws(new_id("unsub-watch"))) as watcher:
+            async with target.peer(new_id("unsub-watch")) as watcher:
                 await watcher.request(
                     {"type": "subscribe", "channel": "prices", "symbols": [b]}, "subscribed"
                 )
@@ -306,7 +306,7 @@ BAD_FRAMES: list[tuple[str, str]] = [
 @pytest.mark.parametrize(("frame", "code"), BAD_FRAMES, ids=[c for _, c in BAD_FRAMES])
 async def test_error_code_for_each_bad_frame(target: Target, frame: str, code: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("bad"))) as connection:
+        async with target.peer(new_id("bad")) as connection:
             error = await connection.request(frame, "error")
             assert error["code"] == code, (frame, error)
             assert error["error"]  # a sentence a person can act on
@@ -317,7 +317,7 @@ async def test_error_code_for_each_bad_frame(target: Target, frame: str, code: s
 
 async def test_unknown_channel_error_names_the_channel(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("named"))) as connection:
+        async with target.peer(new_id("named")) as connection:
             error = await connection.request(
                 {"type": "subscribe", "channel": "invalid_channel", "id": "x"}, "error"
             )
@@ -332,7 +332,7 @@ async def test_unknown_channel_error_names_the_channel(target: Target) -> None:
 
 async def test_a_refused_request_changes_nothing(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("atomic"))) as connection:
+        async with target.peer(new_id("atomic")) as connection:
             a, b = symbols_of(connection, 2)
             await connection.request(
                 {"type": "subscribe", "channel": "prices", "symbols": [a]}, "subscribed"
@@ -348,7 +348,7 @@ async def test_a_refused_request_changes_nothing(target: Target) -> None:
 
 async def test_resume_with_since(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("since"))) as connection:
+        async with target.peer(new_id("since")) as connection:
             epoch = connection.welcome["epoch"]
             ack = await connection.request(
                 {"type": "subscribe", "channel": "alerts", "since": 0, "epoch": epoch, "id": 1},
@@ -382,7 +382,7 @@ async def test_subscribed_carries_the_position_the_channel_continues_from(
     target: Target, channel: str
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("position"))) as connection:
+        async with target.peer(new_id("position")) as connection:
             epoch = connection.welcome["epoch"]
             ack = await connection.request(
                 {"type": "subscribe", "channel": channel, "id": 1}, "subscribed"
@@ -409,7 +409,7 @@ async def test_subscribed_carries_the_position_the_channel_continues_from(
 async def test_prices_subscribed_carries_no_position(target: Target) -> None:
     # Prices count seq per symbol and resume by the snapshot, not by replay.
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("prices-position"))) as connection:
+        async with target.peer(new_id("prices-position")) as connection:
             (symbol,) = symbols_of(connection, 1)
             ack = await connection.request(
                 {"type": "subscribe", "channel": "prices", "symbols": [symbol]}, "subscribed"
@@ -424,7 +424,7 @@ async def test_prices_subscribed_carries_no_position(target: Target) -> None:
 
 async def test_msgpack_subprotocol(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("packed")), packed=True) as connection:
+        async with target.peer(new_id("packed"), packed=True) as connection:
             assert connection.ws.subprotocol == MSGPACK
             (symbol,) = symbols_of(connection, 1)
             ack = await connection.request(
@@ -447,7 +447,7 @@ async def test_msgpack_subprotocol(target: Target) -> None:
 @pytest.mark.parametrize("bad_id", ["x" * 65, "bad%20id", "a%2Fb", "semi;colon"])
 async def test_invalid_client_id_is_closed_with_4400(target: Target, bad_id: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with raw(target.ws(bad_id)) as ws:
+        async with target.raw(bad_id) as ws:
             code, reason = await Peer(ws, packed=False).closed()
             assert code == 4400
             assert reason
@@ -456,7 +456,7 @@ async def test_invalid_client_id_is_closed_with_4400(target: Target, bad_id: str
 async def test_same_client_id_replaces_the_older_connection_with_4409(target: Target) -> None:
     client_id = new_id("twin")
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(client_id)) as older, peer(target.ws(client_id)) as newer:
+        async with target.peer(client_id) as older, target.peer(client_id) as newer:
             code, _ = await older.closed()
             assert code == 4409
             await alive(newer)
@@ -464,11 +464,11 @@ async def test_same_client_id_replaces_the_older_connection_with_4409(target: Ta
 
 async def test_oversized_message_is_closed_with_1009(target: Target) -> None:
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("big"))) as connection:
+        async with target.peer(new_id("big")) as connection:
             await connection.send('{"type":"ping","id":"' + "x" * (64 * 1024) + '"}')
             code, _ = await connection.closed()
             assert code == 1009
-        async with peer(target.ws(new_id("big"))) as connection:
+        async with target.peer(new_id("big")) as connection:
             await alive(connection)  # the server is unharmed
             # Just under the limit is fine (an error for the id, not a close).
             filler = "x" * (64 * 1024 - 100)
@@ -479,7 +479,7 @@ async def test_oversized_message_is_closed_with_1009(target: Target) -> None:
 async def test_rate_limit_answers_then_closes_with_4429(target: Target) -> None:
     """Default limits: 20 messages/s, burst 40; 4429 after 10 breaches in a minute."""
     with trio.fail_after(TIMEOUT):
-        async with peer(target.ws(new_id("flood"))) as connection:
+        async with target.peer(new_id("flood")) as connection:
 
             async def flood() -> None:
                 # Pings as fast as they go: far above 20 a second on any machine, however
