@@ -245,6 +245,11 @@ class Config:
     max_sources: int = _setting(
         10_000, "source IPs the per-IP limits remember at once (the least recent is forgotten)"
     )
+    max_unauthenticated: int = _setting(
+        64,
+        "connections one source IP may have waiting for their token at once, with "
+        "authentication on (429 past it)",
+    )
     limit_loopback: bool = _setting(
         False,
         "apply the per-IP limits to loopback clients (127.0.0.0/8, ::1) too; false: they are "

@@ -104,6 +104,12 @@ class GatewayCollector(Collector):
                 "Source IPs forgotten for room before their buckets had refilled",
                 sources.forgotten_total,
             ),
+            (
+                "realtime_unauthenticated_refusals",
+                "Upgrades refused (429) because their source IP had --max-unauthenticated "
+                "connections waiting to authenticate",
+                sources.refused_unauthenticated_total,
+            ),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)

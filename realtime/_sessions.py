@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Collection
@@ -181,6 +182,7 @@ class Sessions:
                 request_rate=config.rate_limit,
                 request_burst=config.rate_burst,
                 max_sources=config.max_sources,
+                max_unauthenticated=config.max_unauthenticated,
                 limit_loopback=config.limit_loopback,
                 forwarded_allow_ips=config.trusted_networks,
             )
@@ -266,26 +268,20 @@ class Sessions:
         if not self.origins.allows(origin, request.header("host")):
             await self._refuse_origin(stream, request, origin or "")
             return
-        ws = await self._accept(stream, request)
-        if ws is None:
+        # With authentication on, a source may have only so many connections waiting
+        # for their token (the exempt loopback has no source).
+        source = request.source if self.verifier is not None else None
+        if source is not None and not self.sources.begin_authentication(source):
+            await self._refuse_unauthenticated(stream, request)
             return
-        client_id = client_id_from_path(request.path)
-        if client_id is None:
-            logger.info("[WebSocket] Refused invalid client id in %r", request.path[:100])
-            await ws.aclose(
-                CloseCode.INVALID_CLIENT_ID,
-                "Invalid client id: use 1-64 characters of A-Z a-z 0-9 _ . : -",
-            )
+        try:
+            session = await self._admit(stream, request)
+        finally:
+            if source is not None:
+                self.sources.end_authentication(source)
+        if session is None:
             return
-        claims = None
-        if self.verifier is not None:
-            claims = await self._authenticate(ws, request, client_id, self.verifier)
-            if claims is None:
-                return
-            if self.draining:  # began while the token was awaited: drain() missed it
-                await ws.aclose(CloseCode.GOING_AWAY, "Server shutting down; reconnect")
-                return
-        session = self._open(ws, client_id, claims)
+        ws = session.ws
         # The read loop is inlined here: an idle connection's task waits in it, and
         # each coroutine frame on that stack costs every connection about 250 bytes.
         try:
@@ -301,6 +297,30 @@ class Sessions:
             pass  # the peer is gone
         finally:
             await self._close(session)
+
+    async def _admit(self, stream: trio.abc.Stream, request: RequestHead) -> _Session | None:
+        """Accept the upgrade, check the client id, take the token and open the
+        session; ``None`` once the connection was refused and closed."""
+        ws = await self._accept(stream, request)
+        if ws is None:
+            return None
+        client_id = client_id_from_path(request.path)
+        if client_id is None:
+            logger.info("[WebSocket] Refused invalid client id in %r", request.path[:100])
+            await ws.aclose(
+                CloseCode.INVALID_CLIENT_ID,
+                "Invalid client id: use 1-64 characters of A-Z a-z 0-9 _ . : -",
+            )
+            return None
+        claims = None
+        if self.verifier is not None:
+            claims = await self._authenticate(ws, request, client_id, self.verifier)
+            if claims is None:
+                return None
+            if self.draining:  # began while the token was awaited: drain() missed it
+                await ws.aclose(CloseCode.GOING_AWAY, "Server shutting down; reconnect")
+                return None
+        return self._open(ws, client_id, claims)
 
     async def _accept(
         self, stream: trio.abc.Stream, request: RequestHead
@@ -330,6 +350,23 @@ class Sessions:
                 403,
                 f"Origin {origin[:200]} may not open a WebSocket on this gateway: "
                 "the gateway's --allowed-origins must list it",
+            )
+
+    async def _refuse_unauthenticated(self, stream: trio.abc.Stream, request: RequestHead) -> None:
+        limit, timeout = self.config.max_unauthenticated, self.config.auth_timeout
+        self.refusal_log.info(
+            "[WebSocket] Refused an upgrade from %s: %d of its connections are waiting to "
+            "authenticate",
+            _peer(request),
+            limit,
+        )
+        with trio.move_on_after(self.config.write_timeout):
+            await reject_websocket(
+                stream,
+                429,
+                f"{limit} connections from this address are still waiting to authenticate; "
+                "retry once they have",
+                headers=[(b"Retry-After", b"%d" % math.ceil(timeout))],
             )
 
     # --- authentication ---------------------------------------------------------------

@@ -30,6 +30,14 @@ time they were last touched:
   none. Connections already open keep their own buckets: a client holding several
   gets each one's rate, and the connect rate bounds how many it opens.
 
+* **Connections still authenticating.** With authentication on, a connection
+  waits up to ``--auth-timeout`` for its token. `begin_authentication` counts it
+  against its source, at most ``max_unauthenticated`` at once, and
+  `end_authentication` when its token was judged (or it left), so one address
+  cannot hold thousands of connections that never authenticate. These counts live
+  apart from the entries: they are bounded by the connections open, and an entry
+  may be dropped while its connections authenticate.
+
 Memory is bounded: at most ``max_sources`` entries, kept in order of last use. An
 entry whose buckets have both refilled is the same as no entry; each new entry
 drops up to two such entries from the old end, so the table shrinks back after a
@@ -101,6 +109,8 @@ class SourceLimits:
     request_burst: int = attrs.field(default=40, validator=_positive)
     #: Sources remembered at once.
     max_sources: int = attrs.field(default=10_000, validator=_positive)
+    #: Connections one source may have waiting to authenticate at once.
+    max_unauthenticated: int = attrs.field(default=64, validator=_positive)
     #: Count loopback sources too (they are exempt otherwise).
     limit_loopback: bool = False
     #: Peers whose ``X-Forwarded-For`` names the client.
@@ -114,11 +124,14 @@ class SourceStatistics:
     ``sources``: entries held now (at most ``max_sources``).
     ``refused_total``: connections refused for want of a connect token.
     ``forgotten_total``: entries dropped for room before their buckets had refilled.
+    ``refused_unauthenticated_total``: connections refused because their source had
+    ``max_unauthenticated`` waiting to authenticate.
     """
 
     sources: int
     refused_total: int
     forgotten_total: int
+    refused_unauthenticated_total: int
 
 
 class _Source:
@@ -143,13 +156,18 @@ class SourceTable:
         self._entries: OrderedDict[str, _Source] = OrderedDict()
         self._refused = 0
         self._forgotten = 0
+        #: Connections authenticating now, per source (no key at 0).
+        self._authenticating: dict[str, int] = {}
+        self._refused_unauthenticated = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def statistics(self) -> SourceStatistics:
         """A snapshot of the counters; see `SourceStatistics`."""
-        return SourceStatistics(len(self._entries), self._refused, self._forgotten)
+        return SourceStatistics(
+            len(self._entries), self._refused, self._forgotten, self._refused_unauthenticated
+        )
 
     # --- naming the source ------------------------------------------------------
 
@@ -251,6 +269,25 @@ class SourceTable:
         carried = self._carried(entry, now)
         entry.requests = tokens if carried is None else min(carried, tokens)
         entry.requests_at = now
+
+    def begin_authentication(self, source: str) -> bool:
+        """Count a connection from ``source`` as waiting for its token: False, and
+        nothing counted, when ``max_unauthenticated`` of its connections already are
+        (the connection is to be refused)."""
+        waiting = self._authenticating.get(source, 0)
+        if waiting >= self.limits.max_unauthenticated:
+            self._refused_unauthenticated += 1
+            return False
+        self._authenticating[source] = waiting + 1
+        return True
+
+    def end_authentication(self, source: str) -> None:
+        """A connection `begin_authentication` counted has had its token judged, or left."""
+        waiting = self._authenticating[source] - 1
+        if waiting:
+            self._authenticating[source] = waiting
+        else:
+            del self._authenticating[source]
 
     def _carried(self, entry: _Source, now: float) -> float | None:
         if entry.requests is None:
