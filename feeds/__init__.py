@@ -25,7 +25,7 @@ from ._alerts import (
     parse_rule,
 )
 from ._events import DEFAULT_EVENT_INTERVAL, DemoEvents, DemoEventsFeed
-from ._market import WELL_KNOWN, Market, SymbolSpec, symbol_spec, universe
+from ._market import MAX_UNIVERSE, WELL_KNOWN, Market, SymbolSpec, symbol_spec, universe
 from ._portfolio import (
     MAX_POSITIONS,
     Holding,
@@ -35,7 +35,13 @@ from ._portfolio import (
     demo_portfolio,
     load_portfolio,
 )
-from ._prices import PriceFeed, PriceFeedConfig, PriceFeedStatistics, run_price_feed
+from ._prices import (
+    MAX_TICK_RATE,
+    PriceFeed,
+    PriceFeedConfig,
+    PriceFeedStatistics,
+    run_price_feed,
+)
 from ._publisher import Publisher
 from ._replay import RecordedQuote, ReplayFeed, load_quotes
 from ._signals import SignalAgent, SignalFeed
@@ -49,6 +55,8 @@ __all__ = [
     "DEFAULT_HYSTERESIS",
     "MAX_POSITIONS",
     "MAX_RULES",
+    "MAX_TICK_RATE",
+    "MAX_UNIVERSE",
     "SAMPLE_REPLAY",
     "WELL_KNOWN",
     "AlertEngine",

@@ -16,7 +16,10 @@ from typing import Any, Final
 
 import attrs
 
+from feeds import MAX_TICK_RATE, MAX_UNIVERSE
+
 from ._auth import TokenVerifier, check_secret
+from ._tls import TLSFileError, server_context
 from .ws import parse_networks
 
 ENV_PREFIX: Final = "REALTIME_"
@@ -100,6 +103,86 @@ def _api_key(instance: object, attribute: attrs.Attribute[Any], value: str | Non
         raise ValueError(
             f"{_flag(attribute.name)} must be at least 16 printable ASCII characters without spaces"
         )
+
+
+#: A label of a host name; with "_", which container and service names use and resolve.
+_HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)
+
+
+def _host(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    # What the resolver would refuse only once the feeds are built: '999.1.1.1' (a name
+    # cannot end in a number), '[::1]', '' or 'a b'. A well-formed name that does not
+    # resolve is found when the server binds, and reported then.
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    if len(value) <= 253 and all(map(_HOST_LABEL.fullmatch, labels)) and not labels[-1].isdigit():
+        return
+    raise ValueError(
+        f"{_flag(attribute.name)} must be an IP address (127.0.0.1, or 0.0.0.0 for every "
+        f"interface; IPv6 without brackets: ::1, ::) or a host name, got {value!r}"
+    )
+
+
+def _symbols(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= MAX_UNIVERSE:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be between 1 and {MAX_UNIVERSE}, got {value}"
+        )
+
+
+def _tick_rate(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= MAX_TICK_RATE:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be greater than 0 and at most {MAX_TICK_RATE:g} "
+            f"(for more prices a second, raise --updates-per-tick), got {value}"
+        )
+
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def _lowercase(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _log_level(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in LOG_LEVELS:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be one of {', '.join(LOG_LEVELS)}, got {value!r}"
+        )
+
+
+def _log_file(instance: object, attribute: attrs.Attribute[Any], value: Path | None) -> None:
+    # The folder is created at start (mkdir -p): what would make that or the open fail.
+    if value is None:
+        return
+    if value.is_dir():
+        raise ValueError(
+            f"{_flag(attribute.name)}: {value} is a directory; name a file in it, "
+            f"e.g. {value / 'websocket.log'}"
+        )
+    for parent in value.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{_flag(attribute.name)}: {parent} is not a directory")
+            break
+
+
+def _check_readable(name: str, path: Path) -> None:
+    """That ``path`` is a file the process can open; ``ValueError`` naming setting ``name``."""
+    if not path.exists():
+        raise ValueError(f"{_flag(name)}: no such file: {path}")
+    if path.is_dir():
+        raise ValueError(f"{_flag(name)}: {path} is a directory, not a file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{_flag(name)}: cannot read {path}: {exc.strerror or exc}") from None
 
 
 #: ``--cors-origins`` value that allows every origin (given alone).
@@ -212,7 +295,9 @@ def _forwarded_allow_ips(
 class Config:
     """Everything ``realtime serve`` can be told. Defaults are the safe, documented ones."""
 
-    host: str = _setting("127.0.0.1", "address to listen on", validator=_no_check)
+    host: str = _setting(
+        "127.0.0.1", "address to listen on (0.0.0.0: every interface)", validator=_host
+    )
     port: int = _setting(8000, "port to listen on (0: any free port)", validator=_port)
 
     # Limits (DESIGN.md, "Limits").
@@ -271,8 +356,10 @@ class Config:
     )
 
     # The simulated market.
-    symbols: int = _setting(16, "simulated universe size (well-known tickers first)")
-    tick_rate: float = _setting(1.0, "simulated price ticks per second")
+    symbols: int = _setting(
+        16, "simulated universe size (well-known tickers first)", validator=_symbols
+    )
+    tick_rate: float = _setting(1.0, "simulated price ticks per second", validator=_tick_rate)
     updates_per_tick: int | None = _setting(
         None,
         "symbols updated per tick (default: all)",
@@ -396,25 +483,36 @@ class Config:
     log_file: Path | None = _setting(
         None,
         "also write the log to this file, rotated (make run: logs/websocket.log)",
-        validator=_no_check,
+        validator=_log_file,
     )
     log_max_bytes: int = _setting(10 * 1024 * 1024, "size at which --log-file is rotated, bytes")
     log_backups: int = _setting(5, "rotated files of --log-file kept (FILE.1 ... FILE.N)")
     log_level: str = _setting(
         "info",
-        "debug, info, warning or error",
-        validator=attrs.validators.in_(("debug", "info", "warning", "error")),
+        "debug, info, warning or error (any case)",
+        validator=_log_level,
+        converter=_lowercase,
     )
 
     def __attrs_post_init__(self) -> None:
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("--certfile and --keyfile go together: give both for TLS, or neither")
-        for name, path in (("alerts", self.alerts), ("portfolio", self.portfolio)):
-            if path is not None and not path.is_file():
-                raise ValueError(f"{_flag(name)}: no such file: {path}")
-        replay = self.replay_file
-        if replay is not None and not replay.is_file():
-            raise ValueError(f"{_flag('feed')}: no such file: {replay}")
+        files = {
+            "alerts": self.alerts,
+            "portfolio": self.portfolio,
+            "feed": self.replay_file,
+            "certfile": self.certfile,
+            "keyfile": self.keyfile,
+        }
+        for name, path in files.items():
+            if path is not None:
+                _check_readable(name, path)
+        if self.certfile is not None and self.keyfile is not None:
+            # Loaded here, and again to serve: a bad pair stops the start before binding.
+            try:
+                server_context(self.certfile, self.keyfile)
+            except TLSFileError as exc:
+                raise ValueError(f"{_flag(exc.setting)}: {exc}") from None
         self._check_authentication()
 
     def _check_authentication(self) -> None:

@@ -57,7 +57,26 @@ def test_environment_then_flags() -> None:
             {"REALTIME_FLUSH_DELAY": "-0.001"},
             "--flush-delay (REALTIME_FLUSH_DELAY) must be between 0 and 0.1",
         ),
-        ({"REALTIME_LOG_LEVEL": "loud"}, "log_level"),
+        (
+            {"REALTIME_LOG_LEVEL": "loud"},
+            "--log-level (REALTIME_LOG_LEVEL) must be one of debug, info, warning, error, "
+            "got 'loud'",
+        ),
+        (
+            {"REALTIME_HOST": "999.1.1.1"},
+            "--host (REALTIME_HOST) must be an IP address (127.0.0.1, or 0.0.0.0",
+        ),
+        ({"REALTIME_HOST": "[::1]"}, "IPv6 without brackets"),
+        ({"REALTIME_HOST": ""}, "--host (REALTIME_HOST) must be an IP address"),
+        (
+            {"REALTIME_SYMBOLS": "10000000"},
+            "--symbols (REALTIME_SYMBOLS) must be between 1 and 100000, got 10000000",
+        ),
+        ({"REALTIME_SYMBOLS": "0"}, "--symbols (REALTIME_SYMBOLS) must be between 1 and"),
+        (
+            {"REALTIME_TICK_RATE": "5000"},
+            "--tick-rate (REALTIME_TICK_RATE) must be greater than 0 and at most 1000",
+        ),
         ({"REALTIME_CERTFILE": "cert.pem"}, "--certfile and --keyfile go together"),
         (
             {"REALTIME_LOG_MAX_BYTES": "0"},
@@ -96,3 +115,34 @@ def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
     help_text = capsys.readouterr().out
     for field in attrs.fields(Config):
         assert f"--{field.name.replace('_', '-')}" in help_text
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "0.0.0.0", "::1", "::", "fe80::1%lo", "localhost", "gw-1.example.", "app_gw"],
+)
+def test_hosts_that_can_be_bound(host: str) -> None:
+    # (Without a key, only loopback is allowed unless --insecure-no-auth says otherwise.)
+    assert Config(host=host, insecure_no_auth=True).host == host
+
+
+@pytest.mark.parametrize("level", ["INFO", "Debug", "warning"])
+def test_log_level_in_any_case(level: str) -> None:
+    assert Config.from_env({"REALTIME_LOG_LEVEL": level}).log_level == level.lower()
+
+
+def test_log_file_must_be_a_file_it_can_create(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"is a directory; name a file in it, e\.g\. "):
+        Config(log_file=tmp_path)
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(ValueError, match=r"taken is not a directory"):
+        Config(log_file=tmp_path / "taken" / "logs" / "gateway.log")
+    # A folder that does not exist yet is fine: serve creates it.
+    assert Config(log_file=tmp_path / "logs" / "gateway.log").log_file is not None
+
+
+def test_feed_files_must_be_readable_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--alerts \(REALTIME_ALERTS\): .* is a directory"):
+        Config(alerts=tmp_path)
+    with pytest.raises(ValueError, match=r"--feed \(REALTIME_FEED\): .* is a directory"):
+        Config(feed=f"replay:{tmp_path}")
