@@ -13,9 +13,18 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from ._config import Config
     from ._hub import Event, Hub, HubStatistics
-    from ._server import Server, __version__, serve
+    from ._server import Server, StartupError, __version__, serve
 
-__all__ = ["Config", "Event", "Hub", "HubStatistics", "Server", "__version__", "serve"]
+__all__ = [
+    "Config",
+    "Event",
+    "Hub",
+    "HubStatistics",
+    "Server",
+    "StartupError",
+    "__version__",
+    "serve",
+]
 
 #: Where each public name lives, by private module.
 _HOMES: Final = {
@@ -24,6 +33,7 @@ _HOMES: Final = {
     "Hub": "._hub",
     "HubStatistics": "._hub",
     "Server": "._server",
+    "StartupError": "._server",
     "__version__": "._server",
     "serve": "._server",
 }

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import orjson
@@ -22,11 +22,11 @@ import trio
 from protocol import SYMBOL_PATTERN, Channel, json_schema
 
 from ._auth import MAX_SUB_LENGTH, mint_token
-from ._config import ENV_PREFIX, Config, parse_setting, setting_type
+from ._config import ENV_PREFIX, Config, _flag, parse_setting, setting_type
 from ._feed import FEED_SETTINGS, run_feed
 from ._open_files import raise_open_files_limit
 from ._redis_bus import BusUnavailable
-from ._server import Server, __version__, serve
+from ._server import Server, StartupError, __version__, serve, url_host
 from .client._viewer_options import add_listen_arguments, listen_options
 
 logger = logging.getLogger("realtime")
@@ -46,18 +46,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .client._viewer import run as run_listen
 
         sys.exit(run_listen(listen_options(args)))
-    overrides = {
-        field.name: getattr(args, field.name)
-        for field in attrs.fields(Config)
-        if getattr(args, field.name, None) is not None
-    }
+    # Every way the start can fail for a setting ends in one line that names it, and
+    # exit status 2 (a value refused) or 1 (refused at start): no usage text, no
+    # traceback. Anything else is a bug, and keeps its traceback.
+    command = f"realtime {args.command}"
     try:
+        overrides: dict[str, Any] = {
+            # A bool switch given alone (--insecure-no-auth) is already True.
+            field.name: raw if isinstance(raw, bool) else parse_setting(field.name, raw)
+            for field in attrs.fields(Config)
+            if (raw := getattr(args, field.name, None)) is not None
+        }
         config = Config.from_env(**overrides)
-    except (ValueError, TypeError) as exc:
-        parser.error(str(exc))
+    except ValueError as exc:
+        _fail(f"{command}: error: {exc}", 2)
     if args.command == "feed" and config.bus is None:
-        parser.error("feed publishes into Redis: give --bus redis://HOST:PORT/DB (or REALTIME_BUS)")
-    _configure_logging(config)
+        _fail(f"{command}: error: feed publishes into Redis: give --bus redis://HOST:PORT/DB", 2)
+    try:
+        _configure_logging(config)
+    except OSError as exc:
+        _fail(
+            f"{command}: error: {_flag('log_file')}: cannot open {config.log_file}: "
+            f"{exc.strerror or exc}",
+            1,
+        )
     _tune_gc()
     before, after = raise_open_files_limit()
     if after != before:
@@ -67,22 +79,38 @@ def main(argv: Sequence[str] | None = None) -> None:
             trio.run(_feed_until_signalled, config)
         else:
             trio.run(_serve_until_signalled, config)
-    except BaseExceptionGroup as group:
-        # What fails at start arrives wrapped in the nurseries' exception groups.
-        unavailable = group.subgroup(BusUnavailable)
-        if unavailable is None:
+    except (StartupError, BusUnavailable, BaseExceptionGroup) as exc:
+        error = startup_error(exc)
+        if error is None:
             raise
-        cause: BaseException = unavailable
-        while isinstance(cause, BaseExceptionGroup):
-            cause = cause.exceptions[0]
-        logger.error("Cannot start: %s", cause)
+        message = str(error) if isinstance(error, StartupError) else f"{_flag('bus')}: {error}"
+        logger.error("Cannot start: %s", _one_line(message))
         sys.exit(1)
-    except OSError as exc:
-        logger.error("Cannot serve on %s:%s: %s", config.host, config.port, exc)
-        sys.exit(1)
-    except ValueError as exc:  # a feed file that does not load (replay, rules, portfolio)
-        logger.error("Cannot start: %s", exc)
-        sys.exit(1)
+
+
+def startup_error(exc: BaseException) -> StartupError | BusUnavailable | None:
+    """The :exc:`StartupError` or :exc:`BusUnavailable` that ``exc`` is, or is all that
+    it holds: Trio delivers what a nursery raised inside an ``ExceptionGroup``, nested
+    once per nursery. ``None`` when the group holds anything else (a bug, which must
+    keep its traceback)."""
+    expected = (StartupError, BusUnavailable)
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(expected)
+        if matched is None or rest is not None:
+            return None
+        exc = matched
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+    return exc if isinstance(exc, expected) else None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    sys.stderr.write(_one_line(message) + "\n")
+    sys.exit(status)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the gateway with its simulated feeds",
         description=f"Every option can also be set as {ENV_PREFIX}<OPTION> in the environment "
         "(e.g. REALTIME_PORT=9000); flags win.",
+        # Not the generated one, 50 options long: it is printed above every syntax error.
+        usage="%(prog)s [-h] [--OPTION VALUE ...]",
     )
     for field in attrs.fields(Config):
         kind = setting_type(field.name)
@@ -103,9 +133,10 @@ def _parser() -> argparse.ArgumentParser:
         flag = f"--{field.name.replace('_', '-')}"
         # A switch alone means true (--insecure-no-auth), and takes a value too.
         switch: dict[str, Any] = {"nargs": "?", "const": True} if kind is bool else {}
+        # Values are parsed in main(), so that a bad one gets the same one-line error
+        # as a bad REALTIME_* variable, not argparse's usage text.
         serve_parser.add_argument(
             flag,
-            type=_parse_as(field.name),
             metavar="true|false" if kind is bool else field.name.upper(),
             help=f"{field.metadata['help']} (default: {default})",
             **switch,
@@ -245,6 +276,7 @@ def _add_feed_parser(commands: Any) -> None:
         description="The simulated (or replayed) prices, alerts, signals, portfolio and "
         "notifications, published into the Redis that the nodes (realtime serve --bus) "
         f"follow. Every option can also be set as {ENV_PREFIX}<OPTION>; flags win.",
+        usage="%(prog)s [-h] [--OPTION VALUE ...]",
     )
     fields = attrs.fields_dict(Config)
     for name in FEED_SETTINGS:
@@ -252,22 +284,11 @@ def _add_feed_parser(commands: Any) -> None:
         kind = setting_type(name)
         default = field.default
         flag = f"--{name.replace('_', '-')}"
-        feed_parser.add_argument(
+        feed_parser.add_argument(  # parsed in main(), as serve's
             flag,
-            type=_parse_as(field.name),
             metavar="true|false" if kind is bool else field.name.upper(),
             help=f"{field.metadata['help']} (default: {default})",
         )
-
-
-def _parse_as(name: str) -> Any:
-    def parse(raw: str) -> Any:
-        try:
-            return parse_setting(name, raw)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
 
 
 def _tune_gc() -> None:
@@ -324,7 +345,10 @@ async def _serve_until_signalled(config: Config) -> None:
             logger.info("Gateway %s ready: dashboard at %s", __version__, server.url)
             scheme = "wss" if config.certfile else "ws"
             logger.info(
-                "WebSocket endpoint: %s://%s:%d/ws/{client_id}", scheme, config.host, server.port
+                "WebSocket endpoint: %s://%s:%d/ws/{client_id}",
+                scheme,
+                url_host(config.host),
+                server.port,
             )
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
 

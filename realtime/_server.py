@@ -19,11 +19,14 @@ publish API publishes through Redis to every node.
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
+import socket
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -51,7 +54,7 @@ from protocol import Channel, NotificationData, NotificationType
 from ._app import GatewayApp
 from ._auth import TokenVerifier
 from ._bus import InProcessBus
-from ._config import Config
+from ._config import Config, _flag
 from ._cors import CORS
 from ._delivery import Delivery
 from ._hub import Event, Hub, utc_now
@@ -62,12 +65,22 @@ from ._redis_bus import RedisBus
 from ._rules_api import AlertRulesAPI
 from ._sessions import Sessions
 from ._supervisor import supervise
+from ._tls import TLSFileError, server_context
 from .ws import DEFAULT_CLOSE_TIMEOUT, Listener
 from .ws import serve as listen
 
 logger = logging.getLogger("realtime.server")
 
 __version__ = version("realtime-gateway")
+
+
+class StartupError(ValueError):
+    """The gateway cannot start with its settings, for a reason found only at start: a
+    feed file that does not load, TLS files that changed since the config was built,
+    an address it cannot listen on. The message is one line that names the setting
+    (``--alerts (REALTIME_ALERTS): ...``) and the cause; ``realtime serve`` prints it
+    alone, without a traceback. Bad values are refused earlier, by :class:`Config`.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -107,13 +120,14 @@ class Feeds:
 def build_feeds(config: Config, bus: Publisher) -> Feeds:
     """The feeds ``config`` asks for, publishing into ``bus``.
 
-    Reads the replay, alert rules and portfolio files. Raises :exc:`ValueError`
-    naming the file, entry and field for a bad file, or a rule or position on a
-    symbol outside the price universe.
+    Reads the replay, alert rules and portfolio files. Raises :exc:`StartupError`
+    naming the setting, file, entry and field for a bad file, or a rule or position on
+    a symbol outside the price universe.
     """
     prices: PriceFeed | ReplayFeed
     if config.replay_file is not None:
-        prices = ReplayFeed.from_file(config.replay_file, speed=config.replay_speed)
+        with _setting_error("feed"):
+            prices = ReplayFeed.from_file(config.replay_file, speed=config.replay_speed)
         opens = dict(prices.opens)
     else:
         prices = PriceFeed(
@@ -127,13 +141,15 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
         opens = {symbol: prices.market.last(symbol).price for symbol in prices.symbols}
     universe = frozenset(opens)
     if config.alerts is not None:
-        rules = load_rules(config.alerts)
-        _check_universe(config.alerts, (rule.symbol for rule in rules), universe)
+        with _setting_error("alerts"):
+            rules = load_rules(config.alerts)
+            _check_universe(config.alerts, (rule.symbol for rule in rules), universe)
     else:
         rules = demo_rules(opens)
     if config.portfolio is not None:
-        spec = load_portfolio(config.portfolio)
-        _check_universe(config.portfolio, spec.symbols, universe)
+        with _setting_error("portfolio"):
+            spec = load_portfolio(config.portfolio)
+            _check_universe(config.portfolio, spec.symbols, universe)
     else:
         spec = demo_portfolio(opens)
     tap = PriceTap(bus)
@@ -154,6 +170,16 @@ def start_feeds(nursery: trio.Nursery, config: Config, feeds: Feeds, bus: Publis
     for name, run in supervised:
         publisher: Publisher = feeds.tap if name == "prices" else bus
         nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
+
+
+@contextmanager
+def _setting_error(name: str) -> Iterator[None]:
+    """Re-raise the ``ValueError`` of reading setting ``name``'s file as a
+    :exc:`StartupError` that names the setting (the loaders name the file)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise StartupError(f"{_flag(name)}: {exc}") from exc
 
 
 def _check_universe(path: Path, symbols: Iterable[str], universe: frozenset[str]) -> None:
@@ -194,8 +220,9 @@ class Server:
 
     @property
     def url(self) -> str:
+        """The dashboard's address (an IPv6 host in brackets)."""
         scheme = "https" if self.config.certfile else "http"
-        return f"{scheme}://{self.config.host}:{self.port}/"
+        return f"{scheme}://{url_host(self.config.host)}:{self.port}/"
 
     def shutdown(self) -> None:
         """Start the drain; ``serve`` returns when it is done. Never blocks; idempotent."""
@@ -207,8 +234,11 @@ async def serve(
 ) -> None:
     """Run the gateway until :meth:`Server.shutdown` has drained it (or until cancelled).
 
-    Raises ``OSError`` if the address cannot be bound, ``ValueError`` for a bad
-    replay, alerts or portfolio file (see :func:`build_feeds`).
+    Raises :exc:`StartupError` (inside the nursery's ``ExceptionGroup`` when it
+    comes from binding) for a bad replay, alerts or portfolio file (see
+    :func:`build_feeds`), TLS files that no longer load, or an address it cannot
+    listen on. Everything that can be checked is checked before binding; the feeds
+    start only once the port is listening.
     """
     bus = (
         InProcessBus()
@@ -220,6 +250,7 @@ async def serve(
         )
     )
     feeds = build_feeds(config, bus)
+    ssl_context = _ssl_context(config)
     delivery = Delivery(flush_delay=config.flush_delay, write_timeout=config.write_timeout)
     hub = Hub(
         universe=feeds.symbols,
@@ -261,21 +292,24 @@ async def serve(
             await nursery.start(bus.run)
         await nursery.start(delivery.run)
         await nursery.start(sessions.run)
+        try:
+            listener: Listener = await nursery.start(
+                partial(
+                    listen,
+                    config.host,
+                    config.port,
+                    websocket_handler=sessions.handle,
+                    asgi_app=app,
+                    max_websockets=_connection_cap(config.max_connections),
+                    ssl_context=ssl_context,
+                    sources=sessions.sources,
+                )
+            )
+        except OSError as exc:
+            raise StartupError(_listen_error(config, exc)) from exc
+        _log_authentication(sessions.verifier, listener)
         if config.feeds and not isinstance(bus, RedisBus):
             start_feeds(nursery, config, feeds, bus)
-        listener: Listener = await nursery.start(
-            partial(
-                listen,
-                config.host,
-                config.port,
-                websocket_handler=sessions.handle,
-                asgi_app=app,
-                max_websockets=_connection_cap(config.max_connections),
-                ssl_context=_ssl_context(config),
-                sources=sessions.sources,
-            )
-        )
-        _log_authentication(sessions.verifier, listener)
         server = Server(
             config,
             hub,
@@ -322,10 +356,35 @@ def _connection_cap(max_connections: int) -> int:
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
     if config.certfile is None or config.keyfile is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.certfile, config.keyfile)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+    try:
+        return server_context(config.certfile, config.keyfile)
+    except TLSFileError as exc:  # Config loaded them: they changed since
+        raise StartupError(f"{_flag(exc.setting)}: {exc}") from exc
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen_error(config: Config, exc: OSError) -> str:
+    """What went wrong binding ``--host``:``--port``, naming the setting to change."""
+    address = f"{url_host(config.host)}:{config.port}"
+    if isinstance(exc, socket.gaierror):
+        return f"{_flag('host')}: cannot resolve {config.host!r}: {exc.strerror}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{_flag('port')}: {address} is already in use: another gateway or program "
+            "listens there; stop it or choose another port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{_flag('host')}: {config.host} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return (
+            f"{_flag('port')}: not allowed to listen on {address}: ports below 1024 "
+            "need root or CAP_NET_BIND_SERVICE"
+        )
+    return f"{_flag('host')}, {_flag('port')}: cannot listen on {address}: {exc.strerror or exc}"
 
 
 async def _drain(server: Server) -> None:

@@ -207,5 +207,9 @@ def test_feed_needs_a_bus_and_a_node_says_when_redis_cannot_be_reached() -> None
         timeout=60,
     )
     assert result.returncode == 1, result.stderr
-    assert "Cannot start: Cannot use Redis at redis://:***@127.0.0.1:1/0" in result.stderr
+    assert (
+        "Cannot start: --bus (REALTIME_BUS): Cannot use Redis at redis://:***@127.0.0.1:1/0"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr

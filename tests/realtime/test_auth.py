@@ -433,8 +433,9 @@ def test_bad_authentication_settings_name_the_setting(
     assert "too short" not in str(info.value)  # the secret is never repeated
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
 def test_loopback_needs_no_key(host: str) -> None:
+    # ("[::1]" is refused before this check: the listener cannot bind a bracketed host.)
     assert Config(host=host).host == host
 
 
