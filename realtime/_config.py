@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import attrs
 
-from feeds import MAX_TICK_RATE, MAX_UNIVERSE
+from feeds import MAX_TICK_RATE, MAX_UNIVERSE, SAMPLE_REPLAY
 
 from ._auth import TokenVerifier, check_secret
 from ._tls import TLSFileError, server_context
@@ -61,6 +61,9 @@ def _no_check(instance: object, attribute: attrs.Attribute[Any], value: object) 
 #: ``--feed`` values: the simulated market, or ``replay:`` and a file of recorded quotes.
 SIMULATED: Final = "simulated"
 REPLAY_PREFIX: Final = "replay:"
+#: ``--feed replay:sample``: the recorded quotes that ship inside the package
+#: (``feeds.SAMPLE_REPLAY``), found wherever it is installed. ``replay:./sample`` is a file.
+SAMPLE: Final = "sample"
 #: Fastest ``--replay-speed``: about 30 years of quotes per second.
 MAX_REPLAY_SPEED: Final = 1e9
 
@@ -70,7 +73,8 @@ def _feed(instance: object, attribute: attrs.Attribute[Any], value: str) -> None
         return
     if not value.startswith(REPLAY_PREFIX) or not value[len(REPLAY_PREFIX) :].strip():
         raise ValueError(
-            f"{_flag(attribute.name)} must be '{SIMULATED}' or 'replay:FILE', got {value!r}"
+            f"{_flag(attribute.name)} must be '{SIMULATED}', 'replay:{SAMPLE}' or "
+            f"'replay:FILE', got {value!r}"
         )
 
 
@@ -383,7 +387,8 @@ class Config:
     # The feeds (docs/feeds.md).
     feed: str = _setting(
         SIMULATED,
-        "price source: 'simulated', or 'replay:FILE' to replay recorded quotes (CSV or NDJSON)",
+        "price source: 'simulated', or 'replay:FILE' to replay recorded quotes (CSV or "
+        "NDJSON; 'replay:sample': the shipped sample, five stocks 2007-2009)",
         validator=_feed,
     )
     replay_speed: float = _setting(
@@ -571,10 +576,12 @@ class Config:
 
     @property
     def replay_file(self) -> Path | None:
-        """The file of ``--feed replay:FILE``; ``None`` for the simulated market."""
+        """The file of ``--feed replay:FILE`` (``replay:sample``: the shipped sample);
+        ``None`` for the simulated market."""
         if self.feed == SIMULATED:
             return None
-        return Path(self.feed[len(REPLAY_PREFIX) :].strip())
+        name = self.feed[len(REPLAY_PREFIX) :].strip()
+        return SAMPLE_REPLAY if name == SAMPLE else Path(name)
 
     @property
     def cors_allowed_origins(self) -> tuple[str, ...]:

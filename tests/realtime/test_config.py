@@ -7,6 +7,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from feeds import SAMPLE_REPLAY
 from realtime import Config
 from realtime._cli import _parser
 
@@ -146,3 +147,11 @@ def test_feed_files_must_be_readable_files(tmp_path: Path) -> None:
         Config(alerts=tmp_path)
     with pytest.raises(ValueError, match=r"--feed \(REALTIME_FEED\): .* is a directory"):
         Config(feed=f"replay:{tmp_path}")
+
+
+def test_replay_sample_is_the_shipped_file() -> None:
+    assert Config(feed="replay:sample").replay_file == SAMPLE_REPLAY
+    assert Config(feed="replay: sample ").replay_file == SAMPLE_REPLAY
+    # Any other name is a path: a file of one's own named sample is ./sample.
+    with pytest.raises(ValueError, match=r"no such file: sample$"):
+        Config(feed="replay:./sample")

@@ -154,8 +154,11 @@ async def test_a_crashed_feed_is_restarted_and_announced(
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"feed": "random"}, "--feed (REALTIME_FEED) must be 'simulated' or 'replay:FILE'"),
-        ({"feed": "replay:"}, "must be 'simulated' or 'replay:FILE'"),
+        (
+            {"feed": "random"},
+            "--feed (REALTIME_FEED) must be 'simulated', 'replay:sample' or 'replay:FILE'",
+        ),
+        ({"feed": "replay:"}, "must be 'simulated', 'replay:sample' or 'replay:FILE'"),
         ({"feed": "replay:/no/such.csv"}, "--feed (REALTIME_FEED): no such file"),
         ({"alerts": Path("/no/such.toml")}, "--alerts (REALTIME_ALERTS): no such file"),
         ({"portfolio": Path("/no/such.toml")}, "--portfolio (REALTIME_PORTFOLIO): no such file"),
