@@ -1,12 +1,13 @@
 # Set-up and checks. Every target installs what it needs, so a bare clone works:
 #   make run    start the gateway with its simulated feeds on 127.0.0.1:8000
 #   make test   lint, then every test
+#   make wheel  dist/realtime_gateway-*.whl, the dashboard inside: pip install it anywhere
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint pytest conformance clean redis-deps
+.PHONY: install run test lint pytest conformance wheel clean redis-deps
 
 install: $(STAMP) web-install
 
@@ -55,6 +56,13 @@ TOKEN_COMMAND ?=
 conformance: install
 	$(BIN)/pytest tests/conformance --server-url=$(URL) $(if $(TOKEN_COMMAND),--token-command='$(TOKEN_COMMAND)')
 
+# setup.py copies the built dashboard (web/dist) into the wheel, so `install` builds it
+# first. pip builds in place, in build/, and setuptools never prunes build/lib: a
+# module deleted since the last build would still be packed, so build/ goes first.
+wheel: install
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --no-deps --quiet --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
 	rm -rf web/node_modules web/dist web/test-results

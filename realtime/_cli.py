@@ -27,6 +27,7 @@ from ._feed import FEED_SETTINGS, run_feed
 from ._open_files import raise_open_files_limit
 from ._redis_bus import BusUnavailable
 from ._server import Server, StartupError, __version__, serve, url_host
+from ._static import StaticFiles
 from .client._viewer_options import add_listen_arguments, listen_options
 
 logger = logging.getLogger("realtime")
@@ -342,7 +343,16 @@ async def _serve_until_signalled(config: Config) -> None:
                 nursery.cancel_scope.cancel()  # drained: stop watching for signals
 
             server: Server = await nursery.start(run)
-            logger.info("Gateway %s ready: dashboard at %s", __version__, server.url)
+            dashboard = StaticFiles()
+            if dashboard.built:
+                logger.info("Gateway %s ready: dashboard at %s", __version__, server.url)
+            else:
+                logger.warning(
+                    "Gateway %s ready at %s, without its dashboard: %s",
+                    __version__,
+                    server.url,
+                    dashboard.missing,
+                )
             scheme = "wss" if config.certfile else "ws"
             logger.info(
                 "WebSocket endpoint: %s://%s:%d/ws/{client_id}",

@@ -1,4 +1,9 @@
-"""Serving the built dashboard (``web/dist``) over the gateway's HTTP side.
+"""Serving the built dashboard over the gateway's HTTP side.
+
+Where it is: in a source checkout, ``web/dist``, where ``make install`` (``vite
+build``) writes it; in an installed wheel, ``realtime/_dashboard``, where the wheel's
+build (``setup.py``) copied ``web/dist``. The packaged copy exists only in wheels, so
+a checkout always serves what the last build wrote.
 
 A small ASGI app, mounted by :class:`~realtime._app.GatewayApp` for ``GET``/``HEAD``
 requests that no other route claims. It serves regular files below one root and
@@ -12,7 +17,8 @@ nothing else:
   (``immutable``); everything else, ``index.html`` first, is ``no-cache`` so that a
   rebuilt dashboard is picked up on the next load. ETags make revalidation cheap.
 - When the root has no ``index.html`` (a clone where ``make install`` has not built
-  the dashboard yet), ``/`` answers 503 with a page that says how to build it.
+  the dashboard yet, or a wheel built from one), ``/`` answers 503 with a page that
+  says how to build it, and ``realtime serve`` logs the same at start.
 
 Files are read in a worker thread (``trio.Path``), so a slow disk never stalls the
 event loop that also carries the WebSocket traffic. Bodies are read whole: the
@@ -36,7 +42,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 #: ``web/dist`` beside the package, where ``make install`` (``vite build``) writes it.
-DEFAULT_ROOT: Final = Path(__file__).resolve().parent.parent / "web" / "dist"
+SOURCE_ROOT: Final = Path(__file__).resolve().parent.parent / "web" / "dist"
+#: The copy of ``web/dist`` inside an installed wheel (see ``setup.py``).
+PACKAGED_ROOT: Final = Path(__file__).resolve().parent / "_dashboard"
+#: What :class:`StaticFiles` serves by default: the packaged copy where there is one.
+DEFAULT_ROOT: Final = PACKAGED_ROOT if PACKAGED_ROOT.is_dir() else SOURCE_ROOT
+#: Whether this is a source checkout (with ``web/``), where ``make install`` builds it.
+IN_SOURCE_TREE: Final = (SOURCE_ROOT.parent / "package.json").is_file()
 
 #: Vite writes content-hashed file names here; a changed file gets a new name.
 HASHED_PREFIX: Final = "assets/"
@@ -69,12 +81,34 @@ _CONTENT_TYPES: Final[dict[str, str]] = {
     ".wasm": "application/wasm",
 }
 
+#: Why a checkout has no dashboard, and what to do (the 503 page and the start-up log).
+NOT_BUILT: Final = "web/dist is not built: run `make install` (npm ci and vite build in web/)"
+#: The same for an installed wheel built from a checkout without the dashboard.
+NOT_PACKAGED: Final = (
+    "this installation was built from a checkout without web/dist: run `make install` "
+    "there, then `make wheel` or `pip install .` again"
+)
+
 NOT_BUILT_PAGE: Final = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Dashboard not built</title></head>
 <body><h1>Dashboard not built</h1>
 <p>The gateway is running, but the browser dashboard has not been built.
 Run <code>make install</code> (it runs <code>npm ci</code> and <code>vite build</code>
 in <code>web/</code>), then reload this page.</p>
+<p>The gateway itself works without it: connect a WebSocket to
+<code>/ws/{client_id}</code>; see <a href="/health">/health</a>,
+<a href="/ws/stats">/ws/stats</a> and <a href="/metrics">/metrics</a>.</p>
+</body></html>
+"""
+
+NOT_PACKAGED_PAGE: Final = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Dashboard not built</title></head>
+<body><h1>Dashboard not built</h1>
+<p>The gateway is running, but this installation has no browser dashboard: its wheel
+was built from a source checkout where the dashboard had not been built. In that
+checkout, run <code>make install</code> (it runs <code>npm ci</code> and
+<code>vite build</code> in <code>web/</code>), then build or install the package again
+(<code>make wheel</code>, or <code>pip install .</code>).</p>
 <p>The gateway itself works without it: connect a WebSocket to
 <code>/ws/{client_id}</code>; see <a href="/health">/health</a>,
 <a href="/ws/stats">/ws/stats</a> and <a href="/metrics">/metrics</a>.</p>
@@ -108,7 +142,7 @@ def safe_relative_path(url_path: str) -> str | None:
 
 
 class StaticFiles:
-    """ASGI app serving the files below ``root`` (default: ``web/dist``).
+    """ASGI app serving the files below ``root`` (default: :data:`DEFAULT_ROOT`).
 
     Never raises for a request: every outcome is a response (200, 304, 404, 405,
     or 503 for ``/`` when the dashboard is not built).
@@ -122,6 +156,11 @@ class StaticFiles:
     def built(self) -> bool:
         """Whether the root holds a built dashboard (checked per call: builds come and go)."""
         return (self.root / "index.html").is_file()
+
+    @property
+    def missing(self) -> str:
+        """Why there is no dashboard and how to build it, for a log line."""
+        return NOT_BUILT if IN_SOURCE_TREE else NOT_PACKAGED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,9 +176,8 @@ class StaticFiles:
         found = None if relative is None else await self._find(relative)
         if found is None:
             if relative == "index.html":
-                await _respond(
-                    send, 503, b"text/html; charset=utf-8", NOT_BUILT_PAGE, [], head=head
-                )
+                page = NOT_BUILT_PAGE if IN_SOURCE_TREE else NOT_PACKAGED_PAGE
+                await _respond(send, 503, b"text/html; charset=utf-8", page, [], head=head)
             else:
                 await _respond(
                     send, 404, b"text/plain; charset=utf-8", b"Not found\n", [], head=head

@@ -11,10 +11,15 @@ import h11
 import pytest
 import trio
 
+from realtime import _static
 from realtime._static import (
     DEFAULT_ROOT,
     IMMUTABLE,
+    NOT_BUILT,
     NOT_BUILT_PAGE,
+    NOT_PACKAGED,
+    NOT_PACKAGED_PAGE,
+    PACKAGED_ROOT,
     REVALIDATE,
     StaticFiles,
     content_type,
@@ -173,8 +178,21 @@ async def test_not_built(tmp_path: Path) -> None:
 
 
 def test_default_root_is_web_dist() -> None:
+    # In a checkout; a wheel has realtime/_dashboard instead (tests/packaging).
     assert DEFAULT_ROOT.parts[-2:] == ("web", "dist")
     assert (DEFAULT_ROOT.parent / "package.json").is_file()
+    assert not PACKAGED_ROOT.exists()  # only the wheel's build makes it
+    assert StaticFiles(DEFAULT_ROOT / "nowhere").missing == NOT_BUILT
+
+
+async def test_not_packaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Installed from a wheel built without web/dist: build it there, then reinstall.
+    monkeypatch.setattr(_static, "IN_SOURCE_TREE", False)
+    app = StaticFiles(tmp_path / "no-dist")
+    assert app.missing == NOT_PACKAGED
+    response = await call(app, "/")
+    assert (response.status, response.body) == (503, NOT_PACKAGED_PAGE)
+    assert b"pip install ." in response.body
 
 
 @pytest.mark.parametrize(
