@@ -202,11 +202,21 @@ async def test_user_files_drive_the_feeds(nursery: trio.Nursery, tmp_path: Path)
     server = await start_gateway(nursery, alerts=alerts, portfolio=portfolio)
     with trio.fail_after(TIMEOUT):
         async with connect(server) as client:
-            await client.request({"type": "subscribe", "channel": "alerts"}, "subscribed")
-            await client.request({"type": "subscribe", "channel": "portfolio"}, "subscribed")
-            alert = await client.next("alert_triggered")
+            # From the start of history, and without skipping what comes between the
+            # acks: the rule may fire, and the portfolio be published, at any moment.
+            epoch = client.welcome["epoch"]
+            for channel in ("alerts", "portfolio"):
+                await client.send(
+                    {"type": "subscribe", "channel": channel, "since": 0, "epoch": epoch}
+                )
+            wanted = {"alert_triggered", "portfolio_update"}
+            received = await client.collect_until(
+                lambda kept: wanted <= {m["type"] for m in kept},
+                lambda m: m["type"] in wanted,
+            )
+            alert = next(m for m in received if m["type"] == "alert_triggered")
             assert alert["data"]["id"].startswith("any-move-")
-            update = await client.next("portfolio_update")
+            update = next(m for m in received if m["type"] == "portfolio_update")
             assert [p["symbol"] for p in update["data"]["positions"]] == ["KO"]
             assert update["data"]["cash"] == 100.0
 
