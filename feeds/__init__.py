@@ -42,7 +42,7 @@ from ._prices import (
     PriceFeedStatistics,
     run_price_feed,
 )
-from ._publisher import Publisher
+from ._publisher import DEMO_USER, MAX_USER_LENGTH, Publisher
 from ._replay import RecordedQuote, ReplayFeed, load_quotes
 from ._signals import SignalAgent, SignalFeed
 from ._tap import PriceStream, PriceStreamStatistics, PriceTap
@@ -53,10 +53,12 @@ SAMPLE_REPLAY: Final = Path(__file__).parent / "data" / "stocks-2007-2009.csv"
 __all__ = [
     "DEFAULT_EVENT_INTERVAL",
     "DEFAULT_HYSTERESIS",
+    "DEMO_USER",
     "MAX_POSITIONS",
     "MAX_RULES",
     "MAX_TICK_RATE",
     "MAX_UNIVERSE",
+    "MAX_USER_LENGTH",
     "SAMPLE_REPLAY",
     "WELL_KNOWN",
     "AlertEngine",
