@@ -115,3 +115,29 @@ async def test_without_authentication_there_is_no_per_user_limit(nursery: trio.N
         async with open_ws(ws_url(server, "one")) as one, open_ws(ws_url(server, "two")) as two:
             for ws in (one, two):
                 assert json.loads(await ws.get_message())["type"] == "welcome"
+
+
+async def test_the_demo_portfolio_is_the_demo_user_s(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, jwt_secret=SECRET, tick_rate=20.0)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(server, "demo", "demo-1") as demo,
+            connect(server, "alice", "a1") as alice,
+        ):
+            for client in (demo, alice):
+                await client.request({"type": "subscribe", "channel": "portfolio"}, "subscribed")
+            for _ in range(2):
+                assert (await demo.next("portfolio_update"))["data"]["positions"]
+            # Offered to every addressee at once: had Alice been one, it would be queued.
+            assert await alice.queued(lambda m: m["type"] == "portfolio_update") == []
+
+
+async def test_without_authentication_every_connection_sees_the_demo_portfolio(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_gateway(nursery, tick_rate=20.0)
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(ws_url(server, "anyone")) as ws:
+            client = Client(ws, json.loads(await ws.get_message()))
+            await client.request({"type": "subscribe", "channel": "portfolio"}, "subscribed")
+            assert (await client.next("portfolio_update"))["data"]["positions"]
