@@ -137,7 +137,7 @@ class HTTPAuth:
             claims = self.verifier.verify(credential.decode("latin-1"), now=self._wall_clock())
         except TokenError as error:
             if credential.count(b".") != 2:  # not even shaped like a token: a key
-                self._refuse("wrong API key, and not a token")
+                self._refuse("not a token" if self._key is None else "wrong API key")
             self._refuse(f"token refused: {error.reason}")
         return Caller(claims.sub, admin=claims.admin)
 

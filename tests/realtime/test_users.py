@@ -207,8 +207,11 @@ async def test_the_admin_side_needs_the_key_or_an_admin_token(
 
 
 async def test_stats_name_each_client_s_user_for_the_admin(nursery: trio.Nursery) -> None:
-    server = await gateway(nursery)
+    server = await gateway(nursery)  # no API key: admin tokens alone
     with trio.fail_after(TIMEOUT):
+        status, _, got = await request(server, "GET", "/ws/stats", credential="garbage")
+        assert (status, got["code"]) == (401, "unauthorized")
+        assert got["error"].startswith("Unauthorized (not a token): send the gateway's API key")
         async with connect(server, "alice", "a1"), connect(server, "bob", "b1"):
             status, _, body = await request(server, "GET", "/ws/stats", credential=ADMIN)
     assert status == 200
