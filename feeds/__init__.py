@@ -15,10 +15,12 @@ from typing import Final
 from ._alerts import (
     DEFAULT_HYSTERESIS,
     MAX_RULES,
+    MAX_RULES_PER_USER,
     AlertEngine,
     AlertFeed,
     AlertRule,
     AlertType,
+    Fired,
     RuleError,
     demo_rules,
     load_rules,
@@ -42,7 +44,7 @@ from ._prices import (
     PriceFeedStatistics,
     run_price_feed,
 )
-from ._publisher import Publisher
+from ._publisher import DEMO_USER, MAX_USER_LENGTH, Publisher
 from ._replay import RecordedQuote, ReplayFeed, load_quotes
 from ._signals import SignalAgent, SignalFeed
 from ._tap import PriceStream, PriceStreamStatistics, PriceTap
@@ -53,10 +55,13 @@ SAMPLE_REPLAY: Final = Path(__file__).parent / "data" / "stocks-2007-2009.csv"
 __all__ = [
     "DEFAULT_EVENT_INTERVAL",
     "DEFAULT_HYSTERESIS",
+    "DEMO_USER",
     "MAX_POSITIONS",
     "MAX_RULES",
+    "MAX_RULES_PER_USER",
     "MAX_TICK_RATE",
     "MAX_UNIVERSE",
+    "MAX_USER_LENGTH",
     "SAMPLE_REPLAY",
     "WELL_KNOWN",
     "AlertEngine",
@@ -65,6 +70,7 @@ __all__ = [
     "AlertType",
     "DemoEvents",
     "DemoEventsFeed",
+    "Fired",
     "Holding",
     "Market",
     "Portfolio",

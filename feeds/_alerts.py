@@ -30,6 +30,13 @@ them (``now``, from the caller's clock). Its recent mean is over the last
 it can fire. A volume that goes down (a new session, a replay starting over) resets
 the history.
 
+A rule may belong to a ``user`` (a token's ``sub``): its alerts then go to that
+user's connections alone (the feed publishes them with ``user``), and its id is that
+user's, so two users may each have a rule ``aapl-185``. A rule without a user (the
+rule file's, the demo set's, most of the API key's) fires to every subscriber. One
+user holds at most :data:`MAX_RULES_PER_USER` rules, so that no user can fill the
+engine's :data:`MAX_RULES` for everyone else.
+
 Everything here is synchronous and reads no clock: time comes in as ``now``.
 """
 
@@ -49,11 +56,13 @@ import trio
 from protocol import SYMBOL_PATTERN, AlertData, Channel, PriceData, Severity
 
 from ._files import Fields, load_toml
-from ._publisher import Publisher
+from ._publisher import MAX_USER_LENGTH, Publisher
 from ._tap import PriceTap
 
 #: Most rules one engine holds (from files and added at run time together).
 MAX_RULES: Final = 10_000
+#: Most rules one user holds.
+MAX_RULES_PER_USER: Final = 100
 #: Volume rates averaged into a symbol's baseline.
 VOLUME_WINDOW: Final = 20
 #: Rates needed in the baseline before a volume rule can fire.
@@ -116,6 +125,17 @@ def _check_threshold(_: object, attribute: attrs.Attribute[Any], value: float) -
         raise RuleError(f"threshold must be a finite number above 0, got {value!r}", attribute.name)
 
 
+def _check_user(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_USER_LENGTH:
+        raise RuleError(
+            f"user must be a user name (a token's sub) of 1-{MAX_USER_LENGTH} characters, "
+            f"got {value!r}"[:200],
+            attribute.name,
+        )
+
+
 def _check_hysteresis(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is None:
         return
@@ -137,6 +157,8 @@ class AlertRule:
     severity: Severity = attrs.field(default=Severity.WARNING, converter=Severity)
     #: Re-arm band as a fraction of ``threshold``; ``None``: the type's default.
     hysteresis: float | None = attrs.field(default=None, validator=_check_hysteresis)
+    #: The user whose rule it is, and who alone gets its alerts; ``None``: everyone's.
+    user: str | None = attrs.field(default=None, validator=_check_user)
 
     @property
     def band(self) -> float:
@@ -150,6 +172,14 @@ def _money(value: float) -> str:
 
 def _number(value: float) -> str:
     return f"{value:g}"
+
+
+@attrs.frozen
+class Fired:
+    """An alert a rule fired, and the user it is for (``None``: every subscriber)."""
+
+    alert: AlertData
+    user: str | None
 
 
 class _RuleState:
@@ -172,14 +202,19 @@ class _VolumeState:
 
 
 class AlertEngine:
-    """The rules and their armed state; synchronous (see the module doc)."""
+    """The rules and their armed state; synchronous (see the module doc).
+
+    A rule is known by its user and its id: ids are unique per user (``None``, the
+    rules of no user, counting as one).
+    """
 
     def __init__(self, rules: Iterable[AlertRule] = ()) -> None:
-        self._states: dict[str, _RuleState] = {}
+        self._states: dict[tuple[str | None, str], _RuleState] = {}
         self._by_symbol: dict[str, list[_RuleState]] = {}
+        self._per_user: dict[str | None, int] = {}
         self._volumes: dict[str, _VolumeState] = {}
         for rule in rules:
-            if rule.id in self._states:
+            if (rule.user, rule.id) in self._states:
                 raise ValueError(f"duplicate rule id {rule.id!r}")
             self.add_rule(rule)
 
@@ -188,40 +223,69 @@ class AlertEngine:
         """The rules, in the order they were added."""
         return tuple(state.rule for state in self._states.values())
 
+    def rules_of(self, user: str | None) -> tuple[AlertRule, ...]:
+        """The rules of ``user`` (``None``: the rules of no user), in the order added."""
+        return tuple(state.rule for (owner, _), state in self._states.items() if owner == user)
+
+    def count_of(self, user: str | None) -> int:
+        """How many rules ``user`` holds."""
+        return self._per_user.get(user, 0)
+
     def __len__(self) -> int:
         """How many rules the engine holds (at most :data:`MAX_RULES`)."""
         return len(self._states)
 
     def __contains__(self, rule_id: object) -> bool:
-        """Whether the engine holds a rule with the id ``rule_id``."""
-        return rule_id in self._states
+        """Whether the engine holds a rule of no user with the id ``rule_id``."""
+        return (None, rule_id) in self._states
+
+    def get(self, rule_id: str, user: str | None = None) -> AlertRule | None:
+        """The rule ``rule_id`` of ``user`` (``None``: of no user), if there is one."""
+        state = self._states.get((user, rule_id))
+        return None if state is None else state.rule
 
     def add_rule(self, rule: AlertRule) -> None:
-        """Add ``rule``, replacing (and resetting) a rule with the same id.
+        """Add ``rule``, replacing (and resetting) the rule with the same user and id.
 
-        Raises :exc:`ValueError` when the engine already holds :data:`MAX_RULES`.
+        Raises :exc:`ValueError` when the engine already holds :data:`MAX_RULES`, or
+        the rule's user :data:`MAX_RULES_PER_USER`.
         """
-        if rule.id not in self._states and len(self._states) >= MAX_RULES:
-            raise ValueError(f"too many alert rules: at most {MAX_RULES}")
-        self.remove_rule(rule.id)
+        key = (rule.user, rule.id)
+        if key not in self._states:
+            if len(self._states) >= MAX_RULES:
+                raise ValueError(f"too many alert rules: at most {MAX_RULES}")
+            if rule.user is not None and self.count_of(rule.user) >= MAX_RULES_PER_USER:
+                raise ValueError(
+                    f"too many alert rules for user {rule.user[:64]!r}: at most "
+                    f"{MAX_RULES_PER_USER} each"
+                )
+        self.remove_rule(rule.id, rule.user)
         state = _RuleState(rule)
-        self._states[rule.id] = state
+        self._states[key] = state
+        self._per_user[rule.user] = self.count_of(rule.user) + 1
         self._by_symbol.setdefault(rule.symbol, []).append(state)
 
-    def remove_rule(self, rule_id: str) -> bool:
-        """Remove the rule ``rule_id``; whether there was one."""
-        state = self._states.pop(rule_id, None)
+    def remove_rule(self, rule_id: str, user: str | None = None) -> bool:
+        """Remove the rule ``rule_id`` of ``user`` (``None``: of no user); whether
+        there was one."""
+        state = self._states.pop((user, rule_id), None)
         if state is None:
             return False
+        left = self._per_user[user] - 1
+        if left:
+            self._per_user[user] = left
+        else:
+            del self._per_user[user]
         siblings = self._by_symbol[state.rule.symbol]
         siblings.remove(state)
         if not siblings:
             del self._by_symbol[state.rule.symbol]
         return True
 
-    def observe(self, symbol: str, quote: PriceData, now: float) -> list[AlertData]:
+    def fire(self, symbol: str, quote: PriceData, now: float) -> list[Fired]:
         """Evaluate every rule of ``symbol`` on ``quote`` seen at time ``now`` (seconds,
-        any monotonic origin); the alerts fired, in rule order."""
+        any monotonic origin); the alerts fired, each with its rule's user, in rule
+        order."""
         states = self._by_symbol.get(symbol)
         ratio = self._volume_ratio(symbol, quote.volume, now)
         if not states:
@@ -230,8 +294,12 @@ class AlertEngine:
         for state in states:
             alert = self._evaluate(state, quote, ratio)
             if alert is not None:
-                fired.append(alert)
+                fired.append(Fired(alert, state.rule.user))
         return fired
+
+    def observe(self, symbol: str, quote: PriceData, now: float) -> list[AlertData]:
+        """:meth:`fire`'s alerts alone, whoever they are for."""
+        return [fired.alert for fired in self.fire(symbol, quote, now)]
 
     def _volume_ratio(self, symbol: str, volume: int, now: float) -> float | None:
         track = self._volumes.get(symbol)
@@ -318,7 +386,7 @@ def _message(rule: AlertRule, quote: PriceData, value: float) -> str:
 
 # --- rule files and the demo set --------------------------------------------------------
 
-_RULE_FIELDS: Final = {"id", "symbol", "type", "threshold", "severity", "hysteresis"}
+_RULE_FIELDS: Final = {"id", "symbol", "type", "threshold", "severity", "hysteresis", "user"}
 
 
 def load_rules(path: Path) -> tuple[AlertRule, ...]:
@@ -338,13 +406,20 @@ def load_rules(path: Path) -> tuple[AlertRule, ...]:
     if len(tables) > MAX_RULES:
         raise ValueError(f"{path}: {len(tables)} rules, at most {MAX_RULES}")
     rules: list[AlertRule] = []
-    seen: set[str] = set()
+    seen: set[tuple[str | None, str]] = set()
+    users: dict[str, int] = {}
     for i, table in enumerate(tables):
         where = f"{path}: rules[{i}]"
         rule = parse_rule(table, where)
-        if rule.id in seen:
+        if (rule.user, rule.id) in seen:
             raise ValueError(f"{where}: duplicate rule id {rule.id!r}")
-        seen.add(rule.id)
+        seen.add((rule.user, rule.id))
+        if rule.user is not None:
+            users[rule.user] = users.get(rule.user, 0) + 1
+            if users[rule.user] > MAX_RULES_PER_USER:
+                raise ValueError(
+                    f"{where}: more than {MAX_RULES_PER_USER} rules for user {rule.user[:64]!r}"
+                )
         rules.append(rule)
     return tuple(rules)
 
@@ -375,6 +450,7 @@ def parse_rule(table: object, where: str) -> AlertRule:
         fields, "severity", lambda key: _choice(fields, key, Severity, Severity.WARNING)
     )
     hysteresis = _read(fields, "hysteresis", fields.number) if fields.has("hysteresis") else None
+    user = _read(fields, "user", fields.string) if fields.has("user") else None
     try:
         return AlertRule(
             id=rule_id,
@@ -383,6 +459,7 @@ def parse_rule(table: object, where: str) -> AlertRule:
             threshold=threshold,
             severity=severity,
             hysteresis=hysteresis,
+            user=user,
         )
     except ValueError as exc:
         field = exc.field if isinstance(exc, RuleError) else None
@@ -473,7 +550,8 @@ class AlertFeed:
     async def run(
         self, publisher: Publisher, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Publish ``alert_triggered`` events until cancelled; never returns.
+        """Publish ``alert_triggered`` events until cancelled, each to its rule's user
+        (or every subscriber, for a rule of no user); never returns.
 
         Reports ``task_status.started()`` once it watches the tap. Each price batch
         is evaluated at ``trio.current_time()``; publishing blocks while the bus is
@@ -486,5 +564,5 @@ class AlertFeed:
                 batch = await stream.receive()
                 now = trio.current_time()
                 for symbol, quote in batch:
-                    for alert in self.engine.observe(symbol, quote, now):
-                        await publisher.publish(Channel.ALERTS, alert)
+                    for fired in self.engine.fire(symbol, quote, now):
+                        await publisher.publish(Channel.ALERTS, fired.alert, user=fired.user)

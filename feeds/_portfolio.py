@@ -22,7 +22,8 @@ JSON codec, so the wire shows exactly the cents computed here. A held symbol wit
 quote yet is valued at its average cost (no P&L, no day change).
 
 :class:`PortfolioFeed` publishes a snapshot at most once per ``interval`` seconds and
-only when it differs from the last one published.
+only when it differs from the last one published, to its ``user`` alone: a portfolio
+is per-user data (the feed's own is :data:`DEMO_USER`'s).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import trio
 from protocol import SYMBOL_PATTERN, Channel, PortfolioData, Position, PriceData
 
 from ._files import Fields, load_toml
-from ._publisher import Publisher
+from ._publisher import DEMO_USER, Publisher
 from ._tap import PriceTap
 
 #: Most positions a portfolio holds.
@@ -261,18 +262,25 @@ def demo_portfolio(opens: Mapping[str, float]) -> PortfolioSpec:
 
 class PortfolioFeed:
     """The portfolio feed: marks the portfolio to every price of ``tap`` and publishes
-    ``portfolio_update`` at most once per ``interval`` seconds, only on change.
+    ``portfolio_update`` at most once per ``interval`` seconds, only on change, to the
+    connections of ``user``, whose portfolio it is.
 
     The portfolio (and its latest quotes) outlives any one run.
     """
 
     def __init__(
-        self, tap: PriceTap, spec: PortfolioSpec, *, interval: float = DEFAULT_PORTFOLIO_INTERVAL
+        self,
+        tap: PriceTap,
+        spec: PortfolioSpec,
+        *,
+        interval: float = DEFAULT_PORTFOLIO_INTERVAL,
+        user: str = DEMO_USER,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"portfolio interval must be greater than 0 seconds, got {interval!r}")
         self.tap = tap
         self.interval = interval
+        self.user = user
         self.portfolio = Portfolio(spec)
         self.last_published: PortfolioData | None = None
 
@@ -303,5 +311,5 @@ class PortfolioFeed:
                 if snapshot == self.last_published:
                     continue
                 last_time = trio.current_time()
-                await publisher.publish(Channel.PORTFOLIO, snapshot)
+                await publisher.publish(Channel.PORTFOLIO, snapshot, user=self.user)
                 self.last_published = snapshot

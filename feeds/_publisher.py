@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from protocol import Channel, EventData
+
+#: The user the feeds' own portfolio belongs to. With authentication off every
+#: connection is this user's, so the dashboard shows it; with it on, a token whose
+#: ``sub`` is ``demo`` sees it (docs/security.md, "Per-user data").
+DEMO_USER: Final = "demo"
+#: Longest user name (a token's ``sub``): it is logged, and names a user's connections.
+MAX_USER_LENGTH: Final = 256
 
 
 class Publisher(Protocol):
@@ -24,10 +31,14 @@ class Publisher(Protocol):
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
         """Publish ``data`` on ``channel``.
 
         ``symbol`` is required for prices (the stream a price update counts in) and
-        unused otherwise. ``to`` sends to one client id instead of every subscriber.
+        unused otherwise. ``to`` sends to one client id instead of every subscriber;
+        ``user`` to every connection of that user (a token's ``sub``) and nobody
+        else's. Given both, the event reaches that client id only if it is that
+        user's. Resumes replay the event to the same receivers only.
         """
         ...

@@ -6,7 +6,7 @@ Alerts, signals and the portfolio all need every price the price feed publishes.
 price feed publishes through a :class:`PriceTap`, which is itself a
 :class:`~feeds.Publisher`: it forwards every event to the real publisher (the bus),
 unchanged and first, so backpressure from the bus still reaches the price feed; then
-it offers each broadcast price (``to is None``) to every open :class:`PriceStream`.
+it offers each broadcast price (neither ``to`` nor ``user``) to every open :class:`PriceStream`.
 
 A stream is a conflating mailbox: one slot per symbol, holding the latest quote not
 yet received. An offer never blocks and never waits on a consumer: a newer quote for
@@ -129,12 +129,13 @@ class PriceTap:
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
         """Publish through the wrapped publisher (blocking as it blocks), then offer a
         broadcast price to every stream. Exceptions of the wrapped publisher propagate
         and the price then reaches no stream."""
-        await self._publisher.publish(channel, data, symbol=symbol, to=to)
-        if channel is Channel.PRICES and to is None and symbol is not None:
+        await self._publisher.publish(channel, data, symbol=symbol, to=to, user=user)
+        if channel is Channel.PRICES and to is None and user is None and symbol is not None:
             assert isinstance(data, PriceData)
             for stream in self._streams:
                 stream.offer(symbol, data)

@@ -103,14 +103,17 @@ CLOSE_CODE_MEANINGS: Final[Mapping[CloseCode, str]] = MappingProxyType(
             "once; if that is refused too, stop."
         ),
         CloseCode.FORBIDDEN: (
-            "The origin or a channel is not allowed for this client. Never reconnect as is."
+            "The origin or a channel is not allowed for this client, or an administrator "
+            "disconnected it. Never reconnect as is."
         ),
         CloseCode.REPLACED: (
-            "A newer connection with the same `client_id` replaced this one. Never reconnect: "
-            "the newer one would be replaced in turn."
+            "A newer connection with the same `client_id` replaced this one, or another "
+            "user's connection holds that `client_id`. Never reconnect: the newer one would "
+            "be replaced in turn; choose another id."
         ),
         CloseCode.RATE_LIMITED: (
-            "The client kept exceeding its message rate. Reconnect after backing off."
+            "The client kept exceeding its message rate, or its user has as many "
+            "connections open as allowed. Reconnect after backing off."
         ),
         CloseCode.SLOW_CONSUMER: (
             "The client read too slowly and its outbox overflowed. "

@@ -1,12 +1,15 @@
 """The HTTP side: a plain ASGI app that hypercorn serves on the gateway's port.
 
-``GET /health``, ``GET /ws/stats`` (``_stats``), ``GET /metrics``, ``POST /api/publish`` and
-``/api/alert-rules[/ID]`` (their own handlers, in ``_publish`` and ``_rules_api``),
-and the built dashboard for every other ``GET`` (``_static``: ``/`` is its
-``index.html``; unknown files are 404). 405 for a known path with another method,
-426 for a ``/ws/`` request that is not an upgrade. CORS preflights never get here:
-``_cors.CORS`` wraps the app and answers them. No framework: a handful of routes
-do not earn one, and the app stays a thin view over the hub's statistics.
+``GET /health``, ``GET /ws/stats`` (``_stats``), ``GET /metrics``, ``POST
+/api/publish``, ``/api/alert-rules[/ID]`` and ``POST /api/disconnect`` (their own
+handlers, in ``_publish``, ``_rules_api`` and ``_disconnect``), and the built dashboard
+for every other ``GET`` (``_static``: ``/`` is its ``index.html``; unknown files are
+404). With authentication on, ``/ws/stats`` and ``/metrics`` are an administrator's, as
+every ``/api/*`` is (``_http_auth``); ``/health`` and the dashboard stay open. 405 for a
+known path with another method, 426 for a ``/ws/`` request that is not an upgrade. CORS
+preflights never get here: ``_cors.CORS`` wraps the app and answers them. No framework:
+a handful of routes do not earn one, and the app stays a thin view over the hub's
+statistics.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ._disconnect import PATH as DISCONNECT_PATH
+from ._disconnect import DisconnectAPI
+from ._http_auth import HTTPAuth, Reject
 from ._hub import Hub
 from ._publish import PATH as PUBLISH_PATH
 from ._publish import PublishAPI
@@ -42,13 +48,20 @@ class GatewayApp:
         version: str,
         publish: PublishAPI | None = None,
         alert_rules: AlertRulesAPI | None = None,
+        disconnect: DisconnectAPI | None = None,
+        auth: HTTPAuth | None = None,
         static: StaticFiles | None = None,
     ) -> None:
         self.hub = hub
+        #: Guards ``/ws/stats`` and ``/metrics`` while authentication is on; ``None``:
+        #: they are open.
+        self.auth = auth
         #: ``POST /api/publish``; ``None``: the route is 404.
         self.publish = publish
         #: ``/api/alert-rules`` and ``/api/alert-rules/{id}``; ``None``: they are 404.
         self.alert_rules = alert_rules
+        #: ``POST /api/disconnect``; ``None``: the route is 404.
+        self.disconnect = disconnect
         self.sessions = sessions
         self.registry = registry
         self.version = version
@@ -69,6 +82,9 @@ class GatewayApp:
         if self.alert_rules is not None and self.alert_rules.claims(scope["path"]):
             await self.alert_rules(scope, receive, send)
             return
+        if scope["path"] == DISCONNECT_PATH and self.disconnect is not None:
+            await self.disconnect(scope, receive, send)
+            return
         route = self._routes.get(scope["path"])
         if (
             route is None
@@ -77,6 +93,7 @@ class GatewayApp:
         ):
             await self.static(scope, receive, send)
             return
+        refused: Reject | None = None
         if route is None and scope["path"].startswith("/ws/"):
             status, content_type = 426, b"application/json"
             body = _json_error("A WebSocket endpoint: connect with Upgrade: websocket")
@@ -84,9 +101,13 @@ class GatewayApp:
             status, content_type, body = 404, b"application/json", _json_error("Not found")
         elif scope["method"] not in ("GET", "HEAD"):
             status, content_type, body = 405, b"application/json", _json_error("Use GET")
+        elif (refused := self._refusal(scope)) is not None:
+            status, content_type, body = refused.status, b"application/json", _reject_body(refused)
         else:
             status, content_type, body = route(scope)
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        if refused is not None:
+            headers += list(refused.headers)
         if status == 405:
             headers.append((b"allow", b"GET, HEAD"))
         elif status == 426:
@@ -95,6 +116,20 @@ class GatewayApp:
         await send(
             {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
         )
+
+    def _refusal(self, scope: Scope) -> Reject | None:
+        """Why a guarded route is refused to this request: with authentication on,
+        ``/ws/stats`` and ``/metrics`` need an administrator's credential."""
+        auth = self.auth
+        if auth is None or not auth.authentication or scope["path"] == "/health":
+            return None
+        name = scope["path"]
+        try:
+            auth.admin(scope, api_name=name)
+        except Reject as reject:
+            auth.log_refusal(f"{name} request", scope, reject.message)
+            return reject
+        return None
 
     def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
         draining = self.sessions.draining
@@ -112,7 +147,8 @@ class GatewayApp:
             limit, after = parse_query(scope.get("query_string", b""))
         except StatsQueryError as exc:
             return 400, b"application/json", _json_error(str(exc))
-        body = stats_body(self.hub, self.sessions, limit, after)
+        users = self.auth is not None and self.auth.authentication
+        body = stats_body(self.hub, self.sessions, limit, after, users=users)
         return 200, b"application/json", orjson.dumps(body)
 
     def _metrics(self, scope: Scope) -> tuple[int, bytes, bytes]:
@@ -121,3 +157,7 @@ class GatewayApp:
 
 def _json_error(text: str) -> bytes:
     return orjson.dumps({"error": text})
+
+
+def _reject_body(reject: Reject) -> bytes:
+    return orjson.dumps({"error": reject.message, "code": reject.code})

@@ -18,15 +18,16 @@ algorithm, and a secret only the HMAC algorithms its length is fit for (RFC 7518
 section 3.2: at least the hash's size, so 32 bytes allow HS256, 48 HS384 too, 64
 HS512 too).
 
-:meth:`TokenVerifier.verify` checks the signature and ``aud``/``iss`` (when
-configured) with PyJWT, then the claims itself, against ``now`` (Unix seconds) given
-as an argument, so tests choose the time: ``sub`` (a non-empty string) and ``exp``
-are required, ``nbf`` is honoured, ``channels`` and ``symbols`` (lists) narrow what
-may be subscribed. What it returns is :class:`Claims`, a small frozen object kept
-for the connection's life: the token and its other claims are dropped, and equal
-grant sets are one shared ``frozenset`` (an idle authenticated connection must cost
-about what an anonymous one does). Every refusal is a :class:`TokenError` whose
-``reason`` is a sentence for the log; no reason ever quotes the token.
+:meth:`TokenVerifier.verify` checks the signature and ``aud``/``iss`` (when configured)
+with PyJWT, then the claims itself, against ``now`` (Unix seconds) given as an argument,
+so tests choose the time: ``sub`` (a non-empty string) and ``exp`` are required, ``nbf``
+is honoured, ``channels`` and ``symbols`` (lists) narrow what may be subscribed, and
+``roles`` (a list) makes the token an administrator's when it lists :data:`ADMIN_ROLE`,
+for the HTTP side only. What it returns is :class:`Claims`, a small frozen object kept
+for the connection's life: the token and its other claims are dropped, and equal grant
+sets are one shared ``frozenset`` (an idle authenticated connection must cost about what
+an anonymous one does). Every refusal is a :class:`TokenError` whose ``reason`` is a
+sentence for the log; no reason ever quotes the token.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.exceptions import InvalidSubjectError
 from jwt.types import Options
 
+from feeds import MAX_USER_LENGTH
 from protocol import SYMBOL_PATTERN, Channel
 
 __all__ = [
+    "ADMIN_ROLE",
     "MIN_SECRET_BYTES",
     "Claims",
     "TokenError",
@@ -69,7 +72,11 @@ _JWKS_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 #: Longest ``sub``: it is logged and names the user's connections.
-MAX_SUB_LENGTH: Final = 256
+MAX_SUB_LENGTH: Final = MAX_USER_LENGTH
+#: The role, in a token's ``roles`` claim, of an administrator: the HTTP side's
+#: ``/ws/stats``, ``/metrics`` and every ``/api/*`` take such a token as they take the
+#: API key (docs/security.md, "The HTTP side").
+ADMIN_ROLE: Final = "admin"
 #: Distinct grant sets (and subjects) shared between connections before sharing restarts.
 _SHARED_MAX: Final = 4096
 _SYMBOL: Final = re.compile(SYMBOL_PATTERN)
@@ -91,13 +98,16 @@ class Claims:
 
     ``sub``: the user. ``exp``: when the token expires, Unix seconds. ``channels``
     and ``symbols``: the channels, and the price symbols, that may be subscribed;
-    ``None`` means every one. Equal sets are shared between connections.
+    ``None`` means every one. Equal sets are shared between connections. ``admin``:
+    its ``roles`` list :data:`ADMIN_ROLE` (the HTTP side's business; a connection
+    gets nothing more for it).
     """
 
     sub: str
     exp: float
     channels: frozenset[Channel] | None = None
     symbols: frozenset[str] | None = None
+    admin: bool = False
 
     def allows(self, channel: Channel) -> bool:
         """Whether ``channel`` may be subscribed."""
@@ -381,7 +391,9 @@ class TokenVerifier:
             if invalid:
                 raise TokenError(f"the symbols claim holds {invalid[0][:32]!r}, not a ticker")
             entitled = self._share(frozenset(names))
-        return Claims(self._share(sub), float(exp), granted, entitled)
+        roles = payload.get("roles")
+        admin = roles is not None and ADMIN_ROLE in _strings(roles, "roles")
+        return Claims(self._share(sub), float(exp), granted, entitled, admin)
 
     def _share(self, value: Any) -> Any:
         """One object for equal values, so that connections with the same grants (or
@@ -413,11 +425,13 @@ def mint_token(
     ttl: float,
     channels: Sequence[Channel] | None = None,
     symbols: Sequence[str] | None = None,
+    roles: Sequence[str] | None = None,
     audience: str | None = None,
     issuer: str | None = None,
 ) -> str:
     """An HS256 token for ``sub``, valid from ``now`` for ``ttl`` seconds, signed with
-    ``secret``; ``channels`` and ``symbols`` become the grants (``None``: every one).
+    ``secret``; ``channels`` and ``symbols`` become the grants (``None``: every one),
+    ``roles`` its roles (``[ADMIN_ROLE]``: an administrator's).
     For development and tests: production tokens come from the identity provider."""
     check_secret(secret)
     claims: dict[str, Any] = {"sub": sub, "iat": int(now), "exp": int(now + ttl)}
@@ -425,6 +439,8 @@ def mint_token(
         claims["channels"] = [str(channel) for channel in channels]
     if symbols is not None:
         claims["symbols"] = list(symbols)
+    if roles is not None:
+        claims["roles"] = list(roles)
     if audience is not None:
         claims["aud"] = audience
     if issuer is not None:

@@ -32,9 +32,11 @@ class InProcessBus:
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
         """Stamp ``data`` with the publish time and deliver it to every subscriber's
-        outbox; never blocks and is not a checkpoint (see the module docstring).
+        outbox it is addressed to (``to``, ``user``: see :class:`feeds.Publisher`);
+        never blocks and is not a checkpoint (see the module docstring).
 
         Raises ``RuntimeError`` before :meth:`attach`, and ``TypeError`` when ``data``
         is not the channel's payload or a price has no symbol: a bug in the producer,
@@ -47,4 +49,4 @@ class InProcessBus:
             raise TypeError("a symbol is required on prices and only there")
         if self._hub is None:
             raise RuntimeError("the bus is not attached to a hub yet")
-        self._hub.publish(Event(channel, data, utc_now(), symbol, to))
+        self._hub.publish(Event(channel, data, utc_now(), symbol, to, user))

@@ -21,7 +21,7 @@ import trio
 
 from protocol import SYMBOL_PATTERN, Channel, json_schema
 
-from ._auth import MAX_SUB_LENGTH, mint_token
+from ._auth import ADMIN_ROLE, MAX_SUB_LENGTH, mint_token
 from ._config import ENV_PREFIX, Config, _flag, parse_setting, setting_type
 from ._feed import FEED_SETTINGS, run_feed
 from ._open_files import raise_open_files_limit
@@ -186,6 +186,12 @@ def _add_token_parser(commands: Any) -> None:
         help=f"the gateway's secret (default: {ENV_PREFIX}JWT_SECRET; prefer it: flags show "
         "in the process list)",
     )
+    token.add_argument(
+        "--admin",
+        action="store_true",
+        help=f'add roles ["{ADMIN_ROLE}"]: an administrator\'s token, which the HTTP side '
+        "(/ws/stats, /metrics, /api/*) takes as it takes the API key",
+    )
     token.add_argument("--jwt-audience", metavar="AUD", help="aud to put in the token")
     token.add_argument("--jwt-issuer", metavar="ISS", help="iss to put in the token")
 
@@ -265,6 +271,7 @@ def _mint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         ttl=args.ttl,
         channels=args.channels,
         symbols=args.symbols,
+        roles=[ADMIN_ROLE] if args.admin else None,
         audience=config.jwt_audience,
         issuer=config.jwt_issuer,
     )

@@ -477,6 +477,11 @@ class Config:
         "with authentication on, seconds a connection that sent no Authorization header "
         "has to send its auth message (else 4401)",
     )
+    max_connections_per_user: int = _setting(
+        100,
+        "with authentication on, connections one user (a token's sub) may have open on "
+        "this process at once; one more is closed with 4429",
+    )
 
     certfile: Path | None = _setting(
         None,

@@ -16,6 +16,16 @@ a publish, a subscribe with its snapshot or replay, and an unsubscribe are each
 atomic with respect to the others: a client never sees a message twice or misses
 one between its replay and its live stream.
 
+Addressing: an event may name a client id (``to``), a user (``user``, a token's
+``sub``), or both. It then reaches a subscriber only if that subscriber's client id is
+``to`` and its connection is ``user``'s, where given: a per-user event is offered to
+the user's own connections (the registry indexes them by user), never filtered out
+of a walk over everyone. History keeps each message's address, and a replay gives a
+connection only what was addressed to it, so a resume never replays another user's
+message. A client id is held by one user at a time: :meth:`Hub.register` refuses
+(:exc:`ClientIdTaken`) a connection whose id another user's connection holds, and a
+newer connection of the same user replaces the older one (4409), as before.
+
 The registered client ids are also kept sorted, so that ``GET /ws/stats`` can list a
 page of them in id order in O(log n + page), whatever the number of connections.
 
@@ -33,7 +43,7 @@ import logging
 import typing
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -77,6 +87,16 @@ class Event:
     symbol: str | None = None
     #: Deliver only to this client id (if subscribed), instead of every subscriber.
     to: str | None = None
+    #: Deliver only to this user's connections (those subscribed).
+    user: str | None = None
+
+
+class ClientIdTaken(Exception):
+    """:meth:`Hub.register` of a client id that another user's connection holds."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client id {client_id!r} is held by another user's connection")
+        self.client_id = client_id
 
 
 class _Frames:
@@ -95,6 +115,10 @@ class _Frames:
         if self.msgpack is None:
             self.msgpack = build_frame(encode(self.message, Codec.MSGPACK), text=False)
         return self.msgpack
+
+
+#: One message in history: seq, monotonic time, target client id, target user, frames.
+_Held = tuple[int, float, str | None, str | None, _Frames]
 
 
 @attrs.frozen
@@ -147,12 +171,15 @@ class Hub:
         self._clients: dict[str, Outbox] = {}
         #: The keys of ``_clients``, sorted: pages of ``/ws/stats`` in id order.
         self._client_ids: SortedList[str] = SortedList()
+        #: Each user's open connections (replaced ones leave at once).
+        self._users: dict[str, set[Outbox]] = {}
         self._channel_subscribers: dict[Channel, set[Outbox]] = {c: set() for c in Channel}
         self._symbol_subscribers: dict[str, set[Outbox]] = {}
         self._last_prices: dict[str, _Frames] = {}
         self._seqs: dict[Channel | str, int] = {}
-        # Per channel: (seq, monotonic time, target client or None, frames).
-        self._history: dict[Channel, deque[tuple[int, float, str | None, _Frames]]] = {
+        # Per channel: (seq, monotonic time, target client or None, target user or None,
+        # frames).
+        self._history: dict[Channel, deque[_Held]] = {
             c: deque(maxlen=history_messages) for c in Channel if c is not Channel.PRICES
         }
         self.published = 0
@@ -164,14 +191,20 @@ class Hub:
     # --- connections ------------------------------------------------------------
 
     def register(self, outbox: Outbox) -> Outbox | None:
-        """Add a connection; an older one with the same client id is closed with 4409
-        and returned."""
+        """Add a connection; an older one of the same user with the same client id is
+        closed with 4409 and returned. Raises :exc:`ClientIdTaken`, changing nothing,
+        when another user's connection holds the client id."""
         older = self._clients.get(outbox.client_id)
+        if older is not None and older.user != outbox.user:
+            raise ClientIdTaken(outbox.client_id)
         self._clients[outbox.client_id] = outbox
+        if outbox.user is not None:
+            self._users.setdefault(outbox.user, set()).add(outbox)
         if older is None:
             self._client_ids.add(outbox.client_id)
         else:
             self.replaced += 1
+            self._leave_user(older)
             older.close(
                 CloseCode.REPLACED, "Replaced by a newer connection with the same client id"
             )
@@ -184,10 +217,34 @@ class Hub:
         if self._clients.get(outbox.client_id) is outbox:
             del self._clients[outbox.client_id]
             self._client_ids.remove(outbox.client_id)
+            self._leave_user(outbox)
+
+    def _leave_user(self, outbox: Outbox) -> None:
+        user = outbox.user
+        if user is None:
+            return
+        mine = self._users.get(user)
+        if mine is not None:
+            mine.discard(outbox)
+            if not mine:
+                del self._users[user]
 
     @property
     def connection_count(self) -> int:
         return len(self._clients)
+
+    def holder(self, client_id: str) -> Outbox | None:
+        """The connection registered with ``client_id``, if any."""
+        return self._clients.get(client_id)
+
+    def connections_of(self, user: str) -> list[Outbox]:
+        """The open connections of ``user`` (those replaced with 4409 are gone)."""
+        return list(self._users.get(user, ()))
+
+    def connection_count_of(self, user: str) -> int:
+        """How many connections ``user`` has open."""
+        mine = self._users.get(user)
+        return 0 if mine is None else len(mine)
 
     def outboxes(self) -> list[Outbox]:
         return list(self._clients.values())
@@ -243,8 +300,12 @@ class Hub:
         where a subscription made now starts, as ``subscribed.seq`` tells the client."""
         return self._seqs.get(channel, 0)
 
-    def replay(self, channel: Channel, since: int, epoch: str, client_id: str) -> list[_Frames]:
-        """The channel's held messages with ``seq > since`` for ``client_id``, in order.
+    def replay(
+        self, channel: Channel, since: int, epoch: str, client_id: str, user: str | None = None
+    ) -> list[_Frames]:
+        """The channel's held messages with ``seq > since`` addressed to the connection
+        ``client_id`` of ``user`` (every message addressed to nobody in particular, and
+        those addressed to it), in order.
 
         Raises :class:`RemoteProtocolError` (``history_unavailable``) when ``epoch`` is
         not this history's or the messages after ``since`` are no longer all held.
@@ -267,11 +328,13 @@ class Hub:
             )
         return [
             frames
-            for seq, _, to, frames in history
-            if seq > since and (to is None or to == client_id)
+            for seq, _, to, to_user, frames in history
+            if seq > since
+            and (to is None or to == client_id)
+            and (to_user is None or to_user == user)
         ]
 
-    def _expire(self, history: deque[tuple[int, float, str | None, _Frames]]) -> None:
+    def _expire(self, history: deque[_Held]) -> None:
         horizon = self._clock() - self._history_seconds
         while history and history[0][1] < horizon:
             history.popleft()
@@ -297,7 +360,7 @@ class Hub:
             self._last_prices[symbol] = frames
             if logger.isEnabledFor(logging.DEBUG):  # a dict lookup at info: the hot path
                 logger.debug("[WebSocket] Broadcasting price update: %s", symbol)
-            self._fan_out_price(symbol, frames, event.to)
+            self._fan_out_price(symbol, frames, event.to, event.user)
         else:
             seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
             message = typing.cast(Callable[..., EventMessage], message_class)(
@@ -305,36 +368,55 @@ class Hub:
             )
             frames = _Frames(message)
             history = self._history[channel]
-            history.append((seq, self._clock(), event.to, frames))
+            history.append((seq, self._clock(), event.to, event.user, frames))
             self._expire(history)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("[WebSocket] Broadcasting %s event", channel)
-            self._fan_out(channel, frames, event.to)
+            self._fan_out(channel, frames, event.to, event.user)
         self.published += 1
         self._after_fan_out()
         return message
 
-    def _fan_out_price(self, symbol: str, frames: _Frames, to: str | None) -> None:
+    def _addressed(
+        self, subscribers: Collection[Outbox], to: str | None, user: str | None
+    ) -> Collection[Outbox]:
+        """Those of ``subscribers`` an event addressed to ``to`` and/or ``user`` reaches
+        (at least one of them given): looked up by id, or among the user's own
+        connections, whichever set is smaller, never by a walk over everyone."""
+        if to is not None:
+            target = self._clients.get(to)
+            if target is None or target not in subscribers:
+                return ()
+            return (target,) if user is None or target.user == user else ()
+        mine = self._users.get(user) if user is not None else None
+        if not mine:
+            return ()
+        if len(mine) <= len(subscribers):
+            return [outbox for outbox in mine if outbox in subscribers]
+        return [outbox for outbox in subscribers if outbox.user == user]
+
+    def _fan_out_price(
+        self, symbol: str, frames: _Frames, to: str | None, user: str | None
+    ) -> None:
         json_frame = frames.json
         offered = conflated = 0
-        for subscribers in (
+        every: Collection[Outbox]
+        for every in (
             self._channel_subscribers[Channel.PRICES],
             self._symbol_subscribers.get(symbol, ()),
         ):
+            subscribers = every if to is None and user is None else self._addressed(every, to, user)
             for outbox in subscribers:
-                if to is not None and outbox.client_id != to:
-                    continue
                 frame = json_frame if outbox.codec is Codec.JSON else frames.get(outbox.codec)
                 conflated += outbox.offer_price(symbol, frame)
                 offered += 1
         self.offered += offered
         self.conflated += conflated
 
-    def _fan_out(self, channel: Channel, frames: _Frames, to: str | None) -> None:
-        subscribers: Iterable[Outbox] = self._channel_subscribers[channel]
-        if to is not None:
-            target = self._clients.get(to)
-            subscribers = (target,) if target is not None and target in subscribers else ()
+    def _fan_out(self, channel: Channel, frames: _Frames, to: str | None, user: str | None) -> None:
+        subscribers: Collection[Outbox] = self._channel_subscribers[channel]
+        if to is not None or user is not None:
+            subscribers = self._addressed(subscribers, to, user)
         offered = 0
         for outbox in subscribers:
             if outbox.close_code is not None:
@@ -347,9 +429,17 @@ class Hub:
 
     # --- following another bus's numbering -------------------------------------------
 
-    def deliver(self, message: EventMessage, to: str | None = None, *, at: float) -> None:
+    def deliver(
+        self,
+        message: EventMessage,
+        to: str | None = None,
+        user: str | None = None,
+        *,
+        at: float,
+    ) -> None:
         """Record and offer ``message``, already numbered by the bus that owns the
-        sequence (Redis, see ``_redis_bus``): as :meth:`publish` does, without numbering.
+        sequence (Redis, see ``_redis_bus``), addressed as an :class:`Event`'s ``to`` and
+        ``user``: as :meth:`publish` does, without numbering.
 
         ``at`` is the monotonic time (``clock``'s) it was published, from which its age
         in history counts. The caller hands each stream's messages in ``seq`` order,
@@ -360,14 +450,14 @@ class Hub:
             symbol = message.symbol
             self._seqs[symbol] = message.seq
             self._last_prices[symbol] = frames
-            self._fan_out_price(symbol, frames, to)
+            self._fan_out_price(symbol, frames, to, user)
         else:
             channel = _CHANNEL_OF[type(message)]
             self._seqs[channel] = message.seq
             history = self._history[channel]
-            history.append((message.seq, at, to, frames))
+            history.append((message.seq, at, to, user, frames))
             self._expire(history)
-            self._fan_out(channel, frames, to)
+            self._fan_out(channel, frames, to, user)
         self.published += 1
         self._after_fan_out()
 

@@ -14,17 +14,23 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ._delivery import Delivery
+from ._http_auth import HTTPAuth
 from ._hub import Hub
 from ._sessions import Sessions
 
 
 class GatewayCollector(Collector):
-    """Exports connections, subscriptions, message counters and outbox depth."""
+    """Exports connections, subscriptions, message counters and outbox depth, and
+    the refusals of authentication and authorization (``http_auth``: of the HTTP side;
+    ``None``: not exported)."""
 
-    def __init__(self, hub: Hub, sessions: Sessions, delivery: Delivery) -> None:
+    def __init__(
+        self, hub: Hub, sessions: Sessions, delivery: Delivery, http_auth: HTTPAuth | None = None
+    ) -> None:
         self.hub = hub
         self.sessions = sessions
         self.delivery = delivery
+        self.http_auth = http_auth
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.statistics()
@@ -110,9 +116,50 @@ class GatewayCollector(Collector):
                 "connections waiting to authenticate",
                 sources.refused_unauthenticated_total,
             ),
+            (
+                "realtime_refused_origins",
+                "WebSocket handshakes refused with 403 for their Origin",
+                self.sessions.refused_origins,
+            ),
+            (
+                "realtime_unauthorized",
+                "Connections closed with 4401: no token, a refused one, or one that expired",
+                self.sessions.unauthorized,
+            ),
+            (
+                "realtime_refused_refreshes",
+                "Token refreshes refused on open connections (the connection stays)",
+                self.sessions.refused_refreshes,
+            ),
+            (
+                "realtime_refused_client_ids",
+                "Connections refused with 4409: another user's connection held the client id",
+                self.sessions.refused_client_ids,
+            ),
+            (
+                "realtime_refused_over_user_limit",
+                "Connections refused with 4429: their user had --max-connections-per-user",
+                self.sessions.refused_over_user_limit,
+            ),
+            (
+                "realtime_disconnected",
+                "Connections closed with 4403 by POST /api/disconnect",
+                self.sessions.disconnected,
+            ),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value=value)
+        if self.http_auth is not None:
+            yield CounterMetricFamily(
+                "realtime_http_unauthorized",
+                "HTTP requests refused with 401: no credential, or a wrong key or token",
+                value=self.http_auth.unauthorized,
+            )
+            yield CounterMetricFamily(
+                "realtime_http_forbidden",
+                "HTTP requests refused with 403: a token without the admin role",
+                value=self.http_auth.forbidden,
+            )
         yield GaugeMetricFamily(
             "realtime_outbox_depth", "Frames pending across all outboxes", value=stats.outbox_depth
         )
@@ -153,9 +200,11 @@ def _count_tasks() -> int:
     return count
 
 
-def make_registry(hub: Hub, sessions: Sessions, delivery: Delivery) -> CollectorRegistry:
+def make_registry(
+    hub: Hub, sessions: Sessions, delivery: Delivery, http_auth: HTTPAuth | None = None
+) -> CollectorRegistry:
     """A registry of the gateway's own metrics (not the process-global default)."""
     registry = CollectorRegistry()
-    registry.register(GatewayCollector(hub, sessions, delivery))
+    registry.register(GatewayCollector(hub, sessions, delivery, http_auth))
     ProcessCollector(registry=registry)  # RSS, CPU seconds, open file descriptors
     return registry

@@ -52,10 +52,16 @@ class Outbox:
         "close_reason",
         "codec",
         "limits",
+        "user",
     )
 
-    def __init__(self, client_id: str, codec: Codec, limits: OutboxLimits) -> None:
+    def __init__(
+        self, client_id: str, codec: Codec, limits: OutboxLimits, *, user: str | None = None
+    ) -> None:
         self.client_id = client_id
+        #: Whose connection it is (a token's ``sub``; the demo user's with
+        #: authentication off); ``None``: nobody's, reached by no per-user event.
+        self.user = user
         self.codec = codec
         self.limits = limits
         self._fifo: list[bytes] = []

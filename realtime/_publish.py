@@ -1,6 +1,10 @@
 """``POST /api/publish``: how the rest of the agent system pushes events into the gateway.
 
-The body is ``{"channel": C, "data": {...}, "to": CLIENT_ID?}``. ``data`` is validated
+The body is ``{"channel": C, "data": {...}, "to": CLIENT_ID?, "user": SUB?}``. ``to``
+sends the event to one client id, ``user`` to every connection of that user (a token's
+``sub``) and nobody else's; given both, to that client id if it is that user's. With
+authentication on, ``to`` needs ``user``: a client id is one user's only while its
+connection lasts, and history keeps what the event was addressed to. ``data`` is validated
 as the channel's payload by :func:`protocol.structure_strict`, the same strict rules
 a WebSocket frame gets, and the error body carries the same ``error`` / ``code``
 fields as the WebSocket's ``error`` message. A valid event goes to the same
@@ -12,25 +16,27 @@ Order of checks, and the answer to each failure (every error body is
 
 ====  ====================  ===========================================================
 405   ``invalid_message``   not a POST
-403   ``forbidden``         the API is off: no key is configured (``--api-key``)
-401   ``unauthorized``      ``Authorization: Bearer <key>`` missing or wrong
+403   ``forbidden``         the API is off: no API key, and authentication off
+401   ``unauthorized``      ``Authorization: Bearer <key or token>`` missing or refused
+403   ``forbidden``         a token without the admin role
 413   ``too_large``         body over the limit (``--publish-max-body``)
 400   protocol codes        ``invalid_json``, ``invalid_message``, ``unknown_channel``,
-                            ``invalid_symbol``: the body or ``data`` is not valid
+                            ``invalid_symbol``: the body or ``data`` is not valid, or
+                            ``to`` without ``user`` while authentication is on
 403   ``forbidden``         ``channel`` is ``prices``: only the price feed publishes prices
 202                         accepted: in every subscriber's outbox, ``{"status": "accepted", ...}``
 ====  ====================  ===========================================================
 
-Keys are compared in constant time and never logged. Nothing is published unless
-the answer is 202.
+Credentials are checked by :class:`~realtime._http_auth.HTTPAuth` (the API key in
+constant time, or a token) and never logged. Nothing is published unless the answer
+is 202.
 
-:class:`APIEndpoint`, the key, body and error handling of this handler, is shared
-with the other endpoints of the HTTP API (``_rules_api``).
+:class:`APIEndpoint`, the credential, body and error handling of this handler, is
+shared with the other endpoints of the HTTP API (``_rules_api``, ``_disconnect``).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,7 +45,7 @@ from typing import Any, Final
 import orjson
 import trio
 
-from feeds import Publisher
+from feeds import MAX_USER_LENGTH, Publisher
 from protocol import (
     CHANNEL_EVENTS,
     CLIENT_ID_PATTERN,
@@ -48,6 +54,8 @@ from protocol import (
     RemoteProtocolError,
     structure_strict,
 )
+
+from ._http_auth import UNAUTHORIZED, Caller, HTTPAuth, Reject, peer
 
 logger = logging.getLogger("realtime.api")
 
@@ -58,10 +66,10 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 PATH: Final = "/api/publish"
 #: Codes of the HTTP API's own failures; body failures use :class:`protocol.ErrorCode`.
-UNAUTHORIZED: Final = "unauthorized"
 TOO_LARGE: Final = "too_large"
+__all__ = ["PATH", "TOO_LARGE", "UNAUTHORIZED", "APIEndpoint", "PublishAPI", "Reject"]
 
-_FIELDS: Final = ("channel", "data", "to")
+_FIELDS: Final = ("channel", "data", "to", "user")
 _CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
 #: Refusals worth a warning in the log: someone without the key, or misconfigured,
 #: or sending too much; not the everyday 4xx of a bad body.
@@ -70,29 +78,17 @@ BODY_TIMEOUT: Final = 10.0
 _LOGGED_REFUSALS: Final = frozenset({401, 403, 413})
 
 
-class Reject(Exception):
-    """An error answer of an :class:`APIEndpoint`: raised anywhere inside a handler,
-    turned into the JSON body ``{"error": message, "code": code}`` once, with
-    ``headers`` added to the response."""
-
-    def __init__(self, status: int, code: str, message: str, *, headers: Headers = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-
 class APIEndpoint:
-    """The common half of the gateway's HTTP API handlers (ASGI): the API key, the
+    """The common half of the gateway's HTTP API handlers (ASGI): the credential, the
     bounded body, JSON answers and the logging of refusals.
 
     A subclass implements :meth:`_handle` and calls, in this order,
-    :meth:`_check_method` (405), :meth:`_authenticate` (403 when ``api_key`` is
-    ``None``, i.e. the API is off; 401 for a missing or wrong key) and, if it takes a
-    body, :meth:`_read_body` (413 beyond ``max_body`` bytes): so the key is checked
-    before the body is read, and nothing else is learned without it. Keys are
-    compared in constant time and never logged.
+    :meth:`_check_method` (405), :meth:`_authenticate` or :meth:`_caller` (403 when
+    the API is off; 401 for a missing or refused credential; :meth:`_authenticate`
+    also 403 for a caller who is not an administrator) and, if it takes a body,
+    :meth:`_read_body` (413 beyond ``max_body`` bytes): so the credential is checked
+    before the body is read, and nothing else is learned without it. Credentials are
+    never logged (see ``_http_auth``).
     """
 
     #: How a refusal is logged: ``[API] Refused {_action} from HOST: reason``.
@@ -101,9 +97,9 @@ class APIEndpoint:
     _api_name = "The HTTP API"
 
     def __init__(
-        self, *, api_key: str | None, max_body: int, body_timeout: float = BODY_TIMEOUT
+        self, *, auth: HTTPAuth, max_body: int, body_timeout: float = BODY_TIMEOUT
     ) -> None:
-        self._key = api_key.encode("utf-8") if api_key else None
+        self._auth = auth
         self._max_body = max_body
         self._body_timeout = body_timeout
         #: Requests refused since start.
@@ -117,9 +113,7 @@ class APIEndpoint:
             status, headers = reject.status, reject.headers
             body = {"error": reject.message, "code": reject.code}
             if status in _LOGGED_REFUSALS:
-                logger.warning(
-                    "[API] Refused %s from %s: %s", self._action, peer(scope), reject.message
-                )
+                self._auth.log_refusal(self._action, scope, reject.message)
         # No body (204): no Content-Length either, which a 204 must not carry.
         payload = b"" if body is None else orjson.dumps(body)
         start: list[tuple[bytes, bytes]] = []
@@ -147,27 +141,15 @@ class APIEndpoint:
                 headers=[(b"allow", ", ".join(allowed).encode())],
             )
 
-    def _authenticate(self, scope: Scope) -> None:
-        """403 if the API is off, 401 unless ``Authorization: Bearer <the key>``."""
-        if self._key is None:
-            raise Reject(
-                403,
-                ErrorCode.FORBIDDEN,
-                f"{self._api_name} is off: start the gateway with --api-key "
-                "(or REALTIME_API_KEY) to turn it on",
-            )
-        values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
-        scheme, _, token = (values[0] if len(values) == 1 else b"").partition(b" ")
-        # compare_digest runs in time independent of where the strings differ.
-        if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)):
-            raise Reject(
-                401,
-                UNAUTHORIZED,
-                "Send the gateway's API key as 'Authorization: Bearer <key>'"
-                if not values
-                else "Wrong API key, or not sent as 'Authorization: Bearer <key>'",
-                headers=[(b"www-authenticate", b'Bearer realm="realtime"')],
-            )
+    def _authenticate(self, scope: Scope) -> Caller:
+        """The caller, an administrator: 403 if the API is off, 401 without a valid
+        credential, 403 for a user who is not an administrator."""
+        return self._auth.admin(scope, api_name=self._api_name)
+
+    def _caller(self, scope: Scope) -> Caller:
+        """The caller, whoever it is: 403 if the API is off, 401 without a valid
+        credential."""
+        return self._auth.caller(scope, api_name=self._api_name)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body; 413 as soon as it is known to exceed ``max_body`` (from
@@ -204,7 +186,8 @@ class APIEndpoint:
 class PublishAPI(APIEndpoint):
     """The ASGI handler of ``POST /api/publish`` (see the module doc).
 
-    ``api_key`` ``None`` turns the endpoint off. ``max_body`` bounds the body in bytes.
+    ``auth`` checks the credential: an administrator's, the API key or a token with
+    the admin role. ``max_body`` bounds the body in bytes.
     """
 
     _action = "publish"
@@ -214,11 +197,11 @@ class PublishAPI(APIEndpoint):
         self,
         publisher: Publisher,
         *,
-        api_key: str | None,
+        auth: HTTPAuth,
         max_body: int,
         body_timeout: float = BODY_TIMEOUT,
     ) -> None:
-        super().__init__(api_key=api_key, max_body=max_body, body_timeout=body_timeout)
+        super().__init__(auth=auth, max_body=max_body, body_timeout=body_timeout)
         self._publisher = publisher
         #: Events accepted since start.
         self.accepted = 0
@@ -227,19 +210,28 @@ class PublishAPI(APIEndpoint):
         self._check_method(scope, ("POST",), "Use POST to publish")
         self._authenticate(scope)
         raw = await self._read_body(scope, receive)
-        channel, data, to = _parse(raw)
-        await self._publisher.publish(channel, data, to=to)
+        channel, data, to, user = _parse(raw, authentication=self._auth.authentication)
+        await self._publisher.publish(channel, data, to=to, user=user)
         self.accepted += 1
         logger.info(
             "[API] Published %s from %s to %s",
             channel,
             peer(scope),
-            "every subscriber" if to is None else to,
+            _addressee(to, user),
         )
         body: dict[str, Any] = {"status": "accepted", "channel": str(channel)}
         if to is not None:
             body["to"] = to
+        if user is not None:
+            body["user"] = user
         return 202, body, ()
+
+
+def _addressee(to: str | None, user: str | None) -> str:
+    if user is None:
+        return "every subscriber" if to is None else to
+    shown = repr(user[:64])
+    return f"user {shown}" if to is None else f"{to} of user {shown}"
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -253,15 +245,17 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _parse(raw: bytes) -> tuple[Channel, Any, str | None]:
-    """The channel, validated payload and target of a publish body; raises Reject."""
+def _parse(raw: bytes, *, authentication: bool) -> tuple[Channel, Any, str | None, str | None]:
+    """The channel, validated payload, target client id and target user of a publish
+    body; raises Reject."""
     body = json_object(raw)
     for key in body:
         if key not in _FIELDS:
             raise Reject(
                 400,
                 ErrorCode.INVALID_MESSAGE,
-                f"Unknown field {key!r}: a publish body has channel, data and optionally to",
+                f"Unknown field {key!r}: a publish body has channel, data and optionally "
+                "to and user",
             )
     for key in ("channel", "data"):
         if key not in body:
@@ -287,16 +281,25 @@ def _parse(raw: bytes) -> tuple[Channel, Any, str | None]:
             ErrorCode.INVALID_MESSAGE,
             "Field 'to' must be a client id: 1-64 of A-Z a-z 0-9 _ . : -",
         )
+    user = body.get("user")
+    if "user" in body and not (isinstance(user, str) and 1 <= len(user) <= MAX_USER_LENGTH):
+        raise Reject(
+            400,
+            ErrorCode.INVALID_MESSAGE,
+            f"Field 'user' must be a user (a token's sub): a string of 1-{MAX_USER_LENGTH} "
+            "characters",
+        )
+    if authentication and to is not None and user is None:
+        raise Reject(
+            400,
+            ErrorCode.INVALID_MESSAGE,
+            "With authentication on, 'to' needs 'user' too: a client id names a connection "
+            "only within its user",
+        )
     if type(body["data"]) is not dict:
         raise Reject(400, ErrorCode.INVALID_MESSAGE, "Field 'data' must be an object")
     try:
         data = structure_strict(body["data"], CHANNEL_EVENTS[channel][1])
     except RemoteProtocolError as exc:
         raise Reject(400, exc.code, f"In 'data': {exc.message}") from None
-    return channel, data, to
-
-
-def peer(scope: Scope) -> str:
-    """The client's address, for logs."""
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return channel, data, to, user

@@ -12,8 +12,10 @@ Redis: it creates the epoch if there is none, increments the stream's seq, appen
 the event with its seq to the channel's capped history (or, for a price, replaces
 the symbol's last price), and ``PUBLISH``-es it on the events channel, all in O(1).
 The event travels encoded as the protocol's JSON with ``seq`` 0; Redis prefixes the
-real one: an entry is ``SEQ MS TO JSON`` (``MS`` Redis's clock, ``TO`` the target
-client id or empty), a published event ``EPOCH STREAM`` and the entry.
+real one: an entry is ``SEQ MS TO JSON`` (``MS`` Redis's clock, ``TO`` the event's
+address in one word: the target client id, then ``@`` and the target user
+percent-encoded when there is one, or empty for every subscriber), a published event
+``EPOCH STREAM`` and the entry.
 
 Following (:meth:`RedisBus.run`, in every node): subscribe to the events channel
 first, then catch up: one :data:`CATCH_UP` script call returns, atomically, the
@@ -42,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 import attrs
@@ -217,6 +219,21 @@ def _closed_on_teardown() -> Iterator[None]:
         pass
 
 
+def address(to: str | None, user: str | None) -> bytes:
+    """The one-word ``TO`` of an entry: ``to``, then ``@`` and ``user`` percent-encoded
+    (so it holds no space and no ``@``) when there is one; empty for everyone."""
+    word = to or ""
+    if user is not None:
+        word += "@" + quote(user, safe="")
+    return word.encode()
+
+
+def parse_address(word: bytes) -> tuple[str | None, str | None]:
+    """``(to, user)`` of a ``TO`` word written by :func:`address`."""
+    to, at, user = word.decode().partition("@")
+    return to or None, unquote(user) if at else None
+
+
 def _check(channel: Channel, data: EventData, symbol: str | None) -> None:
     expected = CHANNEL_EVENTS[channel][1]
     if type(data) is not expected:
@@ -256,8 +273,10 @@ class RedisPublisher:
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
-        """Stamp ``data`` with the publish time and publish it in Redis (see the class).
+        """Stamp ``data`` with the publish time and publish it in Redis (see the class),
+        addressed to ``to`` and ``user`` (see :class:`feeds.Publisher`).
 
         Raises ``TypeError`` when ``data`` is not the channel's payload or a price has
         no symbol: a bug in the producer, caught where it happens.
@@ -272,7 +291,7 @@ class RedisPublisher:
         else:
             message_class = typing.cast(Callable[..., EventMessage], CHANNEL_EVENTS[channel][0])
             message = message_class(data=data, seq=0, timestamp=timestamp)
-        body = (to or "").encode() + b" " + encode(message, Codec.JSON)
+        body = address(to, user) + b" " + encode(message, Codec.JSON)
         await self._script(
             keys=KEYS,
             args=(
@@ -295,12 +314,14 @@ class _Entry:
     seq: int
     ms: int
     to: str | None
+    user: str | None
     body: bytes
 
     @classmethod
     def parse(cls, raw: bytes) -> _Entry:
-        seq, ms, to, body = raw.split(b" ", 3)
-        return cls(int(seq), int(ms), to.decode() or None, body)
+        seq, ms, word, body = raw.split(b" ", 3)
+        to, user = parse_address(word)
+        return cls(int(seq), int(ms), to, user, body)
 
 
 def _pairs(flat: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
@@ -348,12 +369,13 @@ class RedisBus:
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
         """Publish through Redis, to every node (this one included, once Redis
         announces it). Raises ``RuntimeError`` unless :meth:`run` is running."""
         if self._publisher is None:
             raise RuntimeError("the Redis bus is not running")
-        await self._publisher.publish(channel, data, symbol=symbol, to=to)
+        await self._publisher.publish(channel, data, symbol=symbol, to=to, user=user)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow Redis until cancelled (see the class).
@@ -434,7 +456,7 @@ class RedisBus:
     def _receive(self, raw: bytes) -> bool:
         """Hand one published event to the hub unless the node has it already; False
         when it cannot be handed on without a catch-up (a new epoch, or a hole)."""
-        epoch, stream, seq_text, _ms, to, body = raw.split(b" ", 5)
+        epoch, stream, seq_text, _ms, word, body = raw.split(b" ", 5)
         if epoch != self._epoch:
             return False
         seq = int(seq_text)
@@ -444,14 +466,15 @@ class RedisBus:
             return True
         if seq != last + 1 and stream in self._channels:
             return False  # prices are state: a newer one needs nothing before it
-        self._deliver(body, seq, to.decode() or None, self._clock())
+        to, user = parse_address(word)
+        self._deliver(body, seq, to, user, self._clock())
         positions[stream] = seq
         return True
 
-    def _deliver(self, body: bytes, seq: int, to: str | None, at: float) -> None:
+    def _deliver(self, body: bytes, seq: int, to: str | None, user: str | None, at: float) -> None:
         assert self._hub is not None
         message = typing.cast(EventMessage, decode_server(body))
-        self._hub.deliver(attrs.evolve(message, seq=seq), to, at=at)
+        self._hub.deliver(attrs.evolve(message, seq=seq), to, user, at=at)
 
     async def _catch_up(self, script: Script[bytes]) -> None:
         """Bring the hub up to Redis: the epoch, every stream's position, each
@@ -486,7 +509,7 @@ class RedisBus:
         for symbol, raw in _pairs(prices):
             entry = _Entry.parse(raw)
             if entry.seq > positions.get(symbol, 0):
-                self._deliver(entry.body, entry.seq, entry.to, age(entry))
+                self._deliver(entry.body, entry.seq, entry.to, entry.user, age(entry))
                 positions[symbol] = entry.seq
         newest = dict(_pairs(seqs))
         for channel, entries in zip(HISTORY_CHANNELS, histories, strict=True):
@@ -498,7 +521,7 @@ class RedisBus:
                     continue
                 if entry.seq != last + 1:
                     self._lost(channel, last, entry.seq - 1)
-                self._deliver(entry.body, entry.seq, entry.to, age(entry))
+                self._deliver(entry.body, entry.seq, entry.to, entry.user, age(entry))
                 last = entry.seq
             head = int(newest.get(stream, 0))
             if head > last:  # aged or trimmed out of Redis before this node saw them

@@ -7,9 +7,17 @@
 ==========================  =====================================================
 
 A rule is the JSON object of one ``[[rules]]`` entry of a rule file (``id``,
-``symbol``, ``type``, ``threshold``, ``severity``?, ``hysteresis``?), validated by
-the very code that reads the files (:func:`feeds.parse_rule`), so both paths
-refuse the same values with the same sentences, naming the field.
+``symbol``, ``type``, ``threshold``, ``severity``?, ``hysteresis``?, ``user``?),
+validated by the very code that reads the files (:func:`feeds.parse_rule`), so both
+paths refuse the same values with the same sentences, naming the field.
+
+Whose rules: an administrator (the API key, or a token with the admin role) sees and
+manages every rule; a rule it adds belongs to the body's ``user``, or to no user (it
+fires to everyone). A user's token (with authentication on) sees, adds and deletes
+that user's rules only: what it adds is its own (a body naming another ``user`` is
+403), and another user's rule is as absent to it as one that does not exist (404).
+Ids are unique per user. ``?user=SUB`` names whose rules an administrator lists or
+deletes (``DELETE /api/alert-rules/ID`` alone deletes the rule of no user).
 
 The handler mutates the :class:`~feeds.AlertEngine` that the alert feed evaluates on
 every price, and which the feed keeps across restarts: a rule added here is
@@ -21,17 +29,21 @@ Order of checks, and the answer to each failure (every error body is
 
 ====  ====================  ===========================================================
 405   ``invalid_message``   a method the path does not take (``Allow`` lists them)
-403   ``forbidden``         the API is off: no key is configured (``--api-key``)
-401   ``unauthorized``      ``Authorization: Bearer <key>`` missing or wrong
+403   ``forbidden``         the API is off: no API key, and authentication off
+401   ``unauthorized``      ``Authorization: Bearer <key or token>`` missing or refused
+400   ``invalid_message``   a query other than ``?user=SUB``
+403   ``forbidden``         a user's token naming another user (body or query)
 413   ``too_large``         body over the limit (``--publish-max-body``)
 400   ``invalid_json``      the body is not JSON
 400   ``invalid_message``   not an object; an unknown, missing, null, mistyped or
                             out-of-range field (the sentence names it)
 400   ``invalid_symbol``    ``symbol`` is not a ticker
 400   ``unknown_symbol``    ``symbol`` is a ticker the price feed does not publish
-409   ``conflict``          a rule with this ``id`` exists (delete it first)
-409   ``too_many_rules``    the engine holds :data:`feeds.MAX_RULES` rules
-404   ``not_found``         DELETE of an id no rule has
+409   ``conflict``          the user (or no user) has a rule with this ``id`` (delete it
+                            first)
+409   ``too_many_rules``    the engine holds :data:`feeds.MAX_RULES` rules, or the user
+                            :data:`feeds.MAX_RULES_PER_USER`
+404   ``not_found``         DELETE of an id none of the user's rules has
 ====  ====================  ===========================================================
 
 The count is refused with 409, not 422: the body is fine, the collection's state is
@@ -44,13 +56,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from typing import Any, Final
+from urllib.parse import parse_qsl, quote
 
-from feeds import MAX_RULES, AlertEngine, AlertRule, RuleError, parse_rule
-
-# parse_rule and RuleError are not re-exported by feeds/__init__ (yet).
+from feeds import MAX_RULES, MAX_RULES_PER_USER, AlertEngine, AlertRule, RuleError, parse_rule
 from protocol import ErrorCode
 
-from ._publish import BODY_TIMEOUT, APIEndpoint, Headers, Receive, Reject, Scope, json_object, peer
+from ._http_auth import Caller, HTTPAuth, Reject, peer
+from ._publish import BODY_TIMEOUT, APIEndpoint, Headers, Receive, Scope, json_object
 
 logger = logging.getLogger("realtime.api")
 
@@ -80,6 +92,8 @@ def rule_json(rule: AlertRule) -> dict[str, Any]:
     }
     if rule.hysteresis is not None:
         body["hysteresis"] = rule.hysteresis
+    if rule.user is not None:
+        body["user"] = rule.user
     return body
 
 
@@ -89,7 +103,7 @@ class AlertRulesAPI(APIEndpoint):
 
     ``engine`` is the alert feed's engine, mutated in place; ``universe`` the symbols
     the price feed publishes (a rule on another symbol would never fire).
-    ``api_key`` ``None`` turns the endpoint off; ``max_body`` bounds a body in bytes.
+    ``auth`` checks credentials; ``max_body`` bounds a body in bytes.
     Every request is answered without blocking on anything but the client's body.
     """
 
@@ -101,11 +115,11 @@ class AlertRulesAPI(APIEndpoint):
         engine: AlertEngine,
         universe: Collection[str],
         *,
-        api_key: str | None,
+        auth: HTTPAuth,
         max_body: int,
         body_timeout: float = BODY_TIMEOUT,
     ) -> None:
-        super().__init__(api_key=api_key, max_body=max_body, body_timeout=body_timeout)
+        super().__init__(auth=auth, max_body=max_body, body_timeout=body_timeout)
         self._engine = engine
         self._universe = frozenset(universe)
         self._universe_text = ", ".join(sorted(self._universe)[:_NAMED_SYMBOLS]) + (
@@ -126,17 +140,35 @@ class AlertRulesAPI(APIEndpoint):
             self._check_method(
                 scope, ("GET", "POST"), "Use GET to list the alert rules, POST to add one"
             )
-            self._authenticate(scope)
+            caller = self._caller(scope)
             if scope["method"] == "GET":
-                return 200, {"rules": [rule_json(rule) for rule in self._engine.rules]}, ()
-            return self._add(scope, await self._read_body(scope, receive))
+                owner = _owner(caller, scope)
+                rules = (
+                    self._engine.rules
+                    if caller.admin and owner is None and not _query(scope)
+                    else self._engine.rules_of(owner)
+                )
+                return 200, {"rules": [rule_json(rule) for rule in rules]}, ()
+            return self._add(scope, caller, await self._read_body(scope, receive))
         self._check_method(scope, ("DELETE",), "Use DELETE to remove an alert rule")
-        self._authenticate(scope)
-        # After the key: without it, nobody learns which ids exist.
-        return self._remove(scope, path.removeprefix(PATH + "/"))
+        caller = self._caller(scope)
+        # After the credential: without it, nobody learns which ids exist.
+        return self._remove(scope, _owner(caller, scope), path.removeprefix(PATH + "/"))
 
-    def _add(self, scope: Scope, raw: bytes) -> tuple[int, object, Headers]:
+    def _add(self, scope: Scope, caller: Caller, raw: bytes) -> tuple[int, object, Headers]:
+        if _query(scope):
+            raise Reject(
+                400, ErrorCode.INVALID_MESSAGE, "POST takes no query: name the rule's user in it"
+            )
         table = json_object(raw)
+        if not caller.admin:
+            if table.get("user", caller.user) != caller.user:
+                raise Reject(
+                    403,
+                    ErrorCode.FORBIDDEN,
+                    "You may add alert rules for yourself only: leave 'user' out",
+                )
+            table = {**table, "user": caller.user}
         try:
             rule = parse_rule(table, _WHERE)
         except RuleError as exc:
@@ -155,31 +187,76 @@ class AlertRulesAPI(APIEndpoint):
                 f"{_WHERE}.symbol: {rule.symbol} is not a symbol of the price feed "
                 f"({self._universe_text})",
             )
-        if rule.id in self._engine:
+        engine = self._engine
+        if engine.get(rule.id, rule.user) is not None:
             raise Reject(
                 409,
                 CONFLICT,
-                f"An alert rule with id {rule.id!r} exists: delete it first to replace it",
+                f"An alert rule with id {rule.id!r} exists{_of(rule.user)}: delete it first "
+                "to replace it",
             )
-        if len(self._engine) >= MAX_RULES:
+        if len(engine) >= MAX_RULES:
             raise Reject(
                 409,
                 TOO_MANY_RULES,
                 f"The gateway holds {MAX_RULES} alert rules, the most it takes: "
                 "delete one to add another",
             )
+        if rule.user is not None and engine.count_of(rule.user) >= MAX_RULES_PER_USER:
+            raise Reject(
+                409,
+                TOO_MANY_RULES,
+                f"{'You hold' if not caller.admin else 'The user holds'} {MAX_RULES_PER_USER} "
+                "alert rules, the most one user may: delete one to add another",
+            )
         # No await between the checks above and this: no other request interleaves.
-        self._engine.add_rule(rule)
+        engine.add_rule(rule)
         self.added += 1
-        logger.info("[API] Added alert rule %s (%s) from %s", rule.id, rule.symbol, peer(scope))
-        location = f"{PATH}/{rule.id}".encode()
-        return 201, rule_json(rule), [(b"location", location)]
+        logger.info(
+            "[API] Added alert rule %s%s (%s) from %s",
+            rule.id,
+            _of(rule.user),
+            rule.symbol,
+            peer(scope),
+        )
+        location = f"{PATH}/{rule.id}"
+        if caller.admin and rule.user is not None:
+            location += f"?user={quote(rule.user, safe='')}"
+        return 201, rule_json(rule), [(b"location", location.encode())]
 
-    def _remove(self, scope: Scope, rule_id: str) -> tuple[int, object, Headers]:
-        if not self._engine.remove_rule(rule_id):
+    def _remove(self, scope: Scope, owner: str | None, rule_id: str) -> tuple[int, object, Headers]:
+        if not self._engine.remove_rule(rule_id, owner):
             # Ids are at most 64 characters: echo no more of a long path than that.
             shown = rule_id if len(rule_id) <= _MAX_ID else rule_id[:_MAX_ID] + "..."
-            raise Reject(404, NOT_FOUND, f"No alert rule has the id {shown!r}")
+            raise Reject(404, NOT_FOUND, f"No alert rule{_of(owner)} has the id {shown!r}")
         self.removed += 1
-        logger.info("[API] Removed alert rule %s from %s", rule_id, peer(scope))
+        logger.info("[API] Removed alert rule %s%s from %s", rule_id, _of(owner), peer(scope))
         return 204, None, ()
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    """The query's parameters; 400 for any but ``user``, or a repeated one."""
+    raw: bytes = scope.get("query_string", b"")
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, max_num_fields=2)
+    except ValueError:
+        pairs = [("", "")]
+    query = dict(pairs)
+    if len(query) != len(pairs) or set(query) - {"user"}:
+        raise Reject(400, ErrorCode.INVALID_MESSAGE, "The only query parameter is user, given once")
+    return query
+
+
+def _owner(caller: Caller, scope: Scope) -> str | None:
+    """Whose rules the request is about: a user's own; for an administrator, the
+    query's ``user``, else the rules of no user. 403 for a user naming another."""
+    named = _query(scope).get("user")
+    if caller.admin:
+        return named or None
+    if named is not None and named != caller.user:
+        raise Reject(403, ErrorCode.FORBIDDEN, "You may see and manage your own alert rules only")
+    return caller.user
+
+
+def _of(user: str | None) -> str:
+    return "" if user is None else f" of user {user[:64]!r}"

@@ -57,6 +57,8 @@ from ._bus import InProcessBus
 from ._config import Config, _flag
 from ._cors import CORS
 from ._delivery import Delivery
+from ._disconnect import DisconnectAPI
+from ._http_auth import HTTPAuth
 from ._hub import Event, Hub, utc_now
 from ._metrics import make_registry
 from ._open_files import connection_cap
@@ -205,6 +207,10 @@ class Server:
     publish_api: PublishAPI
     #: ``/api/alert-rules``: edits ``feeds.alerts.engine``, the engine the alert feed runs.
     alert_rules_api: AlertRulesAPI
+    #: ``POST /api/disconnect``.
+    disconnect_api: DisconnectAPI
+    #: Who may call the HTTP API, ``/ws/stats`` and ``/metrics``.
+    http_auth: HTTPAuth
     _shutdown: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -261,9 +267,10 @@ async def serve(
     )
     sessions = Sessions(config, hub, delivery, server_version=__version__)
     bus.attach(hub)
+    http_auth = HTTPAuth(api_key=config.api_key, verifier=sessions.verifier)
     publish_api = PublishAPI(
         bus,
-        api_key=config.api_key,
+        auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
     )
@@ -272,7 +279,13 @@ async def serve(
     alert_rules_api = AlertRulesAPI(
         feeds.alerts.engine,
         feeds.symbols,
-        api_key=config.api_key,
+        auth=http_auth,
+        max_body=config.publish_max_body,
+        body_timeout=config.body_timeout,
+    )
+    disconnect_api = DisconnectAPI(
+        sessions,
+        auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
     )
@@ -280,10 +293,12 @@ async def serve(
         GatewayApp(
             hub,
             sessions,
-            make_registry(hub, sessions, delivery),
+            make_registry(hub, sessions, delivery, http_auth),
             version=__version__,
             publish=publish_api,
             alert_rules=alert_rules_api,
+            disconnect=disconnect_api,
+            auth=http_auth,
         ),
         config.cors_allowed_origins,
     )
@@ -320,6 +335,8 @@ async def serve(
             feeds,
             publish_api,
             alert_rules_api,
+            disconnect_api,
+            http_auth,
         )
         task_status.started(server)
         await server._shutdown.wait()

@@ -12,7 +12,13 @@ own task.
 Authentication (docs/security.md) happens before the connection joins the hub: the
 token comes from the upgrade's ``Authorization: Bearer`` header or from a first
 ``auth`` message awaited for ``--auth-timeout``; a refused one gets ``unauthorized``
-and 4401. The verified :class:`~realtime._auth.Claims` stay on the session. Its
+and 4401. The verified :class:`~realtime._auth.Claims` stay on the session, and its
+``sub`` is the connection's user (with authentication off every connection is the
+demo user's, :data:`feeds.DEMO_USER`): what per-user events reach, and whose client
+id it holds. Before it joins the hub, a connection whose client id another user's
+connection holds is refused (4409: ids are scoped to their user, so nobody can take
+over, or receive the messages of, another user's id), and so is one past
+``--max-connections-per-user`` (4429). Its
 ``exp`` is the deadline of the session's read scope, so the reader itself ends at
 expiry (4401) with no timer of its own, and a refresh (an ``auth`` on the open
 connection) moves it. Grants are checked at subscribe and at refresh, where what a
@@ -49,6 +55,7 @@ from typing import Final
 import attrs
 import trio
 
+from feeds import DEMO_USER
 from protocol import (
     ALL_SYMBOLS,
     CLIENT_ID_PATTERN,
@@ -116,7 +123,8 @@ def _peer(request: RequestHead) -> str:
 
 class _Session(Outlet):
     """One connection: its outlet, the protocol state of its requests, and what its
-    token says (``claims``; ``None`` while authentication is off)."""
+    token says (``claims``; ``None`` while authentication is off). Its ``user`` is
+    the token's ``sub``, or the demo user's while authentication is off."""
 
     __slots__ = ("claims", "requests")
 
@@ -138,6 +146,7 @@ class _Session(Outlet):
             tokens=tokens,
         )
         self.claims = claims
+        self.user = DEMO_USER if claims is None else claims.sub
 
     def reply(self, message: ServerMessage) -> None:
         codec = self.codec
@@ -211,6 +220,12 @@ class Sessions:
         #: Connections closed with 4401 (refused or expired tokens), and refreshes refused.
         self.unauthorized = 0
         self.refused_refreshes = 0
+        #: Connections refused because another user's connection held their client id
+        #: (4409), or their user had --max-connections-per-user open (4429).
+        self.refused_client_ids = 0
+        self.refused_over_user_limit = 0
+        #: Connections closed by :meth:`disconnect` (4403).
+        self.disconnected = 0
         #: Refusals, at most a few lines every few seconds however many there are.
         self.refusal_log = ThrottledLog(logger, clock=trio.current_time)
 
@@ -320,6 +335,12 @@ class Sessions:
             if self.draining:  # began while the token was awaited: drain() missed it
                 await ws.aclose(CloseCode.GOING_AWAY, "Server shutting down; reconnect")
                 return None
+        # No await between this check and the registration in _open: what the hub
+        # holds cannot change in between.
+        refusal = self._refusal(request, client_id, DEMO_USER if claims is None else claims.sub)
+        if refusal is not None:
+            await ws.aclose(*refusal)
+            return None
         return self._open(ws, client_id, claims)
 
     async def _accept(
@@ -582,6 +603,71 @@ class Sessions:
 
     # --- connections --------------------------------------------------------------
 
+    def _refusal(
+        self, request: RequestHead, client_id: str, user: str
+    ) -> tuple[CloseCode, str] | None:
+        """Why ``user``'s connection with ``client_id`` may not join the hub (the close
+        code and reason), or ``None``: another user's connection holds the id, or
+        ``user`` has as many connections as one user may (with authentication on)."""
+        holder = self.hub.holder(client_id)
+        if holder is not None and holder.user != user:
+            self.refused_client_ids += 1
+            self.refusal_log.info(
+                "[WebSocket] Refused %s for user %s from %s: another user's connection "
+                "holds that client id (4409)",
+                client_id,
+                user[:64],
+                _peer(request),
+            )
+            return CloseCode.REPLACED, "Client id in use by another user: choose another"
+        if self.verifier is None:
+            return None  # every connection is the demo user's: no per-user limit
+        limit = self.config.max_connections_per_user
+        # A connection that replaces its own older one (4409) adds none.
+        if self.hub.connection_count_of(user) - (holder is not None) >= limit:
+            self.refused_over_user_limit += 1
+            self.refusal_log.info(
+                "[WebSocket] Refused %s for user %s from %s: %d connections open, the most "
+                "one user may have (--max-connections-per-user; 4429)",
+                client_id,
+                user[:64],
+                _peer(request),
+                limit,
+            )
+            return (
+                CloseCode.RATE_LIMITED,
+                f"Too many connections for this user (at most {limit}): close one first",
+            )
+        return None
+
+    def disconnect(self, *, user: str | None = None, client_id: str | None = None) -> list[str]:
+        """Close with 4403 every connection of ``user``, or the connection holding
+        ``client_id`` (given both: that one, if it is ``user``'s); the client ids closed.
+        Clients do not reconnect after 4403 on their own. Never blocks.
+
+        Raises ``ValueError`` when neither is given.
+        """
+        hub = self.hub
+        if client_id is not None:
+            holder = hub.holder(client_id)
+            found = [] if holder is None or user not in (None, holder.user) else [holder]
+        elif user is not None:
+            found = hub.connections_of(user)
+        else:
+            raise ValueError("disconnect whom? give a user or a client id")
+        closed = []
+        for outbox in found:
+            if outbox.close_code is None:
+                outbox.close(CloseCode.FORBIDDEN, "Disconnected by the gateway's administrator")
+                closed.append(outbox.client_id)
+                logger.info(
+                    "[WebSocket] Disconnecting %s (user %s) by request (4403)",
+                    outbox.client_id,
+                    (outbox.user or "")[:64],
+                )
+        self.disconnected += len(closed)
+        return sorted(closed)
+
     def _open(self, ws: WebSocketConnection, client_id: str, claims: Claims | None) -> _Session:
         """Register the connection with the hub and offer its welcome."""
         config, hub = self.config, self.hub
@@ -710,7 +796,11 @@ class Sessions:
                     seq = hub.position(channel)
                 else:
                     replay = hub.replay(
-                        channel, request.since, request.epoch or "", session.client_id
+                        channel,
+                        request.since,
+                        request.epoch or "",
+                        session.client_id,
+                        session.user,
                     )
                     seq = request.since
             if request.symbols is not None:

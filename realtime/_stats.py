@@ -21,6 +21,10 @@ hub keeps ids sorted, so a page costs O(log n + limit), not O(n); what it holds 
 bounded by ``limit`` x ``--max-symbols`` symbols. Totals over every connection are in
 ``GET /metrics``. Subscriptions come from each connection's own state
 (:class:`protocol.Subscriptions`), as its requests left it.
+
+With authentication on, only an administrator may read it (``_app``), and the body
+also has ``users``: each listed client's user (its token's ``sub``), so that an
+administrator can see whom to ``POST /api/disconnect``.
 """
 
 from __future__ import annotations
@@ -89,15 +93,21 @@ def parse_query(query: bytes) -> tuple[int, str | None]:
     return limit, after
 
 
-def stats_body(hub: Hub, sessions: Sessions, limit: int, after: str | None) -> dict[str, Any]:
-    """The ``/ws/stats`` body for one page (see the module doc)."""
+def stats_body(
+    hub: Hub, sessions: Sessions, limit: int, after: str | None, *, users: bool = False
+) -> dict[str, Any]:
+    """The ``/ws/stats`` body for one page (see the module doc); ``users`` adds each
+    listed client's user."""
     page, more = hub.clients_page(limit, after)
     clients: list[str] = []
     channels: dict[str, list[str]] = {}
     symbols: dict[str, list[str]] = {}
+    owners: dict[str, str] = {}
     for outbox in page:
         client_id = outbox.client_id
         clients.append(client_id)
+        if users and outbox.user is not None:
+            owners[client_id] = outbox.user
         subscriptions = sessions.subscriptions_of(outbox)
         if subscriptions is None or not len(subscriptions):
             continue
@@ -113,6 +123,8 @@ def stats_body(hub: Hub, sessions: Sessions, limit: int, after: str | None) -> d
         "channel_subscriptions": channels,
         "symbol_subscriptions": symbols,
     }
+    if users:
+        body["users"] = owners
     if more:
         body["truncated"] = True
         # The last id listed; with limit=0 the page is empty and the cursor stays put.

@@ -1,4 +1,5 @@
-"""A log that a flood cannot fill: refused origins and failed authentications."""
+"""A log that a flood cannot fill: refused origins, failed authentications, refused
+HTTP API calls."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ WINDOW: Final = 10.0
 
 
 class ThrottledLog:
-    """Writes at most ``lines`` lines per ``window`` seconds of ``clock`` to ``logger``
-    at INFO; past that it counts them, and the first line of the next window says how
-    many were left out. Never blocks."""
+    """Writes at most ``lines`` lines per ``window`` seconds of ``clock`` to ``logger``,
+    at INFO (:meth:`info`) or WARNING (:meth:`warning`), one budget for both; past that
+    it counts them, and the first line of the next window says how many were left
+    out. Never blocks."""
 
     __slots__ = ("_clock", "_left_out", "_lines", "_logger", "_max_lines", "_start", "_window")
 
@@ -35,10 +37,17 @@ class ThrottledLog:
         self._left_out = 0
 
     def info(self, message: str, *args: object) -> None:
+        self._write(logging.INFO, message, args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self._write(logging.WARNING, message, args)
+
+    def _write(self, level: int, message: str, args: tuple[object, ...]) -> None:
         now = self._clock()
         if now - self._start >= self._window:
             if self._left_out:
-                self._logger.info(
+                self._logger.log(
+                    level,
                     "%d more lines like these were left out of the log (at most %d per %g s)",
                     self._left_out,
                     self._max_lines,
@@ -47,6 +56,7 @@ class ThrottledLog:
             self._start, self._lines, self._left_out = now, 0, 0
         if self._lines < self._max_lines:
             self._lines += 1
-            self._logger.info(message, *args)
+            # The line names the caller's file and line, not this one's.
+            self._logger.log(level, message, *args, stacklevel=3)
         else:
             self._left_out += 1

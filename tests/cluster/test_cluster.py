@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import jwt
 import trio
 
 from realtime._redis_bus import EPOCH_KEY, open_redis
@@ -213,3 +215,61 @@ def test_feed_needs_a_bus_and_a_node_says_when_redis_cannot_be_reached() -> None
     )
     assert "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr
+
+
+SECRET = "cluster-test-secret-0123456789abcdef"
+
+
+@asynccontextmanager
+async def connect_as(node: Process, sub: str, client_id: str) -> AsyncIterator[Client]:
+    token = jwt.encode({"sub": sub, "exp": time.time() + 600}, SECRET, algorithm="HS256")
+    headers = [(b"Authorization", f"Bearer {token}".encode())]
+    async with open_ws(f"ws://127.0.0.1:{node.port}/ws/{client_id}", extra_headers=headers) as ws:
+        welcome = json.loads(await ws.get_message())
+        assert welcome["type"] == "welcome", welcome
+        yield Client(ws, welcome)
+
+
+async def test_a_user_s_message_published_on_one_node_reaches_that_user_on_the_other(
+    cluster: Cluster,
+) -> None:
+    def note(id_: str) -> dict[str, Any]:
+        return {"id": id_, "message": "yours", "type": "info"}
+
+    def notes(messages: list[dict[str, Any]]) -> list[str]:
+        return [m["data"]["id"] for m in messages if m["type"] == "notification"]
+
+    with trio.fail_after(TIMEOUT):
+        settings = ("--api-key", KEY, "--jwt-secret", SECRET)
+        node_a = await cluster.start_node(*settings)
+        node_b = await cluster.start_node(*settings)
+        async with (
+            connect_as(node_b, "alice", "a1") as alice,
+            connect_as(node_b, "bob", "b1") as bob,
+        ):
+            for client in (alice, bob):
+                await client.request(
+                    {"type": "subscribe", "channel": "notifications"}, "subscribed"
+                )
+            for body in (
+                {"channel": "notifications", "data": note("for-alice"), "user": "alice"},
+                {"channel": "notifications", "data": note("for-bob"), "user": "bob"},
+            ):
+                ((status, _, answer),) = await http_requests(
+                    node_a.port,
+                    [("POST", "/api/publish", json.dumps(body).encode())],
+                    headers=[("Authorization", f"Bearer {KEY}")],
+                )
+                assert status == 202, answer
+            assert (await alice.next("notification"))["data"]["id"] == "for-alice"
+            assert (await bob.next("notification"))["data"]["id"] == "for-bob"
+            # Both were offered on node B in order: Alice's queue holds no more of them.
+            assert notes(await alice.queued(lambda m: True)) == []
+            epoch = alice.welcome["epoch"]
+        # Resumed on node A, from Redis's history: Alice's own, never Bob's.
+        async with connect_as(node_a, "alice", "a2") as again:
+            await again.request(
+                {"type": "subscribe", "channel": "notifications", "since": 0, "epoch": epoch},
+                "subscribed",
+            )
+            assert notes(await again.queued(lambda m: True)) == ["for-alice"]

@@ -38,8 +38,10 @@ from realtime._redis_bus import (
     SEQ_KEY,
     RedisBus,
     RedisPublisher,
+    address,
     events_channel,
     open_redis,
+    parse_address,
     redacted,
 )
 
@@ -293,6 +295,52 @@ async def test_a_targeted_event_reaches_only_its_client_and_stays_so_in_history(
     assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 0, epoch, "x")] == []
     for_someone = node.hub.replay(Channel.NOTIFICATIONS, 0, epoch, "someone-else")
     assert [f.message.seq for f in for_someone] == [1]
+
+
+async def test_a_user_s_events_reach_that_user_on_every_node_and_in_every_history(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    # A sub may hold spaces and "@": the address word must survive both.
+    user = "alice @ example.com"
+    with trio.fail_after(TIMEOUT):
+        live = await start_node(redis_server.url)
+        mine = Outbox("a1", Codec.JSON, OutboxLimits(), user=user)
+        live.hub.register(mine)
+        live.hub.apply(mine, Change(Channel.NOTIFICATIONS, frozenset(), ALL_SYMBOLS))
+        async with publisher(redis_server.url) as (bus, _):
+            await bus.publish(Channel.NOTIFICATIONS, note(1), user=user)
+            await bus.publish(Channel.NOTIFICATIONS, note(2), user="bob")
+            await bus.publish(Channel.NOTIFICATIONS, note(3), to="a1", user=user)
+            await bus.publish(Channel.NOTIFICATIONS, note(4), to="a1", user="bob")
+            await bus.publish(Channel.NOTIFICATIONS, note(5))
+            await live.wait_for(lambda m: len(m) == 1)  # the watcher is nobody's
+        late = await start_node(redis_server.url)  # holds the history from catch-up
+    assert live.seqs("notification") == [5]
+    assert [orjson.loads(frame[2:])["seq"] for frame in mine.take()] == [1, 3, 5]
+    for node in (live, late):
+        hub = node.hub
+        for client_id, who, expected in (
+            ("a1", user, [1, 3, 5]),
+            ("a1", "bob", [2, 4, 5]),  # were a1 ever bob's
+            ("a1", None, [5]),
+            ("b1", "bob", [2, 5]),
+        ):
+            replay = hub.replay(Channel.NOTIFICATIONS, 0, hub.epoch, client_id, who)
+            assert [f.message.seq for f in replay] == expected, (client_id, who)
+
+
+def test_an_address_is_one_word_and_reads_back() -> None:
+    for to, user in [
+        (None, None),
+        ("c-1", None),
+        (None, "alice"),
+        ("c-1", "a b@c%d"),
+        (None, "\u00e9l\u00e8ve"),
+    ]:
+        word = address(to, user)
+        assert b" " not in word
+        assert parse_address(word) == (to, user)
+    assert parse_address(b"client-1") == ("client-1", None)  # written before users
 
 
 async def test_a_password_in_the_url_and_tls_with_rediss(

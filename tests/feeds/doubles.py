@@ -15,6 +15,7 @@ class Published:
     data: p.EventData
     symbol: str | None
     to: str | None
+    user: str | None = None
 
 
 @attrs.define
@@ -35,8 +36,9 @@ class Recorder:
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
-        self.items.append(Published(trio.current_time(), channel, data, symbol, to))
+        self.items.append(Published(trio.current_time(), channel, data, symbol, to, user))
 
     def on(self, channel: p.Channel) -> list[Published]:
         return [item for item in self.items if item.channel is channel]

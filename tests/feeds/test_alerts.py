@@ -11,6 +11,7 @@ import trio.testing
 import protocol as p
 from feeds import (
     MAX_RULES,
+    MAX_RULES_PER_USER,
     AlertEngine,
     AlertFeed,
     AlertRule,
@@ -144,10 +145,71 @@ def test_rule_count_is_bounded() -> None:
     engine.add_rule(AlertRule(id="r0", symbol="B", type="price_below", threshold=1))  # replace
 
 
+def test_a_user_s_rules_are_that_user_s_and_fire_to_that_user() -> None:
+    engine = AlertEngine(
+        [
+            AlertRule(id="r", symbol="A", type="price_above", threshold=10),
+            AlertRule(id="r", symbol="A", type="price_above", threshold=10, user="alice"),
+        ]
+    )
+    # The same id for another user is another rule; a duplicate for one user is refused.
+    engine.add_rule(AlertRule(id="r", symbol="A", type="price_above", threshold=20, user="bob"))
+    with pytest.raises(ValueError, match="duplicate rule id 'r'"):
+        AlertEngine([AlertRule(id="r", symbol="A", type="price_above", threshold=1, user="x")] * 2)
+    assert [rule.user for rule in engine.rules] == [None, "alice", "bob"]
+    assert [rule.threshold for rule in engine.rules_of("bob")] == [20]
+    assert "r" in engine  # a rule of no user
+    assert engine.get("r", "alice") is not None
+    assert engine.get("r", "carol") is None
+    engine.fire("A", quote(9), 0.0)
+    fired = engine.fire("A", quote(15), 1.0)
+    assert [(f.user, f.alert.id) for f in fired] == [(None, "r-1"), ("alice", "r-1")]
+    assert engine.remove_rule("r", "alice") is True
+    assert engine.remove_rule("r", "alice") is False
+    assert engine.count_of("alice") == 0
+    assert [rule.user for rule in engine.rules] == [None, "bob"]
+
+
+def test_a_user_holds_at_most_max_rules_per_user() -> None:
+    engine = AlertEngine(
+        AlertRule(id=f"r{i}", symbol="A", type="price_above", threshold=1, user="alice")
+        for i in range(MAX_RULES_PER_USER)
+    )
+    with pytest.raises(ValueError, match=f"for user 'alice': at most {MAX_RULES_PER_USER}"):
+        engine.add_rule(
+            AlertRule(id="one-more", symbol="A", type="price_above", threshold=1, user="alice")
+        )
+    engine.add_rule(AlertRule(id="r0", symbol="B", type="price_below", threshold=1, user="alice"))
+    engine.add_rule(AlertRule(id="r0", symbol="B", type="price_below", threshold=1, user="bob"))
+    assert engine.count_of("alice") == MAX_RULES_PER_USER
+
+
+async def test_the_feed_publishes_each_alert_to_its_rule_s_user(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder()
+    tap = PriceTap(recorder)
+    rules = [
+        AlertRule(id="all", symbol="A", type="price_above", threshold=10),
+        AlertRule(id="mine", symbol="A", type="price_above", threshold=10, user="alice"),
+    ]
+    feed = AlertFeed(tap, rules)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(feed.run, recorder)
+        for price in (9.0, 11.0):
+            await tap.publish(p.Channel.PRICES, quote(price), symbol="A")
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    alerts = recorder.on(p.Channel.ALERTS)
+    assert [(item.user, item.to) for item in alerts] == [(None, None), ("alice", None)]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"id": "has space"}, "rule id must be"),
+        ({"user": ""}, "user must be a user name"),
+        ({"user": "x" * 257}, "user must be a user name"),
         ({"symbol": "aapl"}, "symbol must be a ticker"),
         ({"type": "price_sideways"}, "'price_sideways' is not a valid AlertType"),
         ({"threshold": 0}, "threshold must be a finite number above 0"),
@@ -185,6 +247,13 @@ type = "percent_move"
 threshold = 2.5
 severity = "critical"
 hysteresis = 0.1
+
+[[rules]]
+id = "aapl-185"
+symbol = "AAPL"
+type = "price_above"
+threshold = 185
+user = "alice"
 """
     )
     assert load_rules(path) == (
@@ -196,6 +265,13 @@ hysteresis = 0.1
             threshold=2.5,
             severity=p.Severity.CRITICAL,
             hysteresis=0.1,
+        ),
+        AlertRule(
+            id="aapl-185",
+            symbol="AAPL",
+            type=AlertType.PRICE_ABOVE,
+            threshold=185.0,
+            user="alice",
         ),
     )
 
@@ -216,6 +292,17 @@ RULE = 'id = "r"\nsymbol = "AAPL"\ntype = "price_above"\nthreshold = 1\n'
         ("[[rules]]\n" + RULE + "severity = 'loud'\n", "severity must be one of info"),
         ("[[rules]]\n" + RULE.replace("AAPL", "aapl"), r"rules\[0\]: symbol must be a ticker"),
         ("[[rules]]\n" + RULE + "[[rules]]\n" + RULE, r"rules\[1\]: duplicate rule id 'r'"),
+        ("[[rules]]\n" + RULE + "user = 7\n", r"rules\[0\].user must be a string"),
+        (
+            "[[rules]]\n" + RULE + "user = 'al'\n" + "[[rules]]\n" + RULE + "user = 'al'\n",
+            r"rules\[1\]: duplicate rule id 'r'",
+        ),
+        (
+            "".join(
+                f"[[rules]]\n{RULE}user = 'al'\n".replace('"r"', f'"r{i}"') for i in range(101)
+            ),
+            r"rules\[100\]: more than 100 rules for user 'al'",
+        ),
     ],
 )
 def test_bad_rule_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -13,6 +13,7 @@ import trio.testing
 
 import protocol as p
 from feeds import (
+    DEMO_USER,
     MAX_POSITIONS,
     Holding,
     Portfolio,
@@ -183,6 +184,8 @@ async def test_feed_publishes_at_most_once_a_second_and_only_on_change(
     assert 25 <= len(updates) <= 31
     snapshots = [item.data for item in updates]
     assert all(a != b for a, b in itertools.pairwise(snapshots))
+    # The demo's portfolio is the demo user's: per-user data, to that user alone.
+    assert {(item.user, item.to) for item in updates} == {(DEMO_USER, None)}
     # The last update values the portfolio at the last prices published before it.
     last = updates[-1]
     latest: dict[str, p.PriceData] = {}

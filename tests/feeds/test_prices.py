@@ -42,8 +42,10 @@ class Recorder:
         *,
         symbol: str | None = None,
         to: str | None = None,
+        user: str | None = None,
     ) -> None:
         assert to is None
+        assert user is None
         self.items.append(Published(trio.current_time() - self.start, channel, data, symbol))
         delay = self.first_delays.pop(0) if self.first_delays else self.delay
         if delay:

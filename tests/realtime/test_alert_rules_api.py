@@ -124,7 +124,8 @@ BAD_BODIES: list[tuple[bytes | dict[str, Any], str, str]] = [
     (
         {**RULE, "colour": "red"},
         "invalid_message",
-        "rule: unknown field 'colour' (allowed: hysteresis, id, severity, symbol, threshold, type)",
+        "rule: unknown field 'colour' "
+        "(allowed: hysteresis, id, severity, symbol, threshold, type, user)",
     ),
     ({**RULE, "id": 7}, "invalid_message", "rule.id must be a string, got 7"),
     (
@@ -423,7 +424,7 @@ async def test_a_rule_added_over_http_survives_a_restart_of_the_alert_feed(
 
             # The feed's next evaluation raises, as a bug would: the supervisor logs it,
             # waits a second and runs the feed again.
-            evaluate = engine.observe
+            evaluate = engine.fire
             crashed = False
 
             def crash_once(symbol: str, quote: PriceData, now: float) -> list[Any]:
@@ -433,7 +434,7 @@ async def test_a_rule_added_over_http_survives_a_restart_of_the_alert_feed(
                     raise RuntimeError("injected crash")
                 return evaluate(symbol, quote, now)
 
-            monkeypatch.setattr(engine, "observe", crash_once)
+            monkeypatch.setattr(engine, "fire", crash_once)
             note = await client.next("notification")
             while "back up" not in note["data"]["message"]:
                 assert "Feed alerts" in note["data"]["message"], note

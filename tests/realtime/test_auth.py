@@ -221,6 +221,20 @@ def test_mint_token_makes_what_the_verifier_takes() -> None:
         verifier.verify(token, now=NOW + 3600)
 
 
+@pytest.mark.parametrize(
+    ("roles", "admin"), [(None, False), ([], False), (["trader"], False), (["x", "admin"], True)]
+)
+def test_the_roles_claim_makes_an_administrator(roles: list[str] | None, admin: bool) -> None:
+    token = mint_token(SECRET, sub="root", now=NOW, ttl=60, roles=roles)
+    assert TokenVerifier.from_secret(SECRET).verify(token, now=NOW).admin is admin
+
+
+def test_roles_must_be_a_list_of_strings() -> None:
+    token = jwt.encode({"sub": "x", "exp": NOW + 60, "roles": "admin"}, SECRET, algorithm="HS256")
+    with pytest.raises(TokenError, match="the roles claim must be a list of strings"):
+        TokenVerifier.from_secret(SECRET).verify(token, now=NOW)
+
+
 # --- public keys -----------------------------------------------------------------
 
 
@@ -485,7 +499,11 @@ def test_the_token_command_mints_what_the_gateway_verifies() -> None:
     result = run_token("--sub", "bob", "--jwt-secret", SECRET, environ={})
     assert result.returncode == 0, result.stderr
     everything = TokenVerifier.from_secret(SECRET).verify(result.stdout.strip(), now=time.time())
-    assert (everything.channels, everything.symbols) == (None, None)
+    assert (everything.channels, everything.symbols, everything.admin) == (None, None, False)
+    # --admin: roles ["admin"], the HTTP side's administrator.
+    result = run_token("--sub", "root", "--admin", "--jwt-secret", SECRET, environ={})
+    assert result.returncode == 0, result.stderr
+    assert TokenVerifier.from_secret(SECRET).verify(result.stdout.strip(), now=time.time()).admin
 
 
 @pytest.mark.parametrize(

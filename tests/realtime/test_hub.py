@@ -21,7 +21,7 @@ from protocol import (
     Subscriptions,
     decode_server,
 )
-from realtime._hub import Event, Hub
+from realtime._hub import ClientIdTaken, Event, Hub
 from realtime._outbox import Outbox, OutboxLimits
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -43,9 +43,9 @@ def price(symbol: str, value: float = 100.0) -> Event:
     return Event(Channel.PRICES, data, NOW, symbol=symbol)
 
 
-def note(number: int, to: str | None = None) -> Event:
+def note(number: int, to: str | None = None, user: str | None = None) -> Event:
     data = NotificationData(id=str(number), message=f"note {number}", type=NotificationType.INFO)
-    return Event(Channel.NOTIFICATIONS, data, NOW, to=to)
+    return Event(Channel.NOTIFICATIONS, data, NOW, to=to, user=user)
 
 
 def payload(frame: bytes) -> bytes:
@@ -246,3 +246,73 @@ def test_targeted_events_reach_only_their_client(hub: Hub) -> None:
     assert alice.depth == 1
     assert bob.depth == 0
     assert [f.message.seq for f in hub.replay(Channel.NOTIFICATIONS, 0, hub.epoch, "bob")] == []
+
+
+def connection(hub: Hub, client_id: str, user: str | None, *channels: Channel) -> Outbox:
+    outbox = Outbox(client_id, Codec.JSON, OutboxLimits(), user=user)
+    hub.register(outbox)
+    state = Subscriptions(10)
+    for channel in channels:
+        subscribe(hub, outbox, state, channel)
+    return outbox
+
+
+def seqs(outbox: Outbox) -> list[int]:
+    return [frame_payload(frame)["seq"] for frame in outbox.take()]
+
+
+def test_a_user_s_events_reach_every_connection_of_that_user_and_no_other() -> None:
+    hub = Hub(universe=UNIVERSE, clock=FakeClock(), history_messages=100)
+    alice_1 = connection(hub, "a1", "alice", Channel.NOTIFICATIONS)
+    alice_2 = connection(hub, "a2", "alice", Channel.NOTIFICATIONS)
+    alice_3 = connection(hub, "a3", "alice")  # not subscribed: nothing for it
+    bob = connection(hub, "b1", "bob", Channel.NOTIFICATIONS)
+    nobody = connection(hub, "n1", None, Channel.NOTIFICATIONS)
+    hub.publish(note(1, user="alice"))
+    hub.publish(note(2))
+    hub.publish(note(3, user="bob"))
+    hub.publish(note(4, to="a2", user="alice"))
+    hub.publish(note(5, to="a2", user="bob"))  # a2 is not bob's: nobody gets it
+    hub.publish(note(6, user="carol"))  # not connected
+    assert seqs(alice_1) == [1, 2]
+    assert seqs(alice_2) == [1, 2, 4]
+    assert seqs(alice_3) == []
+    assert seqs(bob) == [2, 3]
+    assert seqs(nobody) == [2]
+    for outbox, expected in ((alice_1, [1, 2]), (alice_2, [1, 2, 4]), (bob, [2, 3])):
+        replay = hub.replay(Channel.NOTIFICATIONS, 0, hub.epoch, outbox.client_id, outbox.user)
+        assert [f.message.seq for f in replay] == expected
+    # A connection of nobody, with another user's client id, replays nothing of theirs.
+    assert [f.message.seq for f in hub.replay(Channel.NOTIFICATIONS, 0, hub.epoch, "a2")] == [2]
+
+
+def test_a_user_s_prices_reach_that_user_only(hub: Hub) -> None:
+    alice = connection(hub, "a1", "alice", Channel.PRICES)
+    bob = Outbox("b1", Codec.JSON, OutboxLimits(), user="bob")
+    hub.register(bob)
+    subscribe(hub, bob, Subscriptions(10), Channel.PRICES, ["AAPL"])
+    event = price("AAPL")
+    hub.publish(Event(event.channel, event.data, NOW, symbol="AAPL", user="bob"))
+    assert alice.depth == 0
+    assert [frame_payload(f)["symbol"] for f in bob.take()] == ["AAPL"]
+
+
+def test_a_client_id_is_held_by_one_user_at_a_time(hub: Hub) -> None:
+    alice = connection(hub, "same", "alice", Channel.NOTIFICATIONS)
+    with pytest.raises(ClientIdTaken):
+        hub.register(Outbox("same", Codec.JSON, OutboxLimits(), user="mallory"))
+    assert alice.close_code is None
+    assert hub.holder("same") is alice
+    assert hub.connection_count_of("mallory") == 0
+    # The same user's newer connection replaces the older (4409), and counts once.
+    newer = Outbox("same", Codec.JSON, OutboxLimits(), user="alice")
+    assert hub.register(newer) is alice
+    assert alice.close_code == 4409
+    assert hub.connections_of("alice") == [newer]
+    hub.unregister(alice, [])
+    assert hub.connections_of("alice") == [newer]
+    hub.unregister(newer, [])
+    assert hub.connection_count_of("alice") == 0
+    # Once it is free, another user may take it.
+    hub.register(Outbox("same", Codec.JSON, OutboxLimits(), user="mallory"))
+    assert hub.connection_count_of("mallory") == 1

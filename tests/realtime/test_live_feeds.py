@@ -111,7 +111,13 @@ class FlakyBus:
         self.failures = 0
 
     async def publish(
-        self, channel: Channel, data: EventData, *, symbol: str | None = None, to: str | None = None
+        self,
+        channel: Channel,
+        data: EventData,
+        *,
+        symbol: str | None = None,
+        to: str | None = None,
+        user: str | None = None,
     ) -> None:
         if channel is Channel.ALERTS and self.failures == 0:
             self.failures += 1

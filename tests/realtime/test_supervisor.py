@@ -17,7 +17,13 @@ class Recorder:
         self.published: list[tuple[Channel, EventData]] = []
 
     async def publish(
-        self, channel: Channel, data: EventData, *, symbol: str | None = None, to: str | None = None
+        self,
+        channel: Channel,
+        data: EventData,
+        *,
+        symbol: str | None = None,
+        to: str | None = None,
+        user: str | None = None,
     ) -> None:
         self.published.append((channel, data))
 

@@ -23,11 +23,11 @@ export const CloseCode = {
   INVALID_CLIENT_ID: 4400,
   /** Authentication is missing, invalid or expired. Fetch a new token and reconnect once; if that is refused too, stop. */
   UNAUTHORIZED: 4401,
-  /** The origin or a channel is not allowed for this client. Never reconnect as is. */
+  /** The origin or a channel is not allowed for this client, or an administrator disconnected it. Never reconnect as is. */
   FORBIDDEN: 4403,
-  /** A newer connection with the same `client_id` replaced this one. Never reconnect: the newer one would be replaced in turn. */
+  /** A newer connection with the same `client_id` replaced this one, or another user's connection holds that `client_id`. Never reconnect: the newer one would be replaced in turn; choose another id. */
   REPLACED: 4409,
-  /** The client kept exceeding its message rate. Reconnect after backing off. */
+  /** The client kept exceeding its message rate, or its user has as many connections open as allowed. Reconnect after backing off. */
   RATE_LIMITED: 4429,
   /** The client read too slowly and its outbox overflowed. Reconnect and resume with `since`. */
   SLOW_CONSUMER: 4499,
