@@ -8,7 +8,7 @@ and prints the difference per connection; once anonymous (no key), once with the
 token in the upgrade's ``Authorization`` header, once with the token as the first
 message. Tokens are minted as an identity provider would hand them out: 100 users,
 each granted two channels and ten symbols. The median of ``--repeat`` runs is printed,
-with the ratio to the anonymous connection (issue 14 asks for at most 1.10).
+with the ratio to the anonymous connection (the target is at most 1.10).
 """
 
 from __future__ import annotations

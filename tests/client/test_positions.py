@@ -1,7 +1,7 @@
 """Resuming from the subscription's position: the Python client against the gateway
 as a process (``realtime serve``), killed and restarted, over real sockets.
 
-Issue 13, item 11: a client subscribed to a channel on which nothing had arrived had
+Before positions, a client subscribed to a channel on which nothing had arrived had
 no position to resume from, so an event published while it was away was lost without
 a word, whether the gateway had restarted (no ``HistoryGap``) or not (no replay).
 ``subscribed`` now carries the channel's position, and the client resumes from it.

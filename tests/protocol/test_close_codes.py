@@ -13,7 +13,7 @@ import protocol as p
 #: 4403, 4409"; 4429 asks to reconnect after backing off.
 RECONNECT = {1001, 1006, 1011, 4429, 4499}
 FATAL = {4400, 4403, 4409}
-#: 4401: fetch a new token and reconnect once (issue 14).
+#: 4401: fetch a new token and reconnect once.
 REAUTHENTICATE = {4401}
 
 _DEFS = p.json_schema()["$defs"]

@@ -253,7 +253,7 @@ def rss(pid: int) -> int:
 #: What a healthy subscriber must still get while an attack runs on the same gateway:
 #: at least this share of the prices the feed publishes, and none of them later than
 #: this many seconds after publication. Generous, so that they hold on a slow, loaded
-#: 2-core machine; the issue's reproductions fail both (prices 4.9 s late, 31 a second
+#: 2-core machine; the attacks before their bounds fail both (prices 4.9 s late, 31 a second
 #: of 160).
 HEALTHY_SHARE = 0.5
 HEALTHY_LATENESS = 2.0

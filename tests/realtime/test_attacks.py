@@ -1,4 +1,4 @@
-"""Issue 13's attacks against the real gateway, a process of its own, each with a
+"""Attacks against the real gateway, a process of its own, each with a
 healthy subscriber on the same gateway: the attack meets its documented reaction,
 while the subscriber keeps its rate and its prices stay fresh (`healthy_subscriber`),
 and where the attack is on memory the gateway's RSS stays bounded.
@@ -39,7 +39,7 @@ from .helpers import (
 
 T = TypeVar("T")
 
-#: The feed: 16 symbols at 10 ticks a second, the issue's 160 prices a second.
+#: The feed: 16 symbols at 10 ticks a second, 160 prices a second.
 PRICES_PER_SECOND = 160.0
 FEED = ("--tick-rate", "10")
 #: Behind a proxy on the same host, as in the spec's nginx set-up: the test is the
@@ -161,8 +161,9 @@ CONNECT_RATE, CONNECT_BURST = 10, 100  # --connect-rate, --connect-burst
 
 
 async def test_reconnecting_after_4429_is_refused_with_429_and_buys_no_requests() -> None:
-    # The issue: a client that reconnected after every 4429 started with a full bucket
-    # each time and was served 6,810 requests a second (1,703 connections in 10 s).
+    # Before the per-source bucket, a client that reconnected after every 4429 started
+    # with a full bucket each time and was served 6,810 requests a second (1,703
+    # connections in 10 s).
     attackers = 4
     with trio.fail_after(TIMEOUT * 3):
         async with gateway_process(*FEED, *PROXY) as (process, port, _):

@@ -6,7 +6,7 @@
  *   and it is gone from the address bar;
  * - the dashboard without a token: the gateway's 4401 brings up the paste box, and a
  *   pasted token connects;
- * - origins (issue 14): a page served from an origin `--allowed-origins` lists
+ * - origins: a page served from an origin `--allowed-origins` lists
  *   connects; a page from another origin gets HTTP 403 before the 101, valid token
  *   or not.
  *
