@@ -357,10 +357,19 @@ class RedisBus:
         self._channels = {channel.value.encode(): channel for channel in HISTORY_CHANNELS}
         #: Catch-ups since start (the first one included).
         self.catch_ups = 0
+        #: Whether the first connection got as far as following: a failure before that
+        #: stops the start, one after is reconnected.
+        self._followed = False
 
     def attach(self, hub: Hub) -> None:
         """Deliver to ``hub``; before :meth:`run`."""
         self._hub = hub
+
+    @property
+    def connected(self) -> bool:
+        """Whether the node follows Redis now: subscribed and caught up, so that it
+        delivers what is published and can publish. False while it reconnects."""
+        return self._publisher is not None
 
     async def publish(
         self,
@@ -389,9 +398,13 @@ class RedisBus:
         try:
             await self._follow(task_status)
         except Exception as exc:
-            raise BusUnavailable(
-                f"Cannot use Redis at {redacted(self.url)}: {failure(exc)}"
-            ) from None
+            if not self._followed:
+                raise BusUnavailable(
+                    f"Cannot use Redis at {redacted(self.url)}: {failure(exc)}"
+                ) from None
+            # Started, then lost: coredis raises (ConnectionError) as often as it
+            # returns when Redis goes away. Reconnect as after a return.
+            logger.error("Redis at %s: %s", redacted(self.url), failure(exc))
         backoff = INITIAL_BACKOFF
         while True:
             logger.info("Reconnecting to Redis in %gs", backoff)
@@ -431,6 +444,7 @@ class RedisBus:
                 history_messages=self._history_messages,
                 history_seconds=self._history_seconds,
             )
+            self._followed = True
             logger.info(
                 "Following Redis at %s (epoch %s)",
                 redacted(self.url),
