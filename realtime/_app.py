@@ -1,27 +1,28 @@
 """The HTTP side: a plain ASGI app that hypercorn serves on the gateway's port.
 
-``GET /health``, ``GET /ws/stats`` (``_stats``), ``GET /metrics``, ``POST
-/api/publish``, ``/api/alert-rules[/ID]`` and ``POST /api/disconnect`` (their own
-handlers, in ``_publish``, ``_rules_api`` and ``_disconnect``), and the built dashboard
-for every other ``GET`` (``_static``: ``/`` is its ``index.html``; unknown files are
-404). With authentication on, ``/ws/stats`` and ``/metrics`` are an administrator's, as
-every ``/api/*`` is (``_http_auth``); ``/health`` and the dashboard stay open. 405 for a
-known path with another method, 426 for a ``/ws/`` request that is not an upgrade. CORS
-preflights never get here: ``_cors.CORS`` wraps the app and answers them. No framework:
-a handful of routes do not earn one, and the app stays a thin view over the hub's
-statistics.
+``GET /health``, ``GET /livez`` and ``GET /readyz`` (``_health``), ``GET /ws/stats``
+(``_stats``), ``GET /metrics``, ``POST /api/publish``, ``/api/alert-rules[/ID]`` and
+``POST /api/disconnect`` (their own handlers, in ``_publish``, ``_rules_api`` and
+``_disconnect``), and the built dashboard for every other ``GET`` (``_static``: ``/`` is
+its ``index.html``; unknown files are 404). With authentication on, ``/ws/stats`` and
+``/metrics`` are an administrator's, as every ``/api/*`` is (``_http_auth``); ``/health``,
+the probes and the dashboard stay open. 405 for a known path with another method, 426
+for a ``/ws/`` request that is not an upgrade. CORS preflights never get here:
+``_cors.CORS`` wraps the app and answers them. No framework: a handful of routes do not
+earn one, and the app stays a thin view over the hub's statistics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ._disconnect import PATH as DISCONNECT_PATH
 from ._disconnect import DisconnectAPI
+from ._health import Check, Readiness
 from ._http_auth import HTTPAuth, Reject
 from ._hub import Hub
 from ._publish import PATH as PUBLISH_PATH
@@ -30,6 +31,10 @@ from ._rules_api import AlertRulesAPI
 from ._sessions import Sessions
 from ._static import StaticFiles
 from ._stats import StatsQueryError, parse_query, stats_body
+
+#: Routes open to anyone whatever the authentication: an orchestrator's probes carry
+#: no credential.
+OPEN_ROUTES: Final = frozenset({"/health", "/livez", "/readyz"})
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,12 +55,15 @@ class GatewayApp:
         alert_rules: AlertRulesAPI | None = None,
         disconnect: DisconnectAPI | None = None,
         auth: HTTPAuth | None = None,
+        readiness: Readiness | None = None,
         static: StaticFiles | None = None,
     ) -> None:
         self.hub = hub
         #: Guards ``/ws/stats`` and ``/metrics`` while authentication is on; ``None``:
         #: they are open.
         self.auth = auth
+        #: The checks of ``/readyz``; ``None``: only the drain is checked.
+        self.readiness = readiness
         #: ``POST /api/publish``; ``None``: the route is 404.
         self.publish = publish
         #: ``/api/alert-rules`` and ``/api/alert-rules/{id}``; ``None``: they are 404.
@@ -67,6 +75,8 @@ class GatewayApp:
         self.version = version
         self._routes: dict[str, Callable[[Scope], tuple[int, bytes, bytes]]] = {
             "/health": self._health,
+            "/livez": self._livez,
+            "/readyz": self._readyz,
             "/ws/stats": self._stats,
             "/metrics": self._metrics,
         }
@@ -121,7 +131,7 @@ class GatewayApp:
         """Why a guarded route is refused to this request: with authentication on,
         ``/ws/stats`` and ``/metrics`` need an administrator's credential."""
         auth = self.auth
-        if auth is None or not auth.authentication or scope["path"] == "/health":
+        if auth is None or not auth.authentication or scope["path"] in OPEN_ROUTES:
             return None
         name = scope["path"]
         try:
@@ -140,6 +150,26 @@ class GatewayApp:
             "epoch": self.hub.epoch,
         }
         return (503 if draining else 200), b"application/json", orjson.dumps(body)
+
+    def _livez(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        """The process answers: 200, draining or not (a drain is no reason to restart)."""
+        return 200, b"application/json", b'{"status":"alive"}'
+
+    def _readyz(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        """200 when every check of ``_health.Readiness`` passes, else 503 naming the
+        checks that failed and why."""
+        if self.readiness is not None:
+            checks = self.readiness.checks()
+        else:
+            checks = [Check("draining", not self.sessions.draining, "the gateway is shutting down")]
+        failed = [check.name for check in checks if not check.ok]
+        body: dict[str, object] = {
+            "status": "not ready" if failed else "ready",
+            "checks": {check.name: "ok" if check.ok else check.detail for check in checks},
+        }
+        if failed:
+            body["failed"] = failed
+        return (503 if failed else 200), b"application/json", orjson.dumps(body)
 
     def _stats(self, scope: Scope) -> tuple[int, bytes, bytes]:
         """The spec's shape, one bounded page of clients at a time (see ``_stats``)."""

@@ -3,9 +3,9 @@
 One nursery supervises everything. ``serve`` reports a :class:`Server` handle once
 the port is listening; ``Server.shutdown`` (the CLI calls it on SIGTERM/SIGINT)
 drains: subscribers get a ``warning`` notification that the server is draining, new
-WebSocket handshakes get 503 and ``/health`` 503, every connection is closed with
-1001 after what it has pending, and once they are gone (or the grace period is over)
-the listener closes and everything else is cancelled.
+WebSocket handshakes get 503, ``/health`` and ``/readyz`` 503, every connection is
+closed with 1001 after what it has pending, and once they are gone (or the grace
+period is over) the listener closes and everything else is cancelled.
 
 Feeds: the price source (the simulated market, or a replay file) publishes through a
 :class:`feeds.PriceTap` into the bus; the alert, signal and portfolio feeds read the
@@ -58,6 +58,7 @@ from ._config import Config, _flag
 from ._cors import CORS
 from ._delivery import Delivery
 from ._disconnect import DisconnectAPI
+from ._health import FeedHealth, Readiness
 from ._http_auth import HTTPAuth
 from ._hub import Event, Hub, utc_now
 from ._metrics import make_registry
@@ -165,13 +166,21 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
     )
 
 
-def start_feeds(nursery: trio.Nursery, config: Config, feeds: Feeds, bus: Publisher) -> None:
+def start_feeds(
+    nursery: trio.Nursery,
+    config: Config,
+    feeds: Feeds,
+    bus: Publisher,
+    health: FeedHealth | None = None,
+) -> None:
     """Start each feed ``config`` asks for in ``nursery``, supervised, publishing into
-    ``bus`` (the price source through the tap, so the derived feeds see its prices)."""
+    ``bus`` (the price source through the tap, so the derived feeds see its prices).
+    ``health`` records which are down, for ``/readyz``."""
     supervised = feeds.supervised(derived=config.derived_feeds, demo_events=config.demo_events)
     for name, run in supervised:
         publisher: Publisher = feeds.tap if name == "prices" else bus
-        nursery.start_soon(partial(supervise, name, run, publisher, announce_start=True))
+        tracked = run if health is None else health.track(name, run)
+        nursery.start_soon(partial(supervise, name, tracked, publisher, announce_start=True))
 
 
 @contextmanager
@@ -211,6 +220,8 @@ class Server:
     disconnect_api: DisconnectAPI
     #: Who may call the HTTP API, ``/ws/stats`` and ``/metrics``.
     http_auth: HTTPAuth
+    #: The checks of ``/readyz``.
+    readiness: Readiness
     _shutdown: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -289,6 +300,8 @@ async def serve(
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
     )
+    feed_health = FeedHealth()
+    readiness = Readiness(sessions, bus, feed_health)
     app = CORS(
         GatewayApp(
             hub,
@@ -299,6 +312,7 @@ async def serve(
             alert_rules=alert_rules_api,
             disconnect=disconnect_api,
             auth=http_auth,
+            readiness=readiness,
         ),
         config.cors_allowed_origins,
     )
@@ -324,7 +338,7 @@ async def serve(
             raise StartupError(_listen_error(config, exc)) from exc
         _log_authentication(sessions.verifier, listener)
         if config.feeds and not isinstance(bus, RedisBus):
-            start_feeds(nursery, config, feeds, bus)
+            start_feeds(nursery, config, feeds, bus, feed_health)
         server = Server(
             config,
             hub,
@@ -337,6 +351,7 @@ async def serve(
             alert_rules_api,
             disconnect_api,
             http_auth,
+            readiness,
         )
         task_status.started(server)
         await server._shutdown.wait()

@@ -94,14 +94,16 @@ class RedisServer:
             lines.append(f"requirepass {self.password}")
         return "\n".join(lines) + "\n"
 
-    def start(self) -> None:
-        """Start on a free port; returns once it accepts connections. Raises
-        ``RuntimeError`` with its log if it does not within ``START_TIMEOUT``."""
+    def start(self, *, port: int | None = None) -> None:
+        """Start on ``port`` (default: a free one; a restart passes the old one);
+        returns once it accepts connections. Raises ``RuntimeError`` with its log if it
+        does not within ``START_TIMEOUT``."""
         if shutil.which(REDIS_SERVER) is None:
             raise RuntimeError(f"{REDIS_SERVER} is missing: run `make redis-deps` (Debian's)")
         self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):  # another process may take the free port before the server does
-            self.port = _free_port()
+        # Another process may take a free port before the server does: try others.
+        for _ in range(1 if port is not None else 5):
+            self.port = _free_port() if port is None else port
             config = self.folder / "redis.conf"
             config.write_text(self._config())
             (self.folder / "redis.log").unlink(missing_ok=True)
