@@ -24,6 +24,7 @@ from protocol import SYMBOL_PATTERN, Channel, json_schema
 from ._auth import ADMIN_ROLE, MAX_SUB_LENGTH, mint_token
 from ._config import ENV_PREFIX, Config, _flag, parse_setting, setting_type
 from ._feed import FEED_SETTINGS, run_feed
+from ._logs import formatter
 from ._open_files import raise_open_files_limit
 from ._redis_bus import BusUnavailable
 from ._server import Server, StartupError, __version__, serve, url_host
@@ -330,12 +331,9 @@ def _configure_logging(config: Config) -> None:
                 encoding="utf-8",
             )
         )
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+    for handler in handlers:
+        handler.setFormatter(formatter(config.log_format))
+    logging.basicConfig(level=config.log_level.upper(), handlers=handlers, force=True)
     # hypercorn logs every keep-alive close at INFO; only its problems matter here.
     logging.getLogger("realtime.http").setLevel(max(logging.WARNING, logging.root.level))
 

@@ -147,6 +147,8 @@ def _tick_rate(instance: object, attribute: attrs.Attribute[Any], value: float) 
 
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+#: ``--log-format``: the readable line, or one JSON object per line.
+LOG_FORMATS: Final = ("text", "json")
 
 
 def _lowercase(value: Any) -> Any:
@@ -157,6 +159,13 @@ def _log_level(instance: object, attribute: attrs.Attribute[Any], value: str) ->
     if value not in LOG_LEVELS:
         raise ValueError(
             f"{_flag(attribute.name)} must be one of {', '.join(LOG_LEVELS)}, got {value!r}"
+        )
+
+
+def _log_format(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in LOG_FORMATS:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be one of {', '.join(LOG_FORMATS)}, got {value!r}"
         )
 
 
@@ -347,8 +356,9 @@ class Config:
     )
     forwarded_allow_ips: str | None = _setting(
         None,
-        "proxies whose X-Forwarded-For names the client for the per-IP limits: "
-        "comma-separated addresses or CIDR blocks (unset: none, the peer's address counts)",
+        "proxies whose X-Forwarded-For names the client for the per-IP limits and the "
+        "log: comma-separated addresses or CIDR blocks (unset: none, the peer's address "
+        "counts)",
         validator=_forwarded_allow_ips,
     )
     shutdown_grace: float = _setting(10.0, "seconds to drain on SIGTERM before aborting")
@@ -502,6 +512,19 @@ class Config:
         "debug, info, warning or error (any case)",
         validator=_log_level,
         converter=_lowercase,
+    )
+    log_format: str = _setting(
+        "text",
+        "text (time level logger: message) or json (one object per line: time, level, "
+        "logger, message and the line's fields, e.g. client_id and peer)",
+        validator=_log_format,
+        converter=_lowercase,
+    )
+    access_log: bool = _setting(
+        True,
+        "log each HTTP request (method, path, status, bytes, time, the client's address) "
+        "on the realtime.access logger; WebSocket connections have their own lines",
+        validator=_no_check,
     )
 
     def __attrs_post_init__(self) -> None:

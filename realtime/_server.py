@@ -51,6 +51,7 @@ from feeds import (
 )
 from protocol import Channel, NotificationData, NotificationType
 
+from ._access import AccessLog
 from ._app import GatewayApp
 from ._auth import TokenVerifier
 from ._bus import InProcessBus
@@ -316,6 +317,7 @@ async def serve(
         ),
         config.cors_allowed_origins,
     )
+    http_app = AccessLog(app, sessions.sources) if config.access_log else app
     async with trio.open_nursery() as nursery:
         if isinstance(bus, RedisBus):  # a node: the hub follows Redis before clients come
             await nursery.start(bus.run)
@@ -328,7 +330,7 @@ async def serve(
                     config.host,
                     config.port,
                     websocket_handler=sessions.handle,
-                    asgi_app=app,
+                    asgi_app=http_app,
                     max_websockets=_connection_cap(config.max_connections),
                     ssl_context=ssl_context,
                     sources=sessions.sources,

@@ -87,6 +87,7 @@ from ._auth import Claims, TokenError, TokenVerifier
 from ._config import Config
 from ._delivery import Delivery, Outlet
 from ._hub import Hub, utc_now
+from ._logs import describe_peer, peer_fields
 from ._origins import OriginPolicy
 from ._outbox import Outbox, OutboxLimits
 from ._throttle import ThrottledLog
@@ -679,10 +680,24 @@ class Sessions:
             logger.info("[WebSocket] Replaced older connection of %s (4409)", client_id)
         channels: tuple[Channel, ...] = tuple(Channel)
         symbols = hub.symbols
+        # The spec's line, and the peer after it (docs/gateway.md, "Logs").
+        request = ws.request
+        peer = peer_fields(self.sources, request.client, request.header("x-forwarded-for"))
         if claims is None:
-            logger.info("[WebSocket] Connected: %s", client_id)
+            logger.info(
+                "[WebSocket] Connected: %s from %s",
+                client_id,
+                describe_peer(peer),
+                extra={"client_id": client_id, **peer},
+            )
         else:
-            logger.info("[WebSocket] Connected: %s (user %s)", client_id, claims.sub)
+            logger.info(
+                "[WebSocket] Connected: %s (user %s) from %s",
+                client_id,
+                claims.sub,
+                describe_peer(peer),
+                extra={"client_id": client_id, "user": claims.sub, **peer},
+            )
             self._expire_at(session, claims)
             channels = tuple(channel for channel in channels if claims.allows(channel))
             if claims.symbols is not None:
@@ -731,7 +746,10 @@ class Sessions:
         if session.aborted is not None:
             # No close frame was sent or received: the code would say nothing true.
             logger.warning(
-                "[WebSocket] Disconnected: %s (aborted: %s)", session.client_id, session.aborted
+                "[WebSocket] Disconnected: %s (aborted: %s)",
+                session.client_id,
+                session.aborted,
+                extra={"client_id": session.client_id},
             )
             return
         code, reason = session.ws.close_code, session.ws.close_reason
@@ -740,6 +758,7 @@ class Sessions:
             session.client_id,
             code,
             f", {reason}" if reason else "",
+            extra={"client_id": session.client_id, "code": code},
         )
 
     # --- requests ---------------------------------------------------------------------

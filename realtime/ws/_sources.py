@@ -193,6 +193,23 @@ class SourceTable:
                 address = self._forwarded_client(forwarded, address)
         return self._key(address)
 
+    def forwarded_for(self, peer: str | None, forwarded: str | None) -> str | None:
+        """The client that ``peer``, a trusted proxy, forwarded for according to its
+        ``X-Forwarded-For`` header ``forwarded``, as `source_of` finds it (the
+        rightmost hop that is not a trusted proxy); ``None`` when ``peer`` is not
+        trusted, or names no other address. For logs: exemptions and /64 blocks do
+        not apply."""
+        if peer is None or forwarded is None or not self.limits.forwarded_allow_ips:
+            return None
+        try:
+            address: Address = ipaddress.ip_address(peer)
+        except ValueError:
+            return None
+        if not self._trusted(address):
+            return None
+        client = self._forwarded_client(forwarded, address)
+        return None if client == address else str(client)
+
     def _trusted(self, address: Address) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped

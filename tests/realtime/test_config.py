@@ -29,6 +29,7 @@ def test_defaults_are_the_documented_limits() -> None:
     assert (config.log_max_bytes, config.log_backups) == (10 * 1024 * 1024, 5)
     assert config.demo_events is True
     assert config.cors_origins is None
+    assert (config.log_format, config.access_log) == ("text", True)
 
 
 def test_environment_then_flags() -> None:
@@ -98,6 +99,11 @@ def test_environment_then_flags() -> None:
             {"REALTIME_CONNECT_RATE": "0"},
             "--connect-rate (REALTIME_CONNECT_RATE) must be greater than 0",
         ),
+        (
+            {"REALTIME_LOG_FORMAT": "logfmt"},
+            "--log-format (REALTIME_LOG_FORMAT) must be one of text, json, got 'logfmt'",
+        ),
+        ({"REALTIME_ACCESS_LOG": "some"}, "--access-log (REALTIME_ACCESS_LOG) must be true"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:

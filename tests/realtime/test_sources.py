@@ -108,6 +108,19 @@ def test_forwarding_is_believed_only_from_forwarded_allow_ips() -> None:
     assert table().source_of("127.0.0.1", forwarded("203.0.113.7")) is None
 
 
+def test_the_log_names_the_forwarded_client_as_the_limits_find_it() -> None:
+    sources = table(forwarded_allow_ips=PROXIES)
+    assert sources.forwarded_for("127.0.0.1", "6.6.6.6, 203.0.113.7, 10.1.2.3") == "203.0.113.7"
+    # The address itself, not the /64 the limits count under.
+    assert sources.forwarded_for("10.0.0.5", "[2001:db8::1]:4711") == "2001:db8::1"
+    # Not a trusted proxy, no header, or a header naming nobody else: the peer it is.
+    assert sources.forwarded_for("198.51.100.1", "203.0.113.7") is None
+    assert sources.forwarded_for("127.0.0.1", None) is None
+    assert sources.forwarded_for("127.0.0.1", "garbage") is None
+    assert sources.forwarded_for(None, "203.0.113.7") is None
+    assert table().forwarded_for("127.0.0.1", "203.0.113.7") is None
+
+
 def test_a_long_forwarded_header_is_read_from_the_right_only() -> None:
     hops = ", ".join(["10.0.0.1"] * 10_000 + ["203.0.113.7"])
     sources = table(forwarded_allow_ips=PROXIES)
