@@ -314,7 +314,7 @@ def s3_slow_consumer(name: str, profile: Profile, pyspy: Path | None = None) -> 
             metric: server.metric(metric)
             for metric in (
                 "realtime_write_timeouts_total",
-                "realtime_slow_consumer_closes_total",
+                'realtime_connection_closes_total{by="server",code="4499"}',
                 "realtime_messages_conflated_total",
             )
         }

@@ -237,7 +237,8 @@ class RunningServer:
             return None
 
     def metric(self, name: str) -> float | None:
-        """A Prometheus sample of the gateway's ``/metrics``; None for the peers."""
+        """A Prometheus sample of the gateway's ``/metrics`` (``name`` with its labels
+        as written there, in name order); None for the peers."""
         if self.name != "gateway":
             return None
         url = f"http://127.0.0.1:{self.port}/metrics"
@@ -246,7 +247,7 @@ class RunningServer:
                 text = response.read().decode()
         except OSError:  # too busy to answer: the figure is missing, not the run
             return None
-        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else None
 
 

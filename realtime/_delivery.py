@@ -62,6 +62,7 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 
 from protocol import Codec
 
+from ._latency import LatencyHistogram
 from ._outbox import Outbox, OutboxLimits
 from .ws import ConnectionClosed, WebSocketConnection
 
@@ -192,7 +193,9 @@ class Delivery:
     Start :meth:`run` before the first connection. Counters (plain integers, read by
     the metrics): ``messages_sent``, ``writes`` (``messages_sent / writes`` is the
     coalescing factor), ``blocked_writes`` (writes handed to a writer task),
-    ``writers`` (writer tasks now) and ``write_timeouts``.
+    ``writers`` (writer tasks now) and ``write_timeouts``; and ``latency``, one
+    observation per flush of the flusher: the seconds from the first offer of the
+    oldest frame it wrote (the hub offers as it publishes) to the end of its writes.
     """
 
     def __init__(
@@ -226,6 +229,8 @@ class Delivery:
         self.blocked_writes = 0
         self.writers = 0
         self.write_timeouts = 0
+        #: Publish to write: per flush, how long its oldest frame waited (see ``_metrics``).
+        self.latency = LatencyHistogram()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the flusher and the writer tasks, until cancelled."""
@@ -283,18 +288,29 @@ class Delivery:
 
     def _flush_queued(self, until: float | None = None) -> None:
         """Write every queued outlet, and those waiting out the flush delay that are due
-        by ``until`` (default: now); count the burst's time as busy."""
+        by ``until`` (default: now); count the burst's time as busy, and the wait of
+        the oldest frame written in the ``latency`` histogram."""
         clock, now_queue, later = self._clock, self._now, self._later
         started = self._burst_started
         self._burst_started = None
         self._queued_before = 0
         now = clock()
         due = now if until is None else until
+        # Outlets queued now were offered their first frame since the burst began;
+        # those waiting out the delay, since their due time less the delay (the
+        # first of them, in order of due, the earliest).
+        oldest = started if now_queue else None
         while now_queue:
             self._flush(now_queue.popleft(), now)
-        while later and later[0].due <= due:
-            self._flush(later.popleft(), now)
-        self.meter.busy(now if started is None else started, clock())
+        if later and later[0].due <= due:
+            waited = later[0].due - self.flush_delay
+            oldest = waited if oldest is None or waited < oldest else oldest
+            while later and later[0].due <= due:
+                self._flush(later.popleft(), now)
+        ended = clock()
+        self.meter.busy(now if started is None else started, ended)
+        if oldest is not None:
+            self.latency.observe(ended - oldest)
 
     def _flush(self, outlet: Outlet, now: float) -> None:
         if outlet.writer is not None or outlet.close_code is not None or outlet.ws.closed:

@@ -1,17 +1,27 @@
 """Prometheus metrics, read from the hub's plain counters at scrape time.
 
 The fan-out path counts with plain integers; a prometheus-client ``Counter.inc``
-takes a lock, which would cost more per delivered message than the delivery.
+takes a lock, which would cost more per delivered message than the delivery. The
+publish-to-write histogram is the delivery's ``LatencyHistogram`` (``_latency``), one
+observation per flush, exported as a Prometheus histogram here.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 
 import trio
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from protocol import CloseCode
 
 from ._delivery import Delivery
 from ._http_auth import HTTPAuth
@@ -25,16 +35,58 @@ class GatewayCollector(Collector):
     ``None``: not exported)."""
 
     def __init__(
-        self, hub: Hub, sessions: Sessions, delivery: Delivery, http_auth: HTTPAuth | None = None
+        self,
+        hub: Hub,
+        sessions: Sessions,
+        delivery: Delivery,
+        http_auth: HTTPAuth | None = None,
+        *,
+        version: str = "unknown",
     ) -> None:
         self.hub = hub
         self.sessions = sessions
         self.delivery = delivery
         self.http_auth = http_auth
+        self.version = version
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.statistics()
         sources = self.sessions.sources.statistics()
+        build = GaugeMetricFamily(
+            "realtime_build_info",
+            "The gateway's version and what it runs on (always 1)",
+            labels=["version", "python", "trio"],
+        )
+        build.add_metric([self.version, platform.python_version(), trio.__version__], 1)
+        yield build
+        yield CounterMetricFamily(
+            "realtime_connections_opened",
+            "WebSocket sessions opened (welcomed); opened - closes = realtime_connections",
+            value=self.sessions.opened,
+        )
+        closes = CounterMetricFamily(
+            "realtime_connection_closes",
+            "WebSocket sessions ended, by close code and by who decided it (server: the "
+            "gateway's close or abort, 1006 for an abort; client: its close frame, 1006 "
+            "when it just left; codes outside the protocol's: other)",
+            labels=["code", "by"],
+        )
+        # Every close the server can decide is a series from the start (rate() needs
+        # the zero); the clients' only once seen.
+        counts = {(str(int(code)), "server"): 0 for code in CloseCode}
+        counts.update(self.sessions.closes)
+        for (code, by), count in sorted(counts.items()):
+            closes.add_metric([code, by], count)
+        yield closes
+        latency = self.delivery.latency
+        yield HistogramMetricFamily(
+            "realtime_publish_to_write_seconds",
+            "Seconds from the offer of the oldest frame of a flush (the hub offers an "
+            "event's frames as it publishes it) to the end of that flush's writes; one "
+            "observation per flush, not per message",
+            buckets=latency.cumulative(),
+            sum_value=latency.total,
+        )
         yield GaugeMetricFamily(
             "realtime_connections", "Open WebSocket connections", value=stats.total_connections
         )
@@ -75,12 +127,6 @@ class GatewayCollector(Collector):
                 stats.conflated,
             ),
             (
-                "realtime_slow_consumer_closes",
-                "Connections closed with 4499",
-                stats.slow_consumer_closes,
-            ),
-            ("realtime_replaced_connections", "Connections closed with 4409", stats.replaced),
-            (
                 "realtime_rate_limited_messages",
                 "Inbound messages dropped by the rate limit",
                 self.sessions.rate_limited,
@@ -94,11 +140,6 @@ class GatewayCollector(Collector):
                 "realtime_blocked_writes",
                 "Writes the socket did not take at once, handed to a writer task",
                 self.delivery.blocked_writes,
-            ),
-            (
-                "realtime_heartbeat_timeouts",
-                "Connections closed for missed heartbeats",
-                self.sessions.heartbeat_timeouts,
             ),
             (
                 "realtime_source_refusals",
@@ -201,10 +242,15 @@ def _count_tasks() -> int:
 
 
 def make_registry(
-    hub: Hub, sessions: Sessions, delivery: Delivery, http_auth: HTTPAuth | None = None
+    hub: Hub,
+    sessions: Sessions,
+    delivery: Delivery,
+    http_auth: HTTPAuth | None = None,
+    *,
+    version: str = "unknown",
 ) -> CollectorRegistry:
     """A registry of the gateway's own metrics (not the process-global default)."""
     registry = CollectorRegistry()
-    registry.register(GatewayCollector(hub, sessions, delivery, http_auth))
+    registry.register(GatewayCollector(hub, sessions, delivery, http_auth, version=version))
     ProcessCollector(registry=registry)  # RSS, CPU seconds, open file descriptors
     return registry

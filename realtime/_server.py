@@ -307,7 +307,7 @@ async def serve(
         GatewayApp(
             hub,
             sessions,
-            make_registry(hub, sessions, delivery, http_auth),
+            make_registry(hub, sessions, delivery, http_auth, version=__version__),
             version=__version__,
             publish=publish_api,
             alert_rules=alert_rules_api,

@@ -107,6 +107,7 @@ from .ws import (
 logger = logging.getLogger("realtime.websocket")
 
 _CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
+_CLOSE_CODES: Final = frozenset(CloseCode)
 _PREFIX: Final = "/ws/"
 _SUBPROTOCOLS: Final = (Codec.MSGPACK.subprotocol, Codec.JSON.subprotocol)
 
@@ -208,6 +209,10 @@ class Sessions:
         self._idle.set()
         self.rate_limited = 0
         self.heartbeat_timeouts = 0
+        #: Sessions opened (welcomed), and how they ended: (code, by) -> count, where
+        #: ``by`` is who decided the close (see :meth:`_count_close`).
+        self.opened = 0
+        self.closes: dict[tuple[str, str], int] = {}
         #: Checks tokens; ``None`` while authentication is off.
         self.verifier: TokenVerifier | None = config.token_verifier()
         #: Whose pages may connect: with no --allowed-origins and authentication off,
@@ -717,6 +722,7 @@ class Sessions:
         if not self._sessions:
             self._idle = trio.Event()
         self._sessions.add(session)
+        self.opened += 1
         return session
 
     async def _close(self, session: _Session) -> None:
@@ -728,6 +734,7 @@ class Sessions:
             self.sources.leave(source, session.requests.tokens(now), now)
         try:
             await self.delivery.finish(session)
+            self._count_close(session)
             self._log_close(session)
         finally:
             # Idle only once every session has finished closing, not when the last
@@ -735,6 +742,21 @@ class Sessions:
             self._sessions.discard(session)
             if not self._sessions:
                 self._idle.set()
+
+    def _count_close(self, session: _Session) -> None:
+        """Count the close under its code and who decided it: ``server`` for a close the
+        server decided (its code even when the close frame could not be written) or an
+        abort, else ``client`` (its close frame's code, 1006 when it just left). Codes
+        outside ``CloseCode`` count as ``other``: a client picks any 3000-4999, and
+        each would be a series of its own."""
+        if session.close_code is not None:
+            code, by = session.close_code, "server"
+        elif session.aborted is not None:
+            code, by = CloseCode.ABNORMAL_CLOSURE, "server"
+        else:
+            code, by = session.ws.close_code or CloseCode.ABNORMAL_CLOSURE, "client"
+        key = (str(int(code)) if code in _CLOSE_CODES else "other", by)
+        self.closes[key] = self.closes.get(key, 0) + 1
 
     def _log_close(self, session: _Session) -> None:
         if session.close_code == CloseCode.SLOW_CONSUMER:

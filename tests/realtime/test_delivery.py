@@ -250,6 +250,36 @@ async def test_under_load_bursts_within_the_flush_delay_share_a_write(
         ]  # fmt: skip
 
 
+async def test_each_flush_observes_how_long_its_oldest_frame_waited(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        latency = rig.delivery.latency
+        await rig.publish(3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (sum(latency.counts), latency.total) == (1, 0.0)  # written as it yielded
+        await rig.publish(3)
+        mock_clock.jump(FLUSH_DELAY)
+        await rig.publish(1)  # takes the burst to the flush delay: written now
+        assert sum(latency.counts) == 2
+        assert latency.total == pytest.approx(FLUSH_DELAY)
+    # Under load, frames wait out the flush delay in the later queue: counted from
+    # when they were offered, once per flush, however many bursts it carried.
+    async with open_rig(meter=LoadMeter(now=0.0, threshold=0.0)) as rig:
+        latency = rig.delivery.latency
+        await rig.publish(1)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(3):
+            await rig.publish(2)
+            await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(FLUSH_DELAY)
+        await trio.testing.wait_all_tasks_blocked()
+        assert rig.delivery.writes == 2
+        assert sum(latency.counts) == 2
+        assert latency.total == pytest.approx(FLUSH_DELAY)
+        assert latency.cumulative()[-1] == ("+Inf", 2)
+
+
 async def test_a_wait_shorter_than_the_timer_can_keep_is_not_waited(
     mock_clock: trio.testing.MockClock,
 ) -> None:
