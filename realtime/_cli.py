@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
@@ -22,7 +23,7 @@ import trio
 from protocol import SYMBOL_PATTERN, Channel, json_schema
 
 from ._auth import ADMIN_ROLE, MAX_SUB_LENGTH, mint_token
-from ._config import ENV_PREFIX, Config, _flag, parse_setting, setting_type
+from ._config import CONFIG_VARIABLE, ENV_PREFIX, Config, _flag, parse_setting, setting_type
 from ._feed import FEED_SETTINGS, run_feed
 from ._logs import formatter
 from ._open_files import raise_open_files_limit
@@ -59,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             for field in attrs.fields(Config)
             if (raw := getattr(args, field.name, None)) is not None
         }
-        config = Config.from_env(**overrides)
+        config_file = Path(args.config) if args.config is not None else None
+        config = Config.from_env(config_file=config_file, **overrides)
     except ValueError as exc:
         _fail(f"{command}: error: {exc}", 2)
     if args.command == "feed" and config.bus is None:
@@ -125,10 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the gateway with its simulated feeds",
         description=f"Every option can also be set as {ENV_PREFIX}<OPTION> in the environment "
-        "(e.g. REALTIME_PORT=9000); flags win.",
+        "(e.g. REALTIME_PORT=9000) or in a TOML file (--config); flags win over the "
+        "environment, which wins over the file. docs/configuration.md lists them all.",
         # Not the generated one, 50 options long: it is printed above every syntax error.
-        usage="%(prog)s [-h] [--OPTION VALUE ...]",
+        usage="%(prog)s [-h] [--config FILE] [--OPTION VALUE ...]",
     )
+    _add_config_argument(serve_parser)
     for field in attrs.fields(Config):
         kind = setting_type(field.name)
         default = field.default
@@ -150,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_feed_parser(commands)
     return parser
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"a TOML file of settings, named as the flags without the dashes in front "
+        f"(port = 9000, max-connections = 1000); the flags and {ENV_PREFIX}* variables "
+        f"win over it (default: {CONFIG_VARIABLE}, else none)",
+    )
 
 
 def _add_token_parser(commands: Any) -> None:
@@ -284,9 +298,11 @@ def _add_feed_parser(commands: Any) -> None:
         help="run the producers once for a cluster, publishing into Redis (--bus)",
         description="The simulated (or replayed) prices, alerts, signals, portfolio and "
         "notifications, published into the Redis that the nodes (realtime serve --bus) "
-        f"follow. Every option can also be set as {ENV_PREFIX}<OPTION>; flags win.",
-        usage="%(prog)s [-h] [--OPTION VALUE ...]",
+        f"follow. Every option can also be set as {ENV_PREFIX}<OPTION> or in a TOML file "
+        "(--config); flags win, then the environment.",
+        usage="%(prog)s [-h] [--config FILE] [--OPTION VALUE ...]",
     )
+    _add_config_argument(feed_parser)
     fields = attrs.fields_dict(Config)
     for name in FEED_SETTINGS:
         field = fields[name]

@@ -1,16 +1,22 @@
-"""The server's configuration: one frozen object, from flags and ``REALTIME_*`` variables.
+"""The server's configuration: one frozen object, from flags, ``REALTIME_*`` variables
+and a TOML file (``--config``), in that order of precedence, over the defaults.
 
 Every limit in DESIGN.md's table is a field here with its documented default, and is
 validated when the object is built, so a bad value stops the server at start with a
-message naming the setting, never later under load.
+message naming the setting, never later under load. The file's keys are the flags'
+names without the dashes in front (``max-connections = 1000``); a key that is no
+setting is refused, naming it.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,6 +29,8 @@ from ._tls import TLSFileError, server_context
 from .ws import parse_networks
 
 ENV_PREFIX: Final = "REALTIME_"
+#: The variable naming the config file when ``--config`` does not.
+CONFIG_VARIABLE: Final = ENV_PREFIX + "CONFIG"
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -627,19 +635,108 @@ class Config:
         return self.heartbeat_interval * (self.heartbeat_misses + 1)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """A config from ``REALTIME_*`` variables, then ``overrides`` (flags) on top.
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: Path | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """A config from the TOML file ``config_file`` (default: the one
+        ``REALTIME_CONFIG`` names, if any), then ``REALTIME_*`` variables on top, then
+        ``overrides`` (flags) on top of those.
 
-        Raises ``ValueError`` naming the setting for a value that does not parse or fit.
+        Raises ``ValueError`` naming the setting for a value that does not parse or
+        fit, and naming the file and key for a file that cannot be read, is not
+        TOML, or holds a key that is no setting.
         """
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        if config_file is None and environ.get(CONFIG_VARIABLE):
+            config_file = Path(environ[CONFIG_VARIABLE])
+        values: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
         for field in attrs.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
                 values[field.name] = parse_setting(field.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of the TOML file ``path``, by field name, each checked as
+    :class:`Config` checks it. Keys are the flags' names (``max-connections``).
+
+    Raises ``ValueError`` with one line naming the file and the key: a file that
+    cannot be read or is not TOML, a key that is no setting (with the nearest one), a
+    value of the wrong TOML type, or one the setting refuses.
+    """
+    where = f"--config ({CONFIG_VARIABLE}) {path}"
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ValueError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{where}: a directory, not a file") from None
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: not valid TOML: {exc}") from None
+    fields = attrs.fields_dict(Config)
+    keys = [name.replace("_", "-") for name in fields]
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        name = key.replace("-", "_")
+        if "_" in key or name not in fields:
+            hint = (
+                f"write it as the flag, {key.replace('_', '-')!r}"
+                if key.replace("_", "-") in keys
+                else "; ".join(
+                    f"did you mean {match!r}?"
+                    for match in difflib.get_close_matches(key, keys, n=1, cutoff=0.7)
+                )
+                or "settings are the flags of `realtime serve --help`, without the dashes"
+            )
+            raise ValueError(f"{where}: unknown setting {key!r}: {hint}")
+        field = fields[name]
+        value = _from_toml(name, value, where)
+        if field.converter is not None:  # ours are plain functions of the value
+            value = typing.cast(Callable[[Any], Any], field.converter)(value)
+        validator = field.validator
+        assert validator is not None  # _setting gives every field one
+        try:
+            validator(None, field, value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        values[name] = value
+    return values
+
+
+_TOML_TYPES: Final = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a string (a path)",
+}
+
+
+def _from_toml(name: str, value: object, where: str) -> Any:
+    """``value`` as setting ``name`` takes it: TOML's own types, a number for a float,
+    a string for a path. Raises ``ValueError`` naming the key and what it needs."""
+    kind = setting_type(name)
+    if kind is bool:
+        fits = isinstance(value, bool)
+    elif kind is int:
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, str)
+    if not fits:
+        key = name.replace("_", "-")
+        raise ValueError(f"{where}: {key} must be {_TOML_TYPES[kind]}, got {value!r}")
+    return kind(value) if kind in (Path, float) else value
 
 
 def setting_type(name: str) -> Any:

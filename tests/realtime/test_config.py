@@ -161,3 +161,81 @@ def test_replay_sample_is_the_shipped_file() -> None:
     # Any other name is a path: a file of one's own named sample is ./sample.
     with pytest.raises(ValueError, match=r"no such file: sample$"):
         Config(feed="replay:./sample")
+
+
+# --- the config file (--config) -----------------------------------------------------
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_file_is_under_the_environment_which_is_under_the_flags(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        'port = 9001\nmax-connections = 1000\ntick-rate = 2\nfeeds = false\nlog-level = "DEBUG"\n'
+        'log-file = "logs/gw.log"\nforwarded-allow-ips = "10.0.0.0/8"\n',
+    )
+    config = Config.from_env({}, config_file=path)
+    assert (config.port, config.max_connections, config.tick_rate) == (9001, 1000, 2.0)
+    assert (config.feeds, config.log_level, config.log_file) == (
+        False,
+        "debug",
+        Path("logs/gw.log"),
+    )
+    assert config.forwarded_allow_ips == "10.0.0.0/8"
+    config = Config.from_env({"REALTIME_PORT": "9002"}, config_file=path)
+    assert (config.port, config.max_connections) == (9002, 1000)
+    config = Config.from_env({"REALTIME_PORT": "9002"}, config_file=path, port=9003)
+    assert config.port == 9003
+    # REALTIME_CONFIG names the file when no flag does; --config wins over it.
+    assert Config.from_env({"REALTIME_CONFIG": str(path)}).port == 9001
+    other = tmp_path / "other.toml"
+    other.write_text("port = 9004\n")
+    assert Config.from_env({"REALTIME_CONFIG": str(path)}, config_file=other).port == 9004
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "max-conections = 10\n",
+            "unknown setting 'max-conections': did you mean 'max-connections'?",
+        ),
+        (
+            "max_connections = 10\n",
+            "unknown setting 'max_connections': write it as the flag, 'max-connections'",
+        ),
+        (
+            "colour = 'blue'\n",
+            "unknown setting 'colour': settings are the flags of `realtime serve --help`",
+        ),
+        ("[serve]\nport = 1\n", "unknown setting 'serve'"),
+        ('port = "8000"\n', "port must be an integer, got '8000'"),
+        ("port = 8000.5\n", "port must be an integer, got 8000.5"),
+        ("feeds = 1\n", "feeds must be true or false, got 1"),
+        ("tick-rate = true\n", "tick-rate must be a number, got True"),
+        ("alerts = 3\n", "alerts must be a string (a path), got 3"),
+        ("port = 70000\n", "--port (REALTIME_PORT) must be between 0 and 65535, got 70000"),
+        ('log-format = "xml"\n', "--log-format (REALTIME_LOG_FORMAT) must be one of text, json"),
+        ("port = \n", "not valid TOML: Invalid value (at line 1, column 8)"),
+    ],
+)
+def test_a_bad_file_is_refused_in_one_line_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = _toml(tmp_path, text)
+    with pytest.raises(ValueError, match=r"^--config") as refused:
+        Config.from_env({}, config_file=path)
+    assert str(refused.value).startswith(f"--config (REALTIME_CONFIG) {path}: ")
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_missing_or_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        Config.from_env({}, config_file=tmp_path / "absent.toml")
+    with pytest.raises(ValueError, match="a directory, not a file"):
+        Config.from_env({}, config_file=tmp_path)

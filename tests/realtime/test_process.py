@@ -214,3 +214,32 @@ async def test_log_file_rotates_within_its_bound(tmp_path: Path) -> None:
     assert all(f.stat().st_size <= 4096 for f in files), [f.stat().st_size for f in files]
     text = "".join(f.read_text() for f in files)
     assert "DEBUG realtime.hub: [WebSocket] Broadcasting price update: " in text
+
+
+def test_a_config_file_sets_what_the_flags_do_not(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = 0\nmax-conections = 10\n")
+    result = subprocess.run(
+        [*REALTIME, "serve", "--config", str(bad)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"realtime serve: error: --config (REALTIME_CONFIG) {bad}: unknown setting "
+        "'max-conections': did you mean 'max-connections'?\n"
+    )
+    good = tmp_path / "gateway.toml"
+    good.write_text('log-format = "json"\nfeeds = false\nport = 1\n')
+
+    async def main() -> None:
+        # The flag --port 0 (start_process's) wins over the file's port.
+        process, _, log = await start_process("--config", str(good))
+        process.send_signal(signal.SIGTERM)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain_log, process, log)
+            assert await process.wait() == 0
+        entries = [json.loads(line) for line in b"".join(log).decode().splitlines()]
+        messages = [entry["message"] for entry in entries]
+        assert "Shut down" in messages
+        assert "Feed prices started" not in messages
+
+    trio.run(main)
