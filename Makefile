@@ -2,12 +2,13 @@
 #   make run    start the gateway with its simulated feeds on 127.0.0.1:8000
 #   make test   lint, then every test
 #   make wheel  dist/realtime_gateway-*.whl, the dashboard inside: pip install it anywhere
+#   make docs   regenerate docs/configuration.md from the settings (realtime.Config)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint pytest conformance wheel clean redis-deps
+.PHONY: install run test lint pytest conformance wheel clean redis-deps docs
 
 install: $(STAMP) web-install
 
@@ -62,6 +63,10 @@ conformance: install
 wheel: install
 	rm -rf build dist
 	$(BIN)/python -m pip wheel --no-deps --quiet --wheel-dir dist .
+
+# docs/configuration.md is generated from realtime.Config; a test fails while it is stale.
+docs: install
+	$(BIN)/python -m realtime._reference > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -52,6 +52,7 @@ FEED_SETTINGS: Final = (
     "log_max_bytes",
     "log_backups",
     "log_level",
+    "log_format",
 )
 
 
