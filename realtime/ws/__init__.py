@@ -15,7 +15,7 @@ from ._connection import (
 from ._frames import PING_FRAME, build_frame
 from ._handshake import accept_websocket, check_websocket_upgrade, reject_websocket
 from ._head import BadRequest, RequestHead, parse_request_head
-from ._listener import Listener, ListenerStatistics, WebSocketHandler, serve
+from ._listener import Listener, ListenerStatistics, WebSocketHandler, bind_shared, serve
 from ._sources import SourceLimits, SourceStatistics, SourceTable, parse_networks
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "WebSocketConnection",
     "WebSocketHandler",
     "accept_websocket",
+    "bind_shared",
     "build_frame",
     "check_websocket_upgrade",
     "parse_networks",

@@ -75,6 +75,7 @@ __all__ = [
     "Listener",
     "ListenerStatistics",
     "WebSocketHandler",
+    "bind_shared",
     "serve",
 ]
 
@@ -104,6 +105,8 @@ _ACCEPT_BACKOFF_MIN: Final = 0.01
 _ACCEPT_BACKOFF_MAX: Final = 1.0
 #: Seconds between two warnings that accept is failing.
 ACCEPT_WARNING_INTERVAL: Final = 10.0
+#: What `trio.open_tcp_listeners` asks for; the kernel caps it at net.core.somaxconn.
+_MAX_BACKLOG: Final = 0xFFFF
 _HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
 _SERVER_FULL: Final = BadRequest(
     503, "Server is at capacity; retry later", [(b"Retry-After", b"5")]
@@ -561,6 +564,7 @@ async def serve(
     reject_timeout: float = DEFAULT_REJECT_TIMEOUT,
     http_config: Config | None = None,
     sources: SourceTable | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve WebSockets and HTTP on it.
@@ -576,14 +580,22 @@ async def serve(
     (default: hypercorn's defaults, access log off, errors to the
     ``realtime.http`` logger). ``ssl_context`` makes every connection TLS.
     ``sources`` (default: none) limits new connections per source IP (429) and
-    names each upgrade's ``request.source``.
+    names each upgrade's ``request.source``. ``reuse_port`` binds with
+    ``SO_REUSEPORT`` (see `bind_shared`), so that other processes can listen on
+    the same port and the kernel spreads new connections among them.
 
     Runs until cancelled, or until `Listener.stop_accepting` was called and
     every accepted connection has ended. Exceptions from one connection
     (handler included) are logged and contained. Raises OSError if the
     address cannot be bound.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if reuse_port:
+        listeners = [
+            trio.SocketListener(sock)
+            for sock in await bind_shared(host, port, backlog=_MAX_BACKLOG)
+        ]
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         listener = Listener(
             listeners,
@@ -605,3 +617,51 @@ async def serve(
     logger.info("Listening on %s", listener._describe())
     task_status.started(listener)
     await listener._run()
+
+
+async def bind_shared(
+    host: str | None, port: int, *, backlog: int | None = None
+) -> list[trio.socket.SocketType]:
+    """Sockets bound to ``host:port`` with ``SO_REUSEPORT``, one per address of
+    ``host`` (as `trio.open_tcp_listeners` binds them), listening when a
+    ``backlog`` is given.
+
+    Processes of one user that bind a port this way share it: the kernel (Linux
+    3.9+) spreads new connections over the sockets that listen on it, each with its
+    own accept queue, and a socket that closes (its process died) simply drops out.
+    A socket bound without listening takes no connections: a supervisor holds one to
+    keep the port while its workers come and go. ``port`` 0 picks a free port for
+    the first address, and the others take the same one. Raises OSError if the
+    address cannot be bound (in use by a socket without ``SO_REUSEPORT``, or by
+    another user).
+    """
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    sockets: list[trio.socket.SocketType] = []
+    try:
+        for family, type_, proto, _, sockaddr in addresses:
+            try:
+                sock = trio.socket.socket(family, type_, proto)
+            except OSError as exc:
+                # An address family this system lacks (IPv6 for "localhost", say).
+                if exc.errno == errno.EAFNOSUPPORT:
+                    continue
+                raise
+            sockets.append(sock)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
+            await sock.bind(sockaddr)
+            if backlog is not None:
+                sock.listen(backlog)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(errno.EAFNOSUPPORT, f"no address family of {host} is supported here")
+    return sockets

@@ -63,14 +63,14 @@ def tiny_app() -> ASGIApp:
 def start_listener(nursery: trio.Nursery) -> StartListener:
     """``await start_listener(websocket_handler, **serve_kwargs)``.
 
-    A running listener on 127.0.0.1 and a free port, serving the `tiny_app`
-    fixture's app unless told otherwise; it lives as long as the test.
+    A running listener on 127.0.0.1 and a free port (or ``port=``), serving the
+    `tiny_app` fixture's app unless told otherwise; it lives as long as the test.
     """
 
-    async def start(websocket_handler: WebSocketHandler, **kwargs: Any) -> Listener:
+    async def start(websocket_handler: WebSocketHandler, port: int = 0, **kwargs: Any) -> Listener:
         kwargs.setdefault("asgi_app", _tiny_app)
         listener: Listener = await nursery.start(
-            partial(serve, HOST, 0, websocket_handler=websocket_handler, **kwargs)
+            partial(serve, HOST, port, websocket_handler=websocket_handler, **kwargs)
         )
         return listener
 

@@ -29,6 +29,7 @@ from realtime.ws import (
     SourceLimits,
     SourceTable,
     accept_websocket,
+    bind_shared,
     serve,
 )
 
@@ -415,6 +416,47 @@ async def test_stop_accepting_keeps_existing_connections(
                     # ...while hypercorn closes its idle keep-alive connection.
                     assert await idle_http.receive_some() == b""
             # serve() returns on its own once the last connection has ended.
+
+
+async def test_listeners_with_reuse_port_share_the_port_and_a_closed_one_drops_out(
+    start_listener: StartListener, open_client: OpenClient
+) -> None:
+    """What ``--workers`` stands on, in one process: the kernel spreads connections over
+    the sockets listening on the port, never to a socket only bound (the supervisor's
+    reservation), and a listener that stops drops out of the spread."""
+    served: list[str] = []
+
+    def named(name: str) -> Callable[[trio.abc.Stream, RequestHead], Awaitable[None]]:
+        async def handler(stream: trio.abc.Stream, request: RequestHead) -> None:
+            served.append(name)
+            await echo(stream, request)
+
+        return handler
+
+    async def connect_many(count: int) -> None:
+        for index in range(count):
+            async with open_client(ws_url(port, f"/ws/client-{index}")) as ws:
+                await ws.send_message("hello")
+                assert await ws.get_message() == "hello"
+
+    with trio.fail_after(TIMEOUT * 2):
+        reserved = await bind_shared(HOST, 0)
+        with reserved[0]:
+            port = reserved[0].getsockname()[1]
+            first = await start_listener(named("first"), reuse_port=True, port=port)
+            second = await start_listener(named("second"), reuse_port=True, port=port)
+            assert first.port == second.port == port
+            # A socket bound without SO_REUSEPORT is refused the port.
+            with trio.socket.socket() as other, pytest.raises(OSError, match="in use"):
+                await other.bind((HOST, port))
+            await connect_many(40)  # all on one of two: a chance of 2 in 2**40
+            assert set(served) == {"first", "second"}
+            assert len(served) == 40
+            first.stop_accepting()
+            await trio.testing.wait_all_tasks_blocked()
+            served.clear()
+            await connect_many(10)
+            assert served == ["second"] * 10
 
 
 async def test_handler_errors_are_contained(
