@@ -430,6 +430,11 @@ class Config:
         validator=_bus,
         repr=False,  # may hold a password
     )
+    workers: int = _setting(
+        1,
+        "gateway processes sharing the port (SO_REUSEPORT), each restarted when it dies: "
+        "one per core uses them all; more than 1 needs --bus, which they share",
+    )
 
     # POST /api/publish (docs/feeds.md).
     api_key: str | None = _setting(
@@ -536,6 +541,13 @@ class Config:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.workers > 1 and self.bus is None:
+            # Each would have its own in-process bus: other prices, seq, history.
+            raise ValueError(
+                f"{_flag('workers')} {self.workers} needs --bus redis://HOST:PORT/DB: "
+                "without it each worker is a gateway of its own, with its own prices, seq "
+                "and history, and a client that reconnects lands on another one at random"
+            )
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("--certfile and --keyfile go together: give both for TLS, or neither")
         files = {
@@ -765,3 +777,23 @@ def parse_setting(name: str, raw: str) -> Any:
         raise ValueError(
             f"{_flag(name)} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
         ) from None
+
+
+def environment(config: Config) -> dict[str, str | None]:
+    """The ``REALTIME_*`` variables from which :meth:`Config.from_env` builds ``config``
+    again: each setting's text as :func:`parse_setting` reads it, or ``None`` for a
+    setting that is unset (its variable must then be absent). ``REALTIME_CONFIG`` is
+    absent too: every setting is here, and a file read again could have changed since.
+    Holds the secrets: for a child process's environment only, never for a log.
+    """
+    variables: dict[str, str | None] = {CONFIG_VARIABLE: None}
+    for field in attrs.fields(Config):
+        value = getattr(config, field.name)
+        if value is None:
+            text = None
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = repr(value) if isinstance(value, float) else str(value)
+        variables[ENV_PREFIX + field.name.upper()] = text
+    return variables

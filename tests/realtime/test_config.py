@@ -10,6 +10,7 @@ import pytest
 from feeds import SAMPLE_REPLAY
 from realtime import Config
 from realtime._cli import _parser
+from realtime._config import environment
 
 
 def test_defaults_are_the_documented_limits() -> None:
@@ -104,6 +105,13 @@ def test_environment_then_flags() -> None:
             "--log-format (REALTIME_LOG_FORMAT) must be one of text, json, got 'logfmt'",
         ),
         ({"REALTIME_ACCESS_LOG": "some"}, "--access-log (REALTIME_ACCESS_LOG) must be true"),
+        ({"REALTIME_WORKERS": "0"}, "--workers (REALTIME_WORKERS) must be greater than 0"),
+        (
+            # Each worker would be a gateway of its own: another stream at random.
+            {"REALTIME_WORKERS": "2"},
+            "--workers (REALTIME_WORKERS) 2 needs --bus redis://HOST:PORT/DB: without it each "
+            "worker is a gateway of its own",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], message: str) -> None:
@@ -239,3 +247,33 @@ def test_a_missing_or_unreadable_file_is_named(tmp_path: Path) -> None:
         Config.from_env({}, config_file=tmp_path / "absent.toml")
     with pytest.raises(ValueError, match="a directory, not a file"):
         Config.from_env({}, config_file=tmp_path)
+
+
+def test_the_environment_of_a_config_gives_it_back(tmp_path: Path) -> None:
+    """How ``--workers`` hands its settings to each worker: flags included, and a
+    variable of the supervisor's environment that a flag overrode or unset does not
+    leak through."""
+    alerts = tmp_path / "alerts.toml"
+    alerts.write_text("")
+    config = Config(
+        port=0,
+        bus="redis://:secret@127.0.0.1:6379/0",
+        workers=3,
+        feeds=False,
+        rate_limit=2.5,
+        flush_delay=0.0005,
+        history_seconds=1e9,
+        updates_per_tick=None,
+        seed=-7,
+        alerts=alerts,
+        log_file=Path("logs/websocket.log"),
+        forwarded_allow_ips="127.0.0.1, 10.0.0.0/8",
+        insecure_no_auth=True,
+        log_level="warning",
+    )
+    variables = environment(config)
+    assert variables["REALTIME_FEEDS"] == "false"
+    assert variables["REALTIME_CONFIG"] is None  # everything is in the variables
+    assert variables["REALTIME_UPDATES_PER_TICK"] is None
+    assert Config.from_env({k: v for k, v in variables.items() if v is not None}) == config
+    assert Config.from_env({k: v for k, v in environment(Config()).items() if v}) == Config()
