@@ -30,6 +30,7 @@ from ._open_files import raise_open_files_limit
 from ._redis_bus import BusUnavailable
 from ._server import Server, StartupError, __version__, serve, url_host
 from ._static import StaticFiles
+from ._workers import WORKER_OPTION, WorkerLink, run_workers, worker_log_file
 from .client._viewer_options import add_listen_arguments, listen_options
 
 logger = logging.getLogger("realtime")
@@ -66,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"{command}: error: {exc}", 2)
     if args.command == "feed" and config.bus is None:
         _fail(f"{command}: error: feed publishes into Redis: give --bus redis://HOST:PORT/DB", 2)
+    worker = _worker_link(args)
     try:
-        _configure_logging(config)
+        _configure_logging(config, worker=None if worker is None else worker.index)
     except OSError as exc:
         _fail(
             f"{command}: error: {_flag('log_file')}: cannot open {config.log_file}: "
@@ -81,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "feed":
             trio.run(_feed_until_signalled, config)
+        elif config.workers > 1 and worker is None:
+            sys.exit(trio.run(run_workers, config))
         else:
-            trio.run(_serve_until_signalled, config)
+            trio.run(_serve_until_signalled, config, worker)
     except (StartupError, BusUnavailable, BaseExceptionGroup) as exc:
         error = startup_error(exc)
         if error is None:
@@ -147,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{field.metadata['help']} (default: {default})",
             **switch,
         )
+    # What makes a process one of --workers; its supervisor gives it (realtime/_workers.py).
+    serve_parser.add_argument(WORKER_OPTION, help=argparse.SUPPRESS)
     commands.add_parser("schema", help="print the JSON Schema of protocol v1")
     _add_token_parser(commands)
     add_listen_arguments(
@@ -316,6 +322,16 @@ def _add_feed_parser(commands: Any) -> None:
         )
 
 
+def _worker_link(args: argparse.Namespace) -> WorkerLink | None:
+    raw = getattr(args, WORKER_OPTION.lstrip("-").replace("-", "_"), None)
+    if raw is None:
+        return None
+    try:
+        return WorkerLink.parse(raw)
+    except ValueError as exc:
+        _fail(f"realtime serve: error: {exc}", 2)
+
+
 def _tune_gc() -> None:
     """Keep the cyclic garbage collector's pauses out of the delivery latency.
 
@@ -333,10 +349,13 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _configure_logging(config: Config) -> None:
+def _configure_logging(config: Config, *, worker: int | None = None) -> None:
     """stderr, and ``--log-file`` (its folder created) rotated at ``--log-max-bytes``
-    with ``--log-backups`` old files kept: at most (backups + 1) x max bytes on disk."""
+    with ``--log-backups`` old files kept: at most (backups + 1) x max bytes on disk.
+    Worker ``worker`` of ``--workers`` marks its lines and has a file of its own."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if worker is not None:
+        config = worker_log_file(config, worker)
     if config.log_file is not None:
         config.log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(
@@ -348,14 +367,16 @@ def _configure_logging(config: Config) -> None:
             )
         )
     for handler in handlers:
-        handler.setFormatter(formatter(config.log_format))
+        handler.setFormatter(formatter(config.log_format, worker=worker))
     logging.basicConfig(level=config.log_level.upper(), handlers=handlers, force=True)
     # hypercorn logs every keep-alive close at INFO; only its problems matter here.
     logging.getLogger("realtime.http").setLevel(max(logging.WARNING, logging.root.level))
 
 
-async def _serve_until_signalled(config: Config) -> None:
-    """Serve; the first SIGTERM/SIGINT drains, a second one stops at once."""
+async def _serve_until_signalled(config: Config, worker: WorkerLink | None = None) -> None:
+    """Serve; the first SIGTERM/SIGINT drains, a second one stops at once. A
+    ``worker`` of ``--workers`` reports to its supervisor when it listens, and
+    drains if the supervisor goes away."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -382,6 +403,8 @@ async def _serve_until_signalled(config: Config) -> None:
                 server.port,
             )
             nursery.start_soon(_watch_signals, signals, server, nursery.cancel_scope)
+            if worker is not None:
+                nursery.start_soon(worker.serve, server)
 
 
 async def _feed_until_signalled(config: Config) -> None:

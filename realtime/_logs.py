@@ -35,7 +35,12 @@ _RECORD_ATTRIBUTES: Final = frozenset(
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per record, on one line; see the module docstring."""
+    """One JSON object per record, on one line; see the module docstring. ``worker``
+    (of ``--workers``) is added to every object."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self._worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -46,6 +51,8 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._worker is not None:
+            entry["worker"] = self._worker
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES:
                 entry.setdefault(key, value)
@@ -57,9 +64,15 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def formatter(log_format: str) -> logging.Formatter:
-    """The formatter of ``--log-format`` (``text`` or ``json``)."""
-    return JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+def formatter(log_format: str, *, worker: int | None = None) -> logging.Formatter:
+    """The formatter of ``--log-format`` (``text`` or ``json``). The lines of worker
+    ``worker`` of ``--workers`` say which: ``realtime.websocket [worker 2]: ...`` in
+    text, ``"worker": 2`` in JSON."""
+    if log_format == "json":
+        return JSONFormatter(worker)
+    if worker is None:
+        return logging.Formatter(TEXT_FORMAT)
+    return logging.Formatter(TEXT_FORMAT.replace("%(name)s", f"%(name)s [worker {worker}]"))
 
 
 def peer_fields(

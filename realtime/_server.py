@@ -334,6 +334,8 @@ async def serve(
                     max_websockets=_connection_cap(config.max_connections),
                     ssl_context=ssl_context,
                     sources=sessions.sources,
+                    # --workers: the other workers listen on the same port.
+                    reuse_port=config.workers > 1,
                 )
             )
         except OSError as exc:

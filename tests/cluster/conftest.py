@@ -3,6 +3,8 @@ processes (``realtime feed`` and ``realtime serve --bus``) around it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -79,6 +81,35 @@ class Cluster:
         self._keep(feed)
         return feed
 
+    async def start_workers(self, count: int, *args: str) -> Process:
+        """``realtime serve --bus --workers COUNT`` on a free port; returns once every
+        worker listens. ``worker_pids`` reads the log for the pids."""
+        process = await trio.lowlevel.open_process(
+            [
+                *REALTIME,
+                "serve",
+                "--port",
+                "0",
+                "--bus",
+                self.redis.url,
+                "--workers",
+                str(count),
+                *args,
+            ],
+            stderr=subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        supervisor = Process(process, [])
+        with trio.fail_after(PROCESS_TIMEOUT):
+            pattern = rf"{count} workers serving 127\.0\.0\.1:(\d+)"
+            while (match := re.search(pattern, supervisor.text)) is None:
+                chunk = await process.stderr.receive_some()
+                assert chunk, supervisor.text
+                supervisor.log.append(bytes(chunk))
+        supervisor.port = int(match[1])
+        self._keep(supervisor)
+        return supervisor
+
     def _keep(self, process: Process) -> None:
         self.processes.append(process)
         self.nursery.start_soon(drain_log, process.process, process.log)
@@ -104,3 +135,35 @@ async def cluster(redis_server: RedisServer, nursery: trio.Nursery) -> AsyncIter
         yield cluster
     finally:
         await cluster.stop()
+
+
+def worker_pids(supervisor: Process) -> dict[int, int]:
+    """Each worker's number and its latest pid, from the supervisor's log."""
+    return {
+        int(index): int(pid)
+        for index, pid in re.findall(r"Worker (\d+) ready \(pid (\d+)\)", supervisor.text)
+    }
+
+
+def accepted_by(pid: int, port: int) -> int:
+    """How many TCP connections process ``pid`` holds, accepted on ``port``: the
+    established sockets of that local port (``ss``, filtered in the kernel: reading
+    /proc/net/tcp takes seconds while other tests hold thousands of connections),
+    matched by inode against the process's file descriptors."""
+    listing = subprocess.run(
+        ["ss", "-Htne", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    sockets = {f"socket:[{inode}]" for inode in re.findall(r"\bino:(\d+)", listing)}
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") in sockets
+    return count
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts: its parent has not waited)."""
+    return os.path.exists(f"/proc/{pid}")
