@@ -1,35 +1,43 @@
-"""Subscribers that resume: the Python client (``realtime.client``) on the signals
-channel, recording what it receives, for tests that kill or move what they connect to."""
+"""Subscribers that resume, for tests that kill or move what they connect to.
+
+Raw trio-websocket clients that resume the signals channel with ``since`` and
+``epoch`` after every loss, and record every signal as it arrives. Not the Python
+client: it drops what it has already seen, and so would hide a duplicate sent by
+the server, which is what these tests look for.
+"""
 
 from __future__ import annotations
 
+import json
 import random
 import ssl
+from typing import Any
 
 import attrs
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError
 
-from protocol import Channel, TradingSignal
-from realtime.client import Backoff, Disconnected, HistoryGap, Reconnected, open_client
+from tests.realtime.helpers import close_of, open_ws
 
-#: Reconnect within a fraction of a second, many times: the tests kill nodes on purpose.
-FAST = Backoff(initial=0.2, max_delay=1.0, max_attempts=50)
+#: The longest pause before a reconnect (uniformly random below it).
+RECONNECT_JITTER = 0.2
 
 
 @attrs.define
 class Subscriber:
-    """What one client saw: the seqs of its trading signals, in the order received, and
-    its own events."""
+    """What one client saw: the seq of every trading signal in the order received, the
+    close code of every connection lost, and the error replies to its resumes."""
 
     client_id: str
     seqs: list[int] = attrs.Factory(list)
-    disconnects: list[int] = attrs.Factory(list)
+    closes: list[int] = attrs.Factory(list)
     reconnects: int = 0
-    gaps: list[HistoryGap] = attrs.Factory(list)
+    errors: list[dict[str, Any]] = attrs.Factory(list)
 
     def check_exactly_once(self) -> None:
-        """Every signal from its first to its last, once each, in order."""
-        assert not self.gaps, (self.client_id, self.gaps)
+        """Every signal from its first to its last, once each, in order; every resume
+        answered with a replay, never with ``history_unavailable``."""
+        assert not self.errors, (self.client_id, self.errors)
         assert self.seqs == list(range(self.seqs[0], self.seqs[-1] + 1)), (
             self.client_id,
             self.seqs,
@@ -43,25 +51,43 @@ class Subscriber:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Subscribe to signals at ``url`` (``ws[s]://host:port``) and record until
-        cancelled; started once subscribed."""
-        async with open_client(
-            url,
-            self.client_id,
-            backoff=FAST,
-            ssl_context=ssl_context,
-            rng=random.Random(self.client_id),
-        ) as client:
-            await client.subscribe(Channel.SIGNALS)
-            task_status.started()
-            async for item in client:
-                if isinstance(item, TradingSignal):
-                    self.seqs.append(item.seq)
-                elif isinstance(item, Disconnected):
-                    self.disconnects.append(item.code)
-                elif isinstance(item, Reconnected):
-                    self.reconnects += 1
-                elif isinstance(item, HistoryGap):
-                    self.gaps.append(item)
+        cancelled, reconnecting and resuming after every loss; started once first
+        subscribed. A refused or failed connect is retried too."""
+        rng = random.Random(self.client_id)
+        position: tuple[int, str] | None = None  # (seq, epoch) to resume from
+        started = False
+        while True:
+            try:
+                async with open_ws(f"{url}/ws/{self.client_id}", ssl_context=ssl_context) as ws:
+                    welcome = json.loads(await ws.get_message())
+                    request: dict[str, Any] = {"type": "subscribe", "channel": "signals"}
+                    if position is not None:
+                        request |= {"since": position[0], "epoch": position[1]}
+                    await ws.send_message(json.dumps(request))
+                    while (ack := json.loads(await ws.get_message()))["type"] not in (
+                        "subscribed",
+                        "error",
+                    ):
+                        pass  # nothing else is subscribed: only a notification
+                    if ack["type"] == "error":
+                        self.errors.append(ack)
+                        return
+                    position = (ack["seq"], welcome["epoch"])
+                    if started:
+                        self.reconnects += 1
+                    else:
+                        started = True
+                        task_status.started()
+                    while True:
+                        message = json.loads(await ws.get_message())
+                        if message["type"] == "trading_signal":
+                            self.seqs.append(message["seq"])
+                            position = (message["seq"], welcome["epoch"])
+            except ConnectionClosed as closed:
+                self.closes.append(close_of(closed)[0])
+            except (HandshakeError, OSError, trio.BrokenResourceError):
+                pass  # nothing listens there now, or a proxy answered 502: retry
+            await trio.sleep(rng.uniform(0, RECONNECT_JITTER))
 
 
 async def until_past(subscribers: list[Subscriber], seq: int) -> None:
