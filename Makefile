@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint pytest conformance wheel clean redis-deps docs
+.PHONY: install run test lint pytest conformance wheel clean redis-deps nginx-deps docs
 
 install: $(STAMP) web-install
 
@@ -30,8 +30,9 @@ lint: install
 	$(BIN)/mypy
 
 # bench-peers: the harness's smoke test runs every reference server; redis-deps: the
-# multi-node tests run real redis-server processes.
-pytest: install bench-peers redis-deps
+# multi-node tests run real redis-server processes; nginx-deps: the deployment tests
+# run real nginx in front of the gateway.
+pytest: install bench-peers redis-deps nginx-deps
 	$(BIN)/pytest
 
 test: lint pytest web-test web-e2e
@@ -48,6 +49,16 @@ redis-deps:
 	@if [ -x $(REDIS_SERVER) ]; then echo "$(REDIS_SERVER) is installed"; else \
 	  echo "Installing Debian's redis-server for the multi-node tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	fi
+
+# Debian's nginx for the deployment tests (tests/deploy, tests/cluster/test_nginx.py),
+# only if missing. The tests run their own instances (their own prefix, config and free
+# port, in the foreground) and never touch a system-wide one.
+NGINX ?= /usr/sbin/nginx
+nginx-deps:
+	@if [ -x $(NGINX) ]; then echo "$(NGINX) is installed"; else \
+	  echo "Installing Debian's nginx for the deployment tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
 	fi
 
 # TOKEN_COMMAND: for a server with authentication on, a command that prints a token
