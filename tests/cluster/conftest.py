@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -147,21 +148,39 @@ def worker_pids(supervisor: Process) -> dict[int, int]:
 
 def accepted_by(pid: int, port: int) -> int:
     """How many TCP connections process ``pid`` holds, accepted on ``port``: the
-    established sockets of that local port (``ss``, filtered in the kernel: reading
-    /proc/net/tcp takes seconds while other tests hold thousands of connections),
-    matched by inode against the process's file descriptors."""
-    listing = subprocess.run(
-        ["ss", "-Htne", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    sockets = {f"socket:[{inode}]" for inode in re.findall(r"\bino:(\d+)", listing)}
+    established sockets of that local port, matched by inode against the process's
+    file descriptors."""
+    sockets = {f"socket:[{inode}]" for inode in _established_inodes(port)}
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):  # closed meanwhile
             count += os.readlink(f"/proc/{pid}/fd/{fd}") in sockets
     return count
+
+
+def _established_inodes(port: int) -> set[str]:
+    """The inodes of the established TCP sockets whose local port is ``port``: from
+    ``ss`` (iproute2), filtered in the kernel, where it is installed; else from
+    /proc/net/tcp, which takes seconds to read while thousands of sockets linger
+    from earlier tests."""
+    if shutil.which("ss") is not None:
+        listing = subprocess.run(
+            ["ss", "-Htne", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return set(re.findall(r"\bino:(\d+)", listing))
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)  # the header
+            for line in lines:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    return inodes
 
 
 def alive(pid: int) -> bool:
