@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -41,6 +42,12 @@ async def close_code(ws: WebSocketConnection) -> int:
             await ws.get_message()
     except ConnectionClosed as closed:
         return close_of(closed)[0]
+
+
+def kill_if_running(process: trio.Process) -> None:
+    """A gateway is not left running by an assertion that failed before its drain."""
+    if process.returncode is None:
+        process.kill()
 
 
 def only(pattern: str, text: str) -> str:
@@ -87,7 +94,7 @@ async def https_get(port: int, path: str, certificates: Certificates) -> tuple[i
 
 
 async def test_a_wss_client_through_nginx_gets_its_prices_its_address_and_the_drain(
-    tmp_path: Path, nursery: trio.Nursery
+    tmp_path: Path, nursery: trio.Nursery, request: pytest.FixtureRequest
 ) -> None:
     certificates = Certificates(tmp_path / "tls")
     with trio.fail_after(TIMEOUT):
@@ -99,6 +106,7 @@ async def test_a_wss_client_through_nginx_gets_its_prices_its_address_and_the_dr
             *("--tick-rate", "20", "--shutdown-grace", "5"),
         )
         nursery.start_soon(drain_log, process, log)
+        request.addfinalizer(partial(kill_if_running, process))
 
         def deploy_site(ports: list[int]) -> str:
             https, http = ports
