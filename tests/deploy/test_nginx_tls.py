@@ -184,7 +184,9 @@ async def test_a_wss_client_through_nginx_gets_its_prices_its_address_and_the_dr
                 assert await close_code(ws) == 1001
             assert await process.wait() == 0
     text = b"".join(log).decode()
-    assert "[WebSocket] Connected: deployed" in text, text
+    # The log names each client by its own address, and nginx as the peer it came by.
+    assert re.search(r"\[WebSocket\] Connected: other from 127\.0\.0\.3 via 127\.0\.0\.1:\d+", text)
+    assert re.search(r"\[WebSocket\] Connected: deployed from 127\.0\.0\.1:\d+", text), text
     assert "carries X-Forwarded-For, but no proxy is trusted" not in text, text
 
 
