@@ -34,7 +34,12 @@ at most ``history_seconds``, for resume with ``since``; prices keep only the las
 message per symbol, which is sent after a subscribe (prices are state, not events).
 
 A node of a cluster numbers nothing itself: its Redis bus hands the hub messages
-numbered in Redis, in order, through :meth:`Hub.deliver` (see ``_redis_bus``).
+numbered in Redis, in order, through :meth:`Hub.deliver` (see ``_redis_bus``). What
+the node alone knows (its link to Redis is down or back, it drains) goes out through
+:meth:`Hub.announce` as a ``notification`` with ``seq`` 0: outside the numbered
+stream, so it can never collide with Redis's numbering, and kept in no history. The
+bus also watches connections come and go (:meth:`Hub.watch_clients`), to make a
+client id unique across the cluster.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ from protocol import (
     ErrorCode,
     EventData,
     EventMessage,
+    Notification,
+    NotificationData,
     PriceData,
     PriceUpdate,
     RemoteProtocolError,
@@ -187,6 +194,8 @@ class Hub:
         self.conflated = 0
         self.slow_consumer_closes = 0
         self.replaced = 0
+        self._registered: Callable[[Outbox], None] = _ignore
+        self._unregistered: Callable[[Outbox], None] = _ignore
 
     # --- connections ------------------------------------------------------------
 
@@ -208,6 +217,7 @@ class Hub:
             older.close(
                 CloseCode.REPLACED, "Replaced by a newer connection with the same client id"
             )
+        self._registered(outbox)
         return older
 
     def unregister(self, outbox: Outbox, subscriptions: Iterable[Change]) -> None:
@@ -218,6 +228,18 @@ class Hub:
             del self._clients[outbox.client_id]
             self._client_ids.remove(outbox.client_id)
             self._leave_user(outbox)
+            self._unregistered(outbox)
+
+    def watch_clients(
+        self, registered: Callable[[Outbox], None], unregistered: Callable[[Outbox], None]
+    ) -> None:
+        """Call ``registered(outbox)`` after each :meth:`register`, and
+        ``unregistered(outbox)`` when a registered connection leaves (not when one
+        replaced with 4409 does: it left the registry when it was replaced). Both are
+        called inside the hub's own calls and must not block. A cluster node's bus uses
+        them to make a client id unique across nodes (``_cluster``)."""
+        self._registered = registered
+        self._unregistered = unregistered
 
     def _leave_user(self, outbox: Outbox) -> None:
         user = outbox.user
@@ -461,6 +483,17 @@ class Hub:
         self.published += 1
         self._after_fan_out()
 
+    def announce(self, data: NotificationData) -> None:
+        """Offer ``data`` as a node-local ``notification`` to every subscriber of
+        notifications: ``seq`` 0, which no numbered message has, kept in no history
+        and never replayed, so that it cannot collide with the numbering of the bus
+        that owns the sequence (Redis) nor move a client's position. For what this
+        node alone knows and says to its own connections: its link to Redis is down or
+        back, it drains."""
+        frames = _Frames(Notification(data=data, seq=0, timestamp=utc_now()))
+        self._fan_out(Channel.NOTIFICATIONS, frames, None, None)
+        self._after_fan_out()
+
     def forget(self, channel: Channel, seq: int) -> None:
         """The messages of ``channel`` up to ``seq`` are lost to this hub: drop the
         history it holds, so that a resume from before ``seq`` is refused rather than
@@ -509,6 +542,10 @@ class Hub:
             outbox_depth=sum(depths),
             outbox_max_depth=max(depths, default=0),
         )
+
+
+def _ignore(outbox: Outbox) -> None:
+    pass
 
 
 def utc_now() -> datetime:

@@ -121,3 +121,37 @@ def test_a_targeted_delivery_reaches_only_its_client(hub: Hub, clock: FakeClock)
     hub.deliver(numbered_note(1), "b", at=clock())
     assert outboxes["a"].take() == []
     assert [frame_payload(f)["seq"] for f in outboxes["b"].take()] == [1]
+
+
+def test_a_node_local_notice_has_seq_0_and_stays_out_of_the_numbered_stream(
+    hub: Hub, outbox: Outbox, clock: FakeClock
+) -> None:
+    hub.deliver(numbered_note(7), at=clock())
+    warning = NotificationData(id="n", message="interrupted", type=NotificationType.WARNING)
+    hub.announce(warning)
+    hub.deliver(numbered_note(8), at=clock())
+    sent = [frame_payload(frame) for frame in outbox.take()]
+    assert [(m["seq"], m["data"]["id"]) for m in sent] == [(7, "7"), (0, "n"), (8, "8")]
+    # Not in history, not a position: a resume replays the stream alone.
+    assert hub.position(Channel.NOTIFICATIONS) == 8
+    replay = hub.replay(Channel.NOTIFICATIONS, 6, hub.epoch, "c")
+    assert [frames.message.seq for frames in replay] == [7, 8]
+
+
+def test_watchers_see_each_registered_connection_come_and_go_once() -> None:
+    hub = Hub(universe=UNIVERSE, clock=FakeClock())
+    seen: list[tuple[str, Outbox]] = []
+    hub.watch_clients(
+        lambda outbox: seen.append(("registered", outbox)),
+        lambda outbox: seen.append(("unregistered", outbox)),
+    )
+    older, newer = (Outbox("same", Codec.JSON, OutboxLimits()) for _ in range(2))
+    hub.register(older)
+    hub.register(newer)  # replaces the older one (4409): it has left the registry
+    hub.unregister(older, ())
+    hub.unregister(newer, ())
+    assert seen == [
+        ("registered", older),
+        ("registered", newer),
+        ("unregistered", newer),
+    ]
