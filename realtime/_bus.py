@@ -14,6 +14,18 @@ from protocol import CHANNEL_EVENTS, Channel, EventData
 from ._hub import Event, Hub, utc_now
 
 
+class PublishUnavailable(Exception):
+    """The bus cannot take an event now: a cluster node whose link to Redis is down,
+    or a publish that Redis did not confirm. The publish API answers 503; the caller
+    may retry later. ``sent`` says whether the event may have reached Redis before
+    the failure (it may then have been published after all: a retry could publish it
+    twice); when False, nothing was sent."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
 class InProcessBus:
     """A :class:`feeds.Publisher` for producers in the gateway's own process."""
 

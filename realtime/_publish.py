@@ -24,6 +24,8 @@ Order of checks, and the answer to each failure (every error body is
                             ``invalid_symbol``: the body or ``data`` is not valid, or
                             ``to`` without ``user`` while authentication is on
 403   ``forbidden``         ``channel`` is ``prices``: only the price feed publishes prices
+503   ``unavailable``       the bus cannot take it now (a cluster node that lost Redis);
+                            ``Retry-After`` says when to try again (docs/cluster.md)
 202                         accepted: in every subscriber's outbox, ``{"status": "accepted", ...}``
 ====  ====================  ===========================================================
 
@@ -55,6 +57,7 @@ from protocol import (
     structure_strict,
 )
 
+from ._bus import PublishUnavailable
 from ._http_auth import UNAUTHORIZED, Caller, HTTPAuth, Reject, peer
 
 logger = logging.getLogger("realtime.api")
@@ -67,7 +70,18 @@ Headers = Sequence[tuple[bytes, bytes]]
 PATH: Final = "/api/publish"
 #: Codes of the HTTP API's own failures; body failures use :class:`protocol.ErrorCode`.
 TOO_LARGE: Final = "too_large"
-__all__ = ["PATH", "TOO_LARGE", "UNAUTHORIZED", "APIEndpoint", "PublishAPI", "Reject"]
+UNAVAILABLE: Final = "unavailable"
+#: Seconds a 503 asks the caller to wait before publishing again.
+RETRY_AFTER: Final = 2
+__all__ = [
+    "PATH",
+    "TOO_LARGE",
+    "UNAUTHORIZED",
+    "UNAVAILABLE",
+    "APIEndpoint",
+    "PublishAPI",
+    "Reject",
+]
 
 _FIELDS: Final = ("channel", "data", "to", "user")
 _CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
@@ -211,7 +225,16 @@ class PublishAPI(APIEndpoint):
         self._authenticate(scope)
         raw = await self._read_body(scope, receive)
         channel, data, to, user = _parse(raw, authentication=self._auth.authentication)
-        await self._publisher.publish(channel, data, to=to, user=user)
+        try:
+            await self._publisher.publish(channel, data, to=to, user=user)
+        except PublishUnavailable as exc:
+            logger.warning("[API] Could not publish %s from %s: %s", channel, peer(scope), exc)
+            raise Reject(
+                503,
+                UNAVAILABLE,
+                str(exc),
+                headers=[(b"retry-after", b"%d" % RETRY_AFTER)],
+            ) from None
         self.accepted += 1
         logger.info(
             "[API] Published %s from %s to %s",

@@ -33,12 +33,33 @@ copy cannot be completed (Redis trimmed what the node missed) the hub drops it
 than given a partial replay.
 
 The epoch changes only when Redis loses the history: a script that finds no epoch
-creates one (from a fresh random candidate) and deletes what the old one left.
+creates one (from a fresh random candidate) and deletes what the old one left. A
+node that finds a new epoch under live connections tells them (an ``error``
+notification) and closes them with 1001: their positions count in the old epoch, so
+they reconnect, get the new one in ``welcome``, and their resume is refused with
+``history_unavailable``: never a silent gap.
+
+Faults
+------
+A node is *live* from a completed catch-up until its link to Redis fails: the
+subscription's connection breaks, or Redis leaves a ``PING`` (sent every
+``probe_interval``) unanswered for ``probe_timeout`` (a paused or unreachable Redis
+breaks nothing, it just stops answering). Then the node drops that connection, tells
+its subscribers of notifications that live data is interrupted (a node-local
+notification, ``seq`` 0: :meth:`Hub.announce`), and reconnects with backoff, each
+attempt bounded by ``connect_timeout``: subscribe, catch up from its position in
+Redis (so nothing Redis still holds is lost), and tell them live data is back.
+Its WebSocket connections stay open throughout. :attr:`RedisBus.connected` says
+whether it is live, for readiness. Publishing goes through a client of its own that
+is not dropped with the subscription, so a publish Redis received during a pause is
+answered when Redis resumes; a publish while the node is not live is refused at once
+(:exc:`PublishUnavailable`: 503 from the API), never taken and then lost.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import typing
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,15 +77,19 @@ from coredis.retry import NoRetryPolicy
 from protocol import (
     CHANNEL_EVENTS,
     Channel,
+    CloseCode,
     Codec,
     EventData,
     EventMessage,
+    NotificationData,
+    NotificationType,
     PriceData,
     PriceUpdate,
     decode_server,
     encode,
 )
 
+from ._bus import PublishUnavailable
 from ._hub import Hub, utc_now
 
 logger = logging.getLogger("realtime.bus")
@@ -72,6 +97,12 @@ logger = logging.getLogger("realtime.bus")
 #: Seconds before the first reconnection to Redis; it doubles up to MAX_BACKOFF.
 INITIAL_BACKOFF: Final = 0.5
 MAX_BACKOFF: Final = 30.0
+#: Seconds between two PINGs of a live node, and how long Redis may leave one
+#: unanswered before the node counts its link as lost.
+PROBE_INTERVAL: Final = 1.0
+PROBE_TIMEOUT: Final = 3.0
+#: Seconds a (re)connection may take: connect, load the scripts, subscribe, catch up.
+CONNECT_TIMEOUT: Final = 10.0
 
 #: Every key shares the hash tag ``{realtime}``: one slot, so the scripts, which
 #: touch them all, can run on Redis Cluster too.
@@ -80,6 +111,12 @@ SEQ_KEY: Final = "{realtime}:seq"
 PRICES_KEY: Final = "{realtime}:prices"
 #: The feed's price universe, for nodes to check theirs against.
 SYMBOLS_KEY: Final = "{realtime}:symbols"
+#: The lock the active ``realtime feed`` holds (``_feed``): its token, with a TTL.
+FEED_LOCK_KEY: Final = "{realtime}:feed-lock"
+#: A publisher's lane (``RedisPublisher.send``): the last counter it published.
+LANE_PREFIX: Final = "{realtime}:lane:"
+#: Milliseconds Redis remembers a lane's counter after its last publish.
+LANE_TTL_MS: Final = 24 * 3600 * 1000
 #: The channels that keep history, in the order of their keys in :data:`KEYS`.
 HISTORY_CHANNELS: Final[tuple[Channel, ...]] = tuple(
     channel for channel in Channel if channel is not Channel.PRICES
@@ -97,23 +134,44 @@ _HISTORY_INDEX: Final[dict[Channel, int]] = {
 
 # Shared by both scripts: a missing epoch means Redis lost the history (a flush, a
 # restart without persistence), so what is left of the old one (there should be
-# nothing) goes, and a new epoch begins.
-_ENSURE_EPOCH: Final = """
+# nothing) goes, and a new epoch begins. Only the history's own keys go: PUBLISH is
+# given more.
+_ENSURE_EPOCH: Final = f"""
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', unpack(KEYS, 2))
+  redis.call('DEL', unpack(KEYS, 2, {len(KEYS)}))
   redis.call('SET', KEYS[1], epoch)
 end
 local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 """
 
-#: KEYS: :data:`KEYS`. ARGV: candidate epoch, events channel, stream, index of the
-#: stream's history in KEYS (0: a price), ``TO JSON``, history messages, history
-#: milliseconds. Returns the event's seq.
+#: What PUBLISH returns for an event that a feed which no longer holds the feed lock
+#: sent (nothing is published), and for the retry of one already published.
+NOT_ACTIVE: Final = -1
+ALREADY_PUBLISHED: Final = 0
+
+#: KEYS: :data:`KEYS`, :data:`FEED_LOCK_KEY`, the publisher's lane key. ARGV:
+#: candidate epoch, events channel, stream, index of the stream's history in KEYS (0:
+#: a price), ``TO JSON``, history messages, history milliseconds, the feed lock's
+#: token (empty: not fenced), the lane's counter (empty: no lane), the lane's TTL in
+#: milliseconds. Returns the event's seq, or :data:`NOT_ACTIVE` when the lock is not
+#: the token's, or :data:`ALREADY_PUBLISHED` when the lane has published this counter.
 PUBLISH: Final = (
-    _ENSURE_EPOCH
+    """
+local lock, lane = KEYS[#KEYS - 1], KEYS[#KEYS]
+if ARGV[8] ~= '' and redis.call('GET', lock) ~= ARGV[8] then
+  return -1
+end
+if ARGV[9] ~= '' then
+  local done = redis.call('GET', lane)
+  if done and tonumber(done) >= tonumber(ARGV[9]) then
+    return 0
+  end
+end
+"""
+    + _ENSURE_EPOCH
     + """
 local seq = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 local entry = seq .. ' ' .. ms .. ' ' .. ARGV[5]
@@ -131,6 +189,9 @@ else
   end
 end
 redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3] .. ' ' .. entry)
+if ARGV[9] ~= '' then
+  redis.call('SET', lane, ARGV[9], 'PX', ARGV[10])
+end
 return seq
 """
 )
@@ -164,6 +225,11 @@ class BusUnavailable(Exception):
     """Redis could not be reached, or refused us, when a node or the feed started."""
 
 
+class NotActive(Exception):
+    """Redis refused an event of a feed that no longer holds the feed lock (another
+    feed took over): nothing was published."""
+
+
 def failure(exc: BaseException) -> str:
     """What went wrong, in one line: the first error inside the exception groups that
     the client's task groups wrap errors in."""
@@ -172,11 +238,41 @@ def failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: What a Redis that is away, paused, restarting or cut off raises: nothing our code
+#: or the scripts did wrong.
+_UNREACHABLE: Final = (
+    coredis.exceptions.ConnectionError,  # also BusyLoadingError: a restart loading its data
+    coredis.exceptions.ReadOnlyError,  # a replica, during a failover
+    TimeoutError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every error inside its groups) says Redis could not be
+    reached, rather than that a command or script was wrong."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(unreachable(inner) for inner in exc.exceptions)
+    return isinstance(exc, _UNREACHABLE)
+
+
 def events_channel(url: str) -> str:
     """The pub/sub channel of the database ``url`` names: pub/sub ignores databases,
     so two clusters on two databases of one Redis must not share it."""
+    return f"realtime:events:{_database(url)}"
+
+
+def control_channel(url: str) -> str:
+    """The pub/sub channel on which nodes tell each other what to do (``_cluster``)."""
+    return f"realtime:control:{_database(url)}"
+
+
+def _database(url: str) -> str:
     path = urlsplit(url).path.strip("/")
-    return f"realtime:events:{path if path.isdigit() else '0'}"
+    return path if path.isdigit() else "0"
 
 
 def redacted(url: str) -> str:
@@ -242,13 +338,30 @@ def _check(channel: Channel, data: EventData, symbol: str | None) -> None:
         raise TypeError("a symbol is required on prices and only there")
 
 
+@attrs.frozen
+class Prepared:
+    """An event stamped and encoded for the :data:`PUBLISH` script: sent as many times
+    as it takes, it stays the same event."""
+
+    channel: Channel
+    #: The stream it counts in: the channel's name, or for a price its symbol.
+    stream: str
+    #: ``TO JSON``: the event's address (see :func:`address`) and the event with ``seq`` 0.
+    body: bytes
+
+
 class RedisPublisher:
     """A :class:`feeds.Publisher` into Redis: each event numbered, kept in history and
     announced to every node by one call of the :data:`PUBLISH` script.
 
     ``publish`` returns once Redis has it: one round trip, the backpressure. Raises
-    what the client raises when Redis cannot be reached (``coredis`` errors); the
-    event is then lost, or was published: never twice.
+    what the client raises when Redis cannot be reached (``coredis`` errors, see
+    :func:`unreachable`); the event is then lost, or was published: never twice.
+
+    ``fence``: the feed lock's token (``_feed``). Redis then refuses, in the same
+    atomic step, every event once the lock is not this token's, and :meth:`send`
+    raises :exc:`NotActive`: a feed that lost the lock cannot publish, even an event
+    that reached Redis late.
     """
 
     def __init__(
@@ -258,15 +371,17 @@ class RedisPublisher:
         events: str,
         history_messages: int,
         history_seconds: float,
+        fence: str | None = None,
     ) -> None:
         self._script = client.register_script(PUBLISH)
         self._events = events
         self._history_messages = history_messages
         self._history_ms = max(1, round(history_seconds * 1000))
+        self._fence = fence or ""
         #: Events published since start.
         self.published = 0
 
-    async def publish(
+    def prepare(
         self,
         channel: Channel,
         data: EventData,
@@ -274,8 +389,8 @@ class RedisPublisher:
         symbol: str | None = None,
         to: str | None = None,
         user: str | None = None,
-    ) -> None:
-        """Stamp ``data`` with the publish time and publish it in Redis (see the class),
+    ) -> Prepared:
+        """Stamp ``data`` with the publish time and encode it for :meth:`send`,
         addressed to ``to`` and ``user`` (see :class:`feeds.Publisher`).
 
         Raises ``TypeError`` when ``data`` is not the channel's payload or a price has
@@ -292,19 +407,54 @@ class RedisPublisher:
             message_class = typing.cast(Callable[..., EventMessage], CHANNEL_EVENTS[channel][0])
             message = message_class(data=data, seq=0, timestamp=timestamp)
         body = address(to, user) + b" " + encode(message, Codec.JSON)
-        await self._script(
-            keys=KEYS,
+        return Prepared(channel, symbol if symbol is not None else str(channel), body)
+
+    async def send(self, event: Prepared, *, lane: str | None = None, counter: int = 0) -> int:
+        """Publish ``event``: one call of the :data:`PUBLISH` script. Returns its seq.
+
+        ``lane`` and ``counter`` make a retry safe: a lane is one task's sequence of
+        publishes (``counter`` counts them from 1, each sent until Redis confirms it),
+        and Redis remembers the last counter of each lane for a day. A retry of an event
+        that Redis did publish (the connection broke before the answer) is then not
+        published again: :data:`ALREADY_PUBLISHED` (0) is returned instead of a seq.
+
+        Raises :exc:`NotActive` when the publisher is fenced and the lock is not its
+        token's, and what the client raises when Redis cannot be reached.
+        """
+        reply: object = await self._script(
+            keys=(*KEYS, FEED_LOCK_KEY, LANE_PREFIX + (lane or "-")),
             args=(
                 uuid.uuid4().hex,
                 self._events,
-                symbol if symbol is not None else str(channel),
-                _HISTORY_INDEX.get(channel, 0),
-                body,
+                event.stream,
+                _HISTORY_INDEX.get(event.channel, 0),
+                event.body,
                 self._history_messages,
                 self._history_ms,
+                self._fence,
+                counter if lane is not None else "",
+                LANE_TTL_MS,
             ),
         )
-        self.published += 1
+        seq = typing.cast(int, reply)
+        if seq == NOT_ACTIVE:
+            raise NotActive("Redis refused the event: this feed no longer holds the feed lock")
+        if seq != ALREADY_PUBLISHED:
+            self.published += 1
+        return seq
+
+    async def publish(
+        self,
+        channel: Channel,
+        data: EventData,
+        *,
+        symbol: str | None = None,
+        to: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        """Stamp ``data`` with the publish time and publish it in Redis, addressed to
+        ``to`` and ``user`` (see the class and :meth:`prepare`)."""
+        await self.send(self.prepare(channel, data, symbol=symbol, to=to, user=user))
 
 
 @attrs.frozen
@@ -328,12 +478,21 @@ def _pairs(flat: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
     return zip(flat[::2], flat[1::2], strict=True)
 
 
+class _Stalled(Exception):
+    """Redis left the node waiting past a deadline (a paused or unreachable server)."""
+
+
 class RedisBus:
     """A node's bus: publishes into Redis, and hands what Redis publishes to the hub.
 
     :meth:`run` is the service that follows Redis (see the module doc); it reports
     started once the hub holds Redis's epoch, history and last prices, and raises if
-    Redis cannot be reached then. :meth:`publish` works while it runs.
+    Redis cannot be reached then. :meth:`publish` works while it runs and the node is
+    live (:attr:`connected`).
+
+    ``probe_interval``, ``probe_timeout`` and ``connect_timeout`` (seconds, see the
+    module doc) default to :data:`PROBE_INTERVAL`, :data:`PROBE_TIMEOUT` and
+    :data:`CONNECT_TIMEOUT`. ``clock`` is the hub's monotonic clock.
     """
 
     def __init__(
@@ -343,33 +502,43 @@ class RedisBus:
         history_messages: int,
         history_seconds: float,
         clock: Callable[[], float] = trio.current_time,
+        probe_interval: float = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.url = url
         self.events = events_channel(url)
+        self.control = control_channel(url)
         self._history_messages = history_messages
         self._history_seconds = history_seconds
         self._clock = clock
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._connect_timeout = connect_timeout
         self._hub: Hub | None = None
         self._publisher: RedisPublisher | None = None
         self._epoch: bytes | None = None
         #: The last seq handed to the hub, per stream (channel name or symbol).
         self._positions: dict[bytes, int] = {}
         self._channels = {channel.value.encode(): channel for channel in HISTORY_CHANNELS}
+        self._live = False
+        #: When the node stopped being live (``clock``'s time); None while it is.
+        self._down_since: float | None = None
         #: Catch-ups since start (the first one included).
         self.catch_ups = 0
-        #: Whether the first connection got as far as following: a failure before that
-        #: stops the start, one after is reconnected.
-        self._followed = False
+        #: Times the node's link to Redis was lost since start.
+        self.interruptions = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the node follows Redis live: caught up, subscribed, and Redis
+        answering. False before :meth:`run` has started, and while it reconnects:
+        the node is then not ready for new clients, and its publishes are refused."""
+        return self._live
 
     def attach(self, hub: Hub) -> None:
         """Deliver to ``hub``; before :meth:`run`."""
         self._hub = hub
-
-    @property
-    def connected(self) -> bool:
-        """Whether the node follows Redis now: subscribed and caught up, so that it
-        delivers what is published and can publish. False while it reconnects."""
-        return self._publisher is not None
 
     async def publish(
         self,
@@ -381,82 +550,174 @@ class RedisBus:
         user: str | None = None,
     ) -> None:
         """Publish through Redis, to every node (this one included, once Redis
-        announces it). Raises ``RuntimeError`` unless :meth:`run` is running."""
-        if self._publisher is None:
-            raise RuntimeError("the Redis bus is not running")
-        await self._publisher.publish(channel, data, symbol=symbol, to=to, user=user)
+        announces it), addressed to ``to`` and ``user`` (see :class:`feeds.Publisher`).
+        Returns once Redis confirms it: while Redis is paused, that is when it resumes.
+
+        Raises :exc:`PublishUnavailable` at once, having sent nothing, while the node
+        is not live (Redis away, or :meth:`run` not running); and with ``sent`` True
+        when the call to Redis failed (the event may have been published). Raises
+        ``TypeError`` for data that is not the channel's (see
+        :meth:`RedisPublisher.prepare`).
+        """
+        publisher = self._publisher
+        if publisher is None or not self._live:
+            raise PublishUnavailable(
+                "This node has lost its connection to Redis and is reconnecting: the "
+                "event was not published; retry later",
+                sent=False,
+            )
+        event = publisher.prepare(channel, data, symbol=symbol, to=to, user=user)
+        try:
+            await publisher.send(event)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            raise PublishUnavailable(
+                f"Redis did not confirm the event ({failure(exc)}): it may or may not "
+                "have been published",
+                sent=True,
+            ) from exc
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Follow Redis until cancelled (see the class).
+        """Follow Redis until cancelled (see the module doc).
 
         Raises :exc:`BusUnavailable` if the first connection or catch-up fails. Once
-        started, a lost connection is logged and retried with backoff (from
-        ``INITIAL_BACKOFF`` doubling to ``MAX_BACKOFF``), each time with a catch-up.
+        started, a lost link is logged, announced to subscribers, and retried with
+        backoff (from ``INITIAL_BACKOFF`` doubling to ``MAX_BACKOFF``), each time with
+        a catch-up.
         """
         if self._hub is None:
             raise RuntimeError("attach the bus to a hub before running it")
-        try:
-            await self._follow(task_status)
-        except Exception as exc:
-            if not self._followed:
-                raise BusUnavailable(
-                    f"Cannot use Redis at {redacted(self.url)}: {failure(exc)}"
-                ) from None
-            # Started, then lost: coredis raises (ConnectionError) as often as it
-            # returns when Redis goes away. Reconnect as after a return.
-            logger.error("Redis at %s: %s", redacted(self.url), failure(exc))
-        backoff = INITIAL_BACKOFF
-        while True:
-            logger.info("Reconnecting to Redis in %gs", backoff)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-            try:
-                await self._follow(trio.TASK_STATUS_IGNORED)
-            except Exception as exc:
-                logger.error("Redis at %s: %s", redacted(self.url), failure(exc))
-            else:
-                backoff = INITIAL_BACKOFF
-
-    async def _follow(self, task_status: trio.TaskStatus[None]) -> None:
-        """Connect, subscribe, catch up, report started, deliver; returns (or raises)
-        when the connection is lost."""
-        async with open_redis(self.url) as client:
-            await load_scripts(client)
-            self._check_symbols(await client.get(SYMBOLS_KEY))
-            catch_up = client.register_script(CATCH_UP)
-            with _closed_on_teardown():
-                await self._subscribed(client, catch_up, task_status)
-        logger.warning("Lost the subscription to Redis at %s", redacted(self.url))
-
-    async def _subscribed(
-        self,
-        client: coredis.Redis[bytes],
-        catch_up: Script[bytes],
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        async with client.pubsub(
-            channels=[self.events], ignore_subscribe_messages=True, retry_policy=None
-        ) as pubsub:
-            await self._catch_up(catch_up)
+        async with open_redis(self.url) as client:  # publishes: outlives subscriptions
             self._publisher = RedisPublisher(
                 client,
                 events=self.events,
                 history_messages=self._history_messages,
                 history_seconds=self._history_seconds,
             )
-            self._followed = True
-            logger.info(
-                "Following Redis at %s (epoch %s)",
-                redacted(self.url),
-                self._epoch.decode() if self._epoch else "?",
-            )
-            task_status.started()
             try:
-                async for message in pubsub:
-                    if not self._receive(typing.cast(bytes, message["data"])):
-                        await self._catch_up(catch_up)
+                await self._keep_following(task_status)
             finally:
                 self._publisher = None
+                self._live = False
+
+    async def _keep_following(self, task_status: trio.TaskStatus[None]) -> None:
+        """:meth:`_follow`, and again after each lost link, with backoff."""
+        backoff = INITIAL_BACKOFF
+        while True:
+            try:
+                await self._follow(task_status)
+                problem = "the subscription ended"
+            except Exception as exc:
+                if self._epoch is None:  # never caught up: the node cannot start
+                    raise BusUnavailable(
+                        f"Cannot use Redis at {redacted(self.url)}: {failure(exc)}"
+                    ) from None
+                if isinstance(exc, _Stalled):
+                    problem = str(exc)
+                else:
+                    problem = failure(exc)
+                    if not unreachable(exc):  # a bug: its traceback
+                        logger.error("Following Redis failed", exc_info=exc)
+            task_status = trio.TASK_STATUS_IGNORED
+            if self._live:  # a new interruption: start again from the shortest wait
+                backoff = INITIAL_BACKOFF
+            self._interrupted(problem)
+            logger.info("Reconnecting to Redis in %gs", backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _follow(self, task_status: trio.TaskStatus[None]) -> None:
+        """Connect, subscribe, catch up, report started, deliver; returns (or raises)
+        when the link is lost. Raises :exc:`_Stalled` when Redis takes longer than
+        ``connect_timeout`` to get there, or leaves a probe unanswered."""
+        stalled = f"Redis did not answer within {self._connect_timeout:g}s"
+        with trio.CancelScope(deadline=trio.current_time() + self._connect_timeout) as scope:
+            async with open_redis(self.url) as client:
+                await load_scripts(client)
+                self._check_symbols(await client.get(SYMBOLS_KEY))
+                catch_up = client.register_script(CATCH_UP)
+                with _closed_on_teardown():
+                    async with client.pubsub(
+                        channels=[self.events],
+                        ignore_subscribe_messages=True,
+                        retry_policy=None,
+                    ) as pubsub:
+                        await self._catch_up(catch_up)
+                        # From now on only the probe cancels the scope.
+                        scope.deadline = math.inf
+                        stalled = f"Redis left a PING unanswered for {self._probe_timeout:g}s"
+                        self._resumed()
+                        task_status.started()
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._probe, client, scope)
+                            await self._deliver_published(pubsub, catch_up)
+                            nursery.cancel_scope.cancel()
+        if scope.cancelled_caught:
+            raise _Stalled(stalled)
+
+    async def _deliver_published(self, pubsub: typing.Any, catch_up: Script[bytes]) -> None:
+        async for message in pubsub:
+            if not self._receive(typing.cast(bytes, message["data"])):
+                await self._catch_up(catch_up)
+
+    async def _probe(self, client: coredis.Redis[bytes], scope: trio.CancelScope) -> None:
+        """PING Redis every ``probe_interval``; cancel ``scope`` (the node's link) when
+        one is not answered within ``probe_timeout``. A failed PING raises."""
+        while True:
+            await trio.sleep(self._probe_interval)
+            with trio.move_on_after(self._probe_timeout):
+                await client.ping()
+                continue
+            scope.cancel()
+            return
+
+    def _resumed(self) -> None:
+        """The node is live again: say so, if it had been interrupted."""
+        assert self._hub is not None
+        self._live = True
+        logger.info(
+            "Following Redis at %s (epoch %s)",
+            redacted(self.url),
+            self._epoch.decode() if self._epoch else "?",
+        )
+        if self._down_since is None:
+            return
+        down = self._clock() - self._down_since
+        self._down_since = None
+        self._hub.announce(
+            NotificationData(
+                id=uuid.uuid4().hex,
+                message=f"Live data is back: caught up with the message store after "
+                f"{down:.1f} s; nothing published meanwhile was lost",
+                type=NotificationType.SUCCESS,
+            )
+        )
+
+    def _interrupted(self, problem: str) -> None:
+        """The node's link to Redis is lost: log it and, the first time since it was
+        live, tell the subscribers of notifications."""
+        assert self._hub is not None
+        if not self._live:
+            logger.error("Redis at %s: %s", redacted(self.url), problem)
+            return
+        self._live = False
+        self._down_since = self._clock()
+        self.interruptions += 1
+        logger.warning(
+            "Lost Redis at %s (%s): live data is interrupted; reconnecting",
+            redacted(self.url),
+            problem,
+        )
+        self._hub.announce(
+            NotificationData(
+                id=uuid.uuid4().hex,
+                message="Live data interrupted: this server lost its connection to the "
+                "message store and is reconnecting; messages published meanwhile follow "
+                "once it is back",
+                type=NotificationType.WARNING,
+            )
+        )
 
     def _check_symbols(self, stored: bytes | None) -> None:
         assert self._hub is not None
@@ -507,12 +768,7 @@ class RedisBus:
         now, redis_ms = self._clock(), int(now_ms)
         if epoch != self._epoch:
             if self._epoch is not None:
-                logger.warning(
-                    "Redis lost the history (epoch %s is now %s): resumes into the old "
-                    "epoch get history_unavailable",
-                    self._epoch.decode(),
-                    epoch.decode(),
-                )
+                self._history_lost(self._epoch, epoch)
             self._epoch = epoch
             positions.clear()
             hub.restart(epoch.decode())
@@ -542,6 +798,35 @@ class RedisBus:
                 self._lost(channel, last, head)
                 last = head
             positions[stream] = last
+
+    def _history_lost(self, old: bytes, new: bytes) -> None:
+        """Redis lost the history the node's connections count in: tell them, and
+        close them with 1001 (after what is pending), so that they reconnect into the
+        new epoch and learn from their refused resume what they missed."""
+        assert self._hub is not None
+        hub = self._hub
+        outboxes = hub.outboxes()
+        logger.warning(
+            "Redis lost the history (epoch %s is now %s): closing %d connections with "
+            "1001; their resumes get history_unavailable",
+            old.decode(),
+            new.decode(),
+            len(outboxes),
+        )
+        hub.announce(
+            NotificationData(
+                id=uuid.uuid4().hex,
+                message="The message store lost its history (it restarted without its "
+                "data): messages may be missing. Reconnect and resync",
+                type=NotificationType.ERROR,
+            )
+        )
+        for outbox in outboxes:
+            outbox.close(
+                CloseCode.GOING_AWAY,
+                "History lost: the message store restarted; reconnect and resync",
+                flush=True,
+            )
 
     def _lost(self, channel: Channel, last: int, seq: int) -> None:
         assert self._hub is not None

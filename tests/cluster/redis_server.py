@@ -30,11 +30,15 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process in ``folder``: no persistence, no eviction.
+    """One ``redis-server`` process in ``folder``: no eviction, and no persistence
+    unless ``persistent`` (an append-only file synced at every write).
 
     ``start`` returns once the server accepts connections; ``stop`` ends it (SIGTERM,
-    then SIGKILL). ``password`` turns on ``requirepass``; ``tls`` is a
-    ``(certfile, keyfile)`` pair that makes the port a TLS one.
+    then SIGKILL); ``restart`` starts it again on the same port, with its data only if
+    it is persistent; ``pause`` and ``resume`` stop and continue the process (SIGSTOP,
+    SIGCONT): it keeps its connections and answers nothing meanwhile. ``password``
+    turns on ``requirepass``; ``tls`` is a ``(certfile, keyfile)`` pair that makes the
+    port a TLS one.
     """
 
     def __init__(
@@ -43,10 +47,12 @@ class RedisServer:
         *,
         password: str | None = None,
         tls: tuple[Path, Path] | None = None,
+        persistent: bool = False,
     ) -> None:
         self.folder = folder
         self.password = password
         self.tls = tls
+        self.persistent = persistent
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -73,9 +79,10 @@ class RedisServer:
             f"dir {self.folder}",
             "logfile redis.log",
             "daemonize no",
-            # Lost on restart, like the in-memory bus: the tests flush and restart it.
+            # Lost on restart, like the in-memory bus, unless persistent.
             'save ""',
-            "appendonly no",
+            "appendonly yes" if self.persistent else "appendonly no",
+            "appendfsync always",
             # An evicted key would be a silent hole in the history (docs/cluster.md).
             "maxmemory-policy noeviction",
         ]
@@ -104,17 +111,37 @@ class RedisServer:
         # Another process may take a free port before the server does: try others.
         for _ in range(1 if port is not None else 5):
             self.port = _free_port() if port is None else port
-            config = self.folder / "redis.conf"
-            config.write_text(self._config())
-            (self.folder / "redis.log").unlink(missing_ok=True)
-            with (self.folder / "redis.out").open("wb") as output:
-                self.process = subprocess.Popen(
-                    [REDIS_SERVER, str(config)], stdout=output, stderr=subprocess.STDOUT
-                )
-            if self._wait_ready():
+            if self._launch():
                 return
             self.stop()
         raise RuntimeError(f"redis-server did not start:\n{self.log}")
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port: its data is lost
+        unless it is persistent. Raises ``RuntimeError`` if it does not start."""
+        self.stop()
+        self.start(port=self.port)
+
+    def pause(self) -> None:
+        """Stop the process where it is (SIGSTOP): connections stay open, nothing is
+        answered until :meth:`resume`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continue a paused process (SIGCONT)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def _launch(self) -> bool:
+        config = self.folder / "redis.conf"
+        config.write_text(self._config())
+        (self.folder / "redis.log").unlink(missing_ok=True)
+        with (self.folder / "redis.out").open("wb") as output:
+            self.process = subprocess.Popen(
+                [REDIS_SERVER, str(config)], stdout=output, stderr=subprocess.STDOUT
+            )
+        return self._wait_ready()
 
     def _wait_ready(self) -> bool:
         assert self.process is not None

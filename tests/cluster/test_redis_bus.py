@@ -21,6 +21,7 @@ from protocol import (
     ALL_SYMBOLS,
     Change,
     Channel,
+    CloseCode,
     Codec,
     ErrorCode,
     NotificationData,
@@ -258,7 +259,7 @@ async def test_a_hole_redis_no_longer_holds_drops_the_copy_instead_of_replaying_
     assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 5, epoch, "c")] == [6, 7]
 
 
-async def test_flushing_redis_begins_a_new_epoch_and_the_old_one_is_refused(
+async def test_flushing_redis_begins_a_new_epoch_the_old_one_is_refused_and_clients_are_told(
     redis_server: RedisServer, start_node: Callable[..., Any]
 ) -> None:
     with trio.fail_after(TIMEOUT):
@@ -274,11 +275,16 @@ async def test_flushing_redis_begins_a_new_epoch_and_the_old_one_is_refused(
             new = await client.get(EPOCH_KEY)
     assert new is not None
     assert node.hub.epoch == new.decode() != old
-    assert node.seqs("notification") == [1, 2, 1]  # a new history counts from 1
+    # The live connection counts in the old epoch: it is told (a node-local notice,
+    # seq 0) and closed with 1001, to reconnect into the new one and resync.
+    assert node.seqs("notification") == [1, 2, 0]
+    assert node.messages()[-1]["data"]["type"] == "error"
+    assert node.outbox.close_code == CloseCode.GOING_AWAY
     with pytest.raises(RemoteProtocolError) as refused:
         node.hub.replay(Channel.NOTIFICATIONS, 1, old, "c")
     assert refused.value.code == ErrorCode.HISTORY_UNAVAILABLE
-    assert [f.message.seq for f in node.hub.replay(Channel.NOTIFICATIONS, 0, new.decode(), "c")]
+    replay = node.hub.replay(Channel.NOTIFICATIONS, 0, new.decode(), "c")
+    assert [f.message.seq for f in replay] == [1]  # a new history counts from 1
 
 
 async def test_a_targeted_event_reaches_only_its_client_and_stays_so_in_history(
