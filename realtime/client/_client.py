@@ -40,7 +40,9 @@ Positions: every non-price channel the client holds has a position, the
 ``seq``: what follows the ack on the channel is exactly what has a greater one,
 so a channel on which nothing has arrived yet has a position too), and each
 message on the channel advances it. A message at or below the position in the
-same epoch is a duplicate and is dropped. (A server that sends no ``seq`` in
+same epoch is a duplicate and is dropped; except ``seq`` 0, which no message of a
+stream has: a notice a cluster node sends its own connections (its link to Redis
+is down or back, it drains), delivered and moving no position. (A server that sends no ``seq`` in
 its ack leaves the channel without a position until its first message.)
 
 Restoring after a reconnect: for every channel the client holds it sends a
@@ -1135,7 +1137,7 @@ class Client:
             return
         if isinstance(message, Welcome):
             return
-        if not isinstance(message, PriceUpdate):
+        if not isinstance(message, PriceUpdate) and message.seq:  # seq 0: a node's own notice
             channel = _channel_of(message)
             epoch = self.welcome.epoch if self.welcome is not None else ""
             last = self._positions.get(channel)

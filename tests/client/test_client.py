@@ -312,6 +312,30 @@ async def test_resume_replays_missed_notifications(nursery: trio.Nursery) -> Non
             assert client.statistics().missed == 0
 
 
+async def test_a_node_local_notice_is_delivered_and_moves_no_position(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_gateway(nursery, feeds=False)
+    pause = Backoff(initial=0.3, max_delay=0.3, max_attempts=3)
+    local = NotificationData(id="local", message="interrupted", type=NotificationType.WARNING)
+    with trio.fail_after(TIMEOUT):
+        async with open_client(url_of(server), "noticed", backoff=pause, rng=_Ceiling()) as client:
+            await client.subscribe(Channel.NOTIFICATIONS)
+            await server.bus.publish(Channel.NOTIFICATIONS, notification(1))
+            server.hub.announce(local)  # seq 0: outside the stream (a cluster node's)
+            await server.bus.publish(Channel.NOTIFICATIONS, notification(2))
+            notes = [await next_of(client, Notification) for _ in range(3)]
+            assert [(n.data.id, n.seq) for n in notes] == [("n1", 1), ("local", 0), ("n2", 2)]
+            for outbox in server.hub.outboxes():
+                outbox.close(CloseCode.INTERNAL_ERROR, "test: dropped")
+            await next_of(client, Disconnected)
+            await server.bus.publish(Channel.NOTIFICATIONS, notification(3))
+            # Resumed from 2, not from 0: n3 alone, no duplicate.
+            assert (await next_of(client, Notification)).data.id == "n3"
+            await server.bus.publish(Channel.NOTIFICATIONS, notification(4))
+            assert (await next_of(client, Notification)).data.id == "n4"
+
+
 async def test_gives_up_after_max_attempts() -> None:
     port = free_port()
     few = Backoff(initial=0.01, max_delay=0.02, max_attempts=3)

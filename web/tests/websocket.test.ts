@@ -380,6 +380,30 @@ describe('subscriptions', () => {
     });
   });
 
+  it("delivers a node's own notice (seq 0) without moving the position", () => {
+    const client = makeClient();
+    client.addSubscription('notifications');
+    const seen: number[] = [];
+    client.subscribe((m) => {
+      if (m.type === 'notification') seen.push(m.seq);
+    });
+    client.connect();
+    let socket = FakeWebSocket.last;
+    socket.serverOpen();
+    socket.serverSend(welcome('e1'));
+    // An ack without seq (an older server) leaves no position until a message comes.
+    socket.serverSend({ type: 'subscribed', channel: 'notifications', timestamp: T });
+    const notice = { id: 'n', message: 'Live data interrupted', type: 'warning' as const };
+    socket.serverSend({ type: 'notification', data: notice, seq: 0, timestamp: T });
+    expect(seen).toEqual([0]);
+    socket.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    socket = FakeWebSocket.last;
+    socket.serverOpen();
+    // No position yet: subscribe afresh, not "since 0" (which would replay everything).
+    expect(socket.sent).toEqual([{ type: 'subscribe', channel: 'notifications' }]);
+  });
+
   it('reports a gap when the gateway restarted with a new epoch, then resumes in it', () => {
     const client = makeClient();
     client.addSubscription('alerts');

@@ -715,7 +715,9 @@ export class WebSocketClient {
         return;
     }
     const channel = EVENT_CHANNEL[message.type];
-    if (channel && channel !== 'prices' && 'seq' in message && this.welcome) {
+    // seq 0 is no message of a stream: a cluster node's notice to its own connections
+    // (its link to Redis is down or back, it drains). Delivered; it moves no position.
+    if (channel && channel !== 'prices' && 'seq' in message && message.seq > 0 && this.welcome) {
       const epoch = this.welcome.epoch;
       const position = this.positions.get(channel);
       const seq = position?.epoch === epoch ? Math.max(position.seq, message.seq) : message.seq;
