@@ -2,10 +2,11 @@
 
 One nursery supervises everything. ``serve`` reports a :class:`Server` handle once
 the port is listening; ``Server.shutdown`` (the CLI calls it on SIGTERM/SIGINT)
-drains: subscribers get a ``warning`` notification that the server is draining, new
-WebSocket handshakes get 503, ``/health`` and ``/readyz`` 503, every connection is
-closed with 1001 after what it has pending, and once they are gone (or the grace
-period is over) the listener closes and everything else is cancelled.
+drains: subscribers get a ``warning`` notification that the server is draining (on a
+node of a cluster, the node's own: ``seq`` 0), new WebSocket handshakes get 503,
+``/health`` and ``/readyz`` 503, every connection is closed with 1001 after what it
+has pending, and once they are gone (or the grace period is over) the listener closes
+and everything else is cancelled.
 
 Feeds: the price source (the simulated market, or a replay file) publishes through a
 :class:`feeds.PriceTap` into the bus; the alert, signal and portfolio feeds read the
@@ -429,20 +430,18 @@ async def _drain(server: Server) -> None:
         "Draining %d connections (grace %gs)", server.hub.connection_count, config.shutdown_grace
     )
     # Straight into the hub, without a write: it is in every outbox, and so goes out
-    # before the 1001 close that drain() queues behind what is pending. Not on a node
-    # of a cluster: Redis numbers its notifications, and the 1001 says it all.
+    # before the 1001 close that drain() queues behind what is pending. On a node of a
+    # cluster as the node's own notice (seq 0): Redis numbers the stream, and a number
+    # of the node's would collide with its next one.
+    notice = NotificationData(
+        id=uuid.uuid4().hex,
+        message="Server draining: connections close with 1001; reconnect with jitter",
+        type=NotificationType.WARNING,
+    )
     if server.config.bus is None:
-        server.hub.publish(
-            Event(
-                Channel.NOTIFICATIONS,
-                NotificationData(
-                    id=uuid.uuid4().hex,
-                    message="Server draining: connections close with 1001; reconnect with jitter",
-                    type=NotificationType.WARNING,
-                ),
-                utc_now(),
-            )
-        )
+        server.hub.publish(Event(Channel.NOTIFICATIONS, notice, utc_now()))
+    else:
+        server.hub.announce(notice)
     sessions.drain()
     # Leave room for the closing handshakes that the cancellation below bounds.
     with trio.move_on_after(max(0.0, config.shutdown_grace - DEFAULT_CLOSE_TIMEOUT)) as grace:

@@ -19,10 +19,12 @@ from realtime._bus import PublishUnavailable
 from realtime._hub import Hub
 from realtime._redis_bus import RedisBus
 
+from .conftest import REFUSED_CONNECTIONS
 from .redis_server import RedisServer
 from .test_redis_bus import UNIVERSE, Node, note, publisher
 
 TIMEOUT = 20.0
+pytestmark = [REFUSED_CONNECTIONS, pytest.mark.usefixtures("collected")]
 
 
 @pytest.fixture
