@@ -435,6 +435,11 @@ class Config:
         "gateway processes sharing the port (SO_REUSEPORT), each restarted when it dies: "
         "one per core uses them all; more than 1 needs --bus, which they share",
     )
+    feed_lock_ttl: float = _setting(
+        3.0,
+        "seconds the active realtime feed's lock lasts unrenewed: a standby feed takes "
+        "over within this and a third of it after the active one dies",
+    )
 
     # POST /api/publish (docs/feeds.md).
     api_key: str | None = _setting(

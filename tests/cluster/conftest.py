@@ -65,6 +65,12 @@ class Process:
     def text(self) -> str:
         return b"".join(self.log).decode(errors="replace")
 
+    async def logged(self, pattern: str) -> None:
+        """Wait until the log says ``pattern`` (a regular expression); the caller's
+        ``fail_after`` bounds it."""
+        while not re.search(pattern, self.text):
+            await trio.sleep(0.02)
+
 
 @attrs.define
 class Cluster:
@@ -82,9 +88,10 @@ class Cluster:
         self._keep(node)
         return node
 
-    async def start_feed(self, *args: str) -> Process:
+    async def start_feed(self, *args: str, until: str = "Feed prices started") -> Process:
         """``realtime feed --bus``: fast signals and ticks unless told otherwise; returns
-        once its feeds run."""
+        once its log says ``until`` (a regular expression): by default, once its feeds
+        run."""
         defaults = ["--tick-rate", "20", "--signal-interval", "0.05", "--seed", "7"]
         process = await trio.lowlevel.open_process(
             [*REALTIME, "feed", "--bus", self.redis.url, *defaults, *args],
@@ -93,7 +100,7 @@ class Cluster:
         assert process.stderr is not None
         feed = Process(process, [])
         with trio.fail_after(PROCESS_TIMEOUT):
-            while not re.search("Feed prices started", feed.text):
+            while not re.search(until, feed.text):
                 chunk = await process.stderr.receive_some()
                 assert chunk, feed.text
                 feed.log.append(bytes(chunk))
