@@ -54,6 +54,11 @@ whether it is live, for readiness. Publishing goes through a client of its own t
 is not dropped with the subscription, so a publish Redis received during a pause is
 answered when Redis resumes; a publish while the node is not live is refused at once
 (:exc:`PublishUnavailable`: 503 from the API), never taken and then lost.
+
+Beside the events, a node follows the control channel, on which nodes tell each
+other which connection lost its client id to another node's, and runs its part of
+the cluster-wide rules (``_cluster.Membership``) for as long as each connection
+lasts.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ from protocol import (
 )
 
 from ._bus import PublishUnavailable
+from ._cluster import HEARTBEAT, Membership
 from ._hub import Hub, utc_now
 
 logger = logging.getLogger("realtime.bus")
@@ -492,7 +498,8 @@ class RedisBus:
 
     ``probe_interval``, ``probe_timeout`` and ``connect_timeout`` (seconds, see the
     module doc) default to :data:`PROBE_INTERVAL`, :data:`PROBE_TIMEOUT` and
-    :data:`CONNECT_TIMEOUT`. ``clock`` is the hub's monotonic clock.
+    :data:`CONNECT_TIMEOUT`; ``heartbeat`` is the node's report interval
+    (``_cluster``). ``clock`` is the hub's monotonic clock.
     """
 
     def __init__(
@@ -505,8 +512,10 @@ class RedisBus:
         probe_interval: float = PROBE_INTERVAL,
         probe_timeout: float = PROBE_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         self.url = url
+        self._heartbeat = heartbeat
         self.events = events_channel(url)
         self.control = control_channel(url)
         self._history_messages = history_messages
@@ -516,6 +525,8 @@ class RedisBus:
         self._probe_timeout = probe_timeout
         self._connect_timeout = connect_timeout
         self._hub: Hub | None = None
+        #: The node's part in the cluster-wide rules; set by :meth:`attach`.
+        self.membership: Membership
         self._publisher: RedisPublisher | None = None
         self._epoch: bytes | None = None
         #: The last seq handed to the hub, per stream (channel name or symbol).
@@ -537,8 +548,10 @@ class RedisBus:
         return self._live
 
     def attach(self, hub: Hub) -> None:
-        """Deliver to ``hub``; before :meth:`run`."""
+        """Deliver to ``hub``, and hold its client ids once in the cluster
+        (:attr:`membership`); before :meth:`run`."""
         self._hub = hub
+        self.membership = Membership(hub, control=self.control, heartbeat=self._heartbeat)
 
     async def publish(
         self,
@@ -639,7 +652,7 @@ class RedisBus:
                 catch_up = client.register_script(CATCH_UP)
                 with _closed_on_teardown():
                     async with client.pubsub(
-                        channels=[self.events],
+                        channels=[self.events, self.control],
                         ignore_subscribe_messages=True,
                         retry_policy=None,
                     ) as pubsub:
@@ -651,14 +664,19 @@ class RedisBus:
                         task_status.started()
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._probe, client, scope)
+                            nursery.start_soon(self.membership.run, client)
                             await self._deliver_published(pubsub, catch_up)
                             nursery.cancel_scope.cancel()
         if scope.cancelled_caught:
             raise _Stalled(stalled)
 
     async def _deliver_published(self, pubsub: typing.Any, catch_up: Script[bytes]) -> None:
+        control = self.control.encode()
         async for message in pubsub:
-            if not self._receive(typing.cast(bytes, message["data"])):
+            data = typing.cast(bytes, message["data"])
+            if message["channel"] == control:
+                self.membership.control(data)
+            elif not self._receive(data):
                 await self._catch_up(catch_up)
 
     async def _probe(self, client: coredis.Redis[bytes], scope: trio.CancelScope) -> None:

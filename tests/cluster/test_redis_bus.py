@@ -66,12 +66,13 @@ def quote(value: float) -> PriceData:
 
 
 class Node:
-    """A hub following Redis, with one outbox subscribed to every channel."""
+    """A hub following Redis, with one outbox subscribed to every channel. Its client id
+    is held once in the cluster: nodes of one test need ids of their own."""
 
-    def __init__(self, hub: Hub, bus: RedisBus) -> None:
+    def __init__(self, hub: Hub, bus: RedisBus, client_id: str = "watcher") -> None:
         self.hub = hub
         self.bus = bus
-        self.outbox = Outbox("watcher", Codec.JSON, OutboxLimits(max_messages=10_000))
+        self.outbox = Outbox(client_id, Codec.JSON, OutboxLimits(max_messages=10_000))
         hub.register(self.outbox)
         for channel in Channel:
             hub.apply(self.outbox, Change(channel, frozenset(), ALL_SYMBOLS))
@@ -95,11 +96,11 @@ class Node:
 
 @pytest.fixture
 def start_node(nursery: trio.Nursery) -> Callable[..., Any]:
-    async def start(url: str, *, history_messages: int = 1000) -> Node:
+    async def start(url: str, *, history_messages: int = 1000, client_id: str = "watcher") -> Node:
         hub = Hub(universe=UNIVERSE, clock=trio.current_time, history_messages=history_messages)
         bus = RedisBus(url, history_messages=history_messages, history_seconds=600)
         bus.attach(hub)
-        node = Node(hub, bus)
+        node = Node(hub, bus, client_id)
         await nursery.start(bus.run)
         return node
 
@@ -164,7 +165,8 @@ async def test_two_nodes_deliver_the_same_stream_in_the_same_epoch(
     redis_server: RedisServer, start_node: Callable[..., Any]
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        first, second = await start_node(redis_server.url), await start_node(redis_server.url)
+        first = await start_node(redis_server.url)
+        second = await start_node(redis_server.url, client_id="other-watcher")
         async with publisher(redis_server.url) as (bus, _):
             for number in range(20):
                 await bus.publish(Channel.NOTIFICATIONS, note(number))
