@@ -56,9 +56,12 @@ class GatewayApp:
         disconnect: DisconnectAPI | None = None,
         auth: HTTPAuth | None = None,
         readiness: Readiness | None = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
         static: StaticFiles | None = None,
     ) -> None:
         self.hub = hub
+        #: The cluster's view, for ``/ws/stats?scope=cluster``; ``None``: no cluster.
+        self.cluster = cluster
         #: Guards ``/ws/stats`` and ``/metrics`` while authentication is on; ``None``:
         #: they are open.
         self.auth = auth
@@ -174,9 +177,14 @@ class GatewayApp:
     def _stats(self, scope: Scope) -> tuple[int, bytes, bytes]:
         """The spec's shape, one bounded page of clients at a time (see ``_stats``)."""
         try:
-            limit, after = parse_query(scope.get("query_string", b""))
+            limit, after, cluster = parse_query(scope.get("query_string", b""))
         except StatsQueryError as exc:
             return 400, b"application/json", _json_error(str(exc))
+        if cluster:
+            if self.cluster is None:
+                message = "scope=cluster is for a node of a cluster (--bus): this gateway is alone"
+                return 400, b"application/json", _json_error(message)
+            return 200, b"application/json", orjson.dumps(self.cluster())
         users = self.auth is not None and self.auth.authentication
         body = stats_body(self.hub, self.sessions, limit, after, users=users)
         return 200, b"application/json", orjson.dumps(body)

@@ -315,6 +315,7 @@ async def serve(
             disconnect=disconnect_api,
             auth=http_auth,
             readiness=readiness,
+            cluster=bus.membership.view if isinstance(bus, RedisBus) else None,
         ),
         config.cors_allowed_origins,
     )

@@ -25,6 +25,12 @@ bounded by ``limit`` x ``--max-symbols`` symbols. Totals over every connection a
 With authentication on, only an administrator may read it (``_app``), and the body
 also has ``users``: each listed client's user (its token's ``sub``), so that an
 administrator can see whom to ``POST /api/disconnect``.
+
+On a node of a cluster the body is the node's own. ``?scope=cluster`` asks for the
+cluster's instead: every live node with its connections and their sum, as of each
+node's last report (every two seconds; ``_cluster``), without the per-client lists
+(those stay per node: a listing of every client of the cluster would cost a walk over
+every node's clients). A gateway that is no node answers it with 400.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ MAX_LIMIT: Final = 10_000
 #: ``symbol_subscriptions`` of a client subscribed to every price symbol.
 EVERY_SYMBOL: Final = "*"
 
-_PARAMETERS: Final = ("limit", "after")
+_PARAMETERS: Final = ("limit", "after", "scope")
+#: ``scope`` values: this gateway's connections, or (on a node) the cluster's.
+SCOPES: Final = ("node", "cluster")
 _CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
 _LIMIT: Final = re.compile(r"[0-9]{1,6}")
 
@@ -54,8 +62,9 @@ class StatsQueryError(ValueError):
     """A query string ``/ws/stats`` cannot answer; the message says what to send."""
 
 
-def parse_query(query: bytes) -> tuple[int, str | None]:
-    """``(limit, after)`` of a ``/ws/stats`` query string; raises :exc:`StatsQueryError`."""
+def parse_query(query: bytes) -> tuple[int, str | None, bool]:
+    """``(limit, after, cluster)`` of a ``/ws/stats`` query string (``cluster``: it
+    asks for ``scope=cluster``); raises :exc:`StatsQueryError`."""
     try:
         pairs = parse_qsl(
             query.decode("ascii"),
@@ -65,13 +74,13 @@ def parse_query(query: bytes) -> tuple[int, str | None]:
         )
     except ValueError:  # also UnicodeDecodeError: a query is percent-encoded ASCII
         raise StatsQueryError(
-            "Unreadable query string: /ws/stats takes ?limit=N&after=CLIENT_ID"
+            "Unreadable query string: /ws/stats takes ?limit=N&after=CLIENT_ID&scope=node|cluster"
         ) from None
     values: dict[str, str] = {}
     for name, value in pairs:
         if name not in _PARAMETERS:
             raise StatsQueryError(
-                f"Unknown query parameter {name[:64]!r}: /ws/stats takes limit and after"
+                f"Unknown query parameter {name[:64]!r}: /ws/stats takes limit, after and scope"
             )
         if name in values:
             raise StatsQueryError(f"Query parameter {name!r} given twice")
@@ -90,7 +99,10 @@ def parse_query(query: bytes) -> tuple[int, str | None]:
             "after must be a client id (1-64 characters of A-Z a-z 0-9 _ . : -), "
             f"got {after[:64]!r}"
         )
-    return limit, after
+    scope = values.get("scope", "node")
+    if scope not in SCOPES:
+        raise StatsQueryError(f"scope must be node or cluster, got {scope[:64]!r}")
+    return limit, after, scope == "cluster"
 
 
 def stats_body(
