@@ -27,7 +27,16 @@ from ._alerts import (
     parse_rule,
 )
 from ._events import DEFAULT_EVENT_INTERVAL, DemoEvents, DemoEventsFeed
-from ._market import MAX_UNIVERSE, WELL_KNOWN, Market, SymbolSpec, symbol_spec, universe
+from ._market import (
+    MAX_UNIVERSE,
+    WELL_KNOWN,
+    Market,
+    SymbolSpec,
+    load_universe,
+    parse_universe,
+    symbol_spec,
+    universe,
+)
 from ._portfolio import (
     MAX_POSITIONS,
     Holding,
@@ -94,7 +103,9 @@ __all__ = [
     "load_portfolio",
     "load_quotes",
     "load_rules",
+    "load_universe",
     "parse_rule",
+    "parse_universe",
     "run_price_feed",
     "symbol_spec",
     "universe",

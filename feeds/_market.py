@@ -34,11 +34,14 @@ import math
 import random
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 import attrs
 
 from protocol import SYMBOL_PATTERN, PriceData
+
+from ._files import read_text
 
 #: Seconds of trading in a year: 252 sessions of 6.5 hours.
 TRADING_SECONDS_PER_YEAR: Final = 252 * 6.5 * 3600
@@ -157,6 +160,54 @@ def universe(n: int) -> tuple[str, ...]:
         raise ValueError(f"universe size must be between 0 and {MAX_UNIVERSE}, got {n}")
     known = tuple(spec.symbol for spec in WELL_KNOWN[:n])
     return known + tuple(f"SYN{i:04d}" for i in range(1, n - len(known) + 1))
+
+
+#: What a universe file may hold, in bytes: 100,000 tickers of 10 characters and more.
+MAX_UNIVERSE_TEXT: Final = 4 * 1024 * 1024
+
+
+def parse_universe(text: str, *, source: str = "the universe") -> tuple[str, ...]:
+    """The tickers of a universe written as text: separated by commas, spaces or line
+    breaks (one per line in a file, ``AAPL,ORCL`` on a command line), ``#`` starting a
+    comment to the end of its line, in the order given.
+
+    Raises :exc:`ValueError` naming ``source`` (and the line, for text of several
+    lines) for a string that is not a ticker (``SYMBOL_PATTERN``; lower case gets a
+    hint), a ticker given twice, none at all, or more than :data:`MAX_UNIVERSE`.
+    """
+    symbols: dict[str, int] = {}
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        where = f"{source} line {number}" if len(lines) > 1 else source
+        for name in line.partition("#")[0].replace(",", " ").split():
+            if not _SYMBOL_RE.fullmatch(name):
+                hint = (
+                    f" (tickers are upper case: {name.upper()})"
+                    if (_SYMBOL_RE.fullmatch(name.upper()))
+                    else ""
+                )
+                raise ValueError(
+                    f"{where}: {name[:20]!r} is not a ticker: 1-10 of A-Z 0-9 . -, a "
+                    f"letter first{hint}"
+                )
+            if name in symbols:
+                raise ValueError(
+                    f"{where}: {name} is listed twice (first on line {symbols[name]})"
+                    if len(lines) > 1
+                    else f"{where}: {name} is listed twice"
+                )
+            symbols[name] = number
+            if len(symbols) > MAX_UNIVERSE:
+                raise ValueError(f"{where}: more than {MAX_UNIVERSE} tickers")
+    if not symbols:
+        raise ValueError(f"{source}: names no ticker")
+    return tuple(symbols)
+
+
+def load_universe(path: Path) -> tuple[str, ...]:
+    """The tickers of the universe file ``path`` (see :func:`parse_universe`); raises
+    :exc:`ValueError` naming the file (and line) when it cannot be read or is bad."""
+    return parse_universe(read_text(path, limit=MAX_UNIVERSE_TEXT), source=str(path))
 
 
 def symbol_spec(symbol: str) -> SymbolSpec:

@@ -14,12 +14,14 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._hub import Event, Hub, HubStatistics
     from ._server import Server, StartupError, __version__, serve
+    from ._universe import PriceUniverse
 
 __all__ = [
     "Config",
     "Event",
     "Hub",
     "HubStatistics",
+    "PriceUniverse",
     "Server",
     "StartupError",
     "__version__",
@@ -32,6 +34,7 @@ _HOMES: Final = {
     "Event": "._hub",
     "Hub": "._hub",
     "HubStatistics": "._hub",
+    "PriceUniverse": "._universe",
     "Server": "._server",
     "StartupError": "._server",
     "__version__": "._server",

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import attrs
 
-from feeds import MAX_TICK_RATE, MAX_UNIVERSE, SAMPLE_REPLAY
+from feeds import MAX_TICK_RATE, MAX_UNIVERSE, SAMPLE_REPLAY, load_universe, parse_universe
 
 from ._auth import TokenVerifier, check_secret
 from ._tls import TLSFileError, server_context
@@ -76,14 +76,23 @@ SAMPLE: Final = "sample"
 MAX_REPLAY_SPEED: Final = 1e9
 
 
+#: ``--feed module:callable``: a feed hook, imported by name (docs/feeds.md, "Your own
+#: feed"). ``replay:`` is taken first, so a module named ``replay`` cannot be a hook.
+FEED_HOOK: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
 def _feed(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value == SIMULATED:
         return
-    if not value.startswith(REPLAY_PREFIX) or not value[len(REPLAY_PREFIX) :].strip():
-        raise ValueError(
-            f"{_flag(attribute.name)} must be '{SIMULATED}', 'replay:{SAMPLE}' or "
-            f"'replay:FILE', got {value!r}"
-        )
+    if value.startswith(REPLAY_PREFIX):
+        if value[len(REPLAY_PREFIX) :].strip():
+            return
+    elif FEED_HOOK.fullmatch(value):
+        return
+    raise ValueError(
+        f"{_flag(attribute.name)} must be '{SIMULATED}', 'replay:{SAMPLE}', 'replay:FILE' "
+        f"or a feed hook 'module:callable', got {value!r}"
+    )
 
 
 def _replay_speed(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -139,11 +148,23 @@ def _host(instance: object, attribute: attrs.Attribute[Any], value: str) -> None
     )
 
 
+#: ``--symbols`` unless told otherwise: the well-known tickers.
+DEFAULT_SYMBOLS: Final = 16
+
+
 def _symbols(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 1 <= value <= MAX_UNIVERSE:
         raise ValueError(
             f"{_flag(attribute.name)} must be between 1 and {MAX_UNIVERSE}, got {value}"
         )
+
+
+def _universe(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        try:
+            parse_universe(value, source=_flag(attribute.name))
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def _tick_rate(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -379,7 +400,23 @@ class Config:
 
     # The simulated market.
     symbols: int = _setting(
-        16, "simulated universe size (well-known tickers first)", validator=_symbols
+        DEFAULT_SYMBOLS,
+        "simulated universe size (well-known tickers first); --universe names the symbols instead",
+        validator=_symbols,
+    )
+    universe: str | None = _setting(
+        None,
+        "the price universe, comma-separated tickers (AAPL,ORCL,...): what clients may "
+        "subscribe to; the simulated market trades them (unknown tickers get generic "
+        "prices), or the publish API and a feed hook publish their prices (unset: the "
+        "--symbols simulated tickers)",
+        validator=_universe,
+    )
+    universe_file: Path | None = _setting(
+        None,
+        "the price universe from a file: one ticker per line (or comma-separated), # starts "
+        "a comment",
+        validator=_no_check,
     )
     tick_rate: float = _setting(1.0, "simulated price ticks per second", validator=_tick_rate)
     updates_per_tick: int | None = _setting(
@@ -405,8 +442,9 @@ class Config:
     # The feeds (docs/feeds.md).
     feed: str = _setting(
         SIMULATED,
-        "price source: 'simulated', or 'replay:FILE' to replay recorded quotes (CSV or "
-        "NDJSON; 'replay:sample': the shipped sample, five stocks 2007-2009)",
+        "price source: 'simulated', 'replay:FILE' to replay recorded quotes (CSV or "
+        "NDJSON; 'replay:sample': the shipped sample, five stocks 2007-2009), or "
+        "'module:callable', a feed hook of your own (docs/feeds.md)",
         validator=_feed,
     )
     replay_speed: float = _setting(
@@ -555,7 +593,9 @@ class Config:
             )
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("--certfile and --keyfile go together: give both for TLS, or neither")
+        self._check_universe()
         files = {
+            "universe_file": self.universe_file,
             "alerts": self.alerts,
             "portfolio": self.portfolio,
             "feed": self.replay_file,
@@ -572,6 +612,42 @@ class Config:
             except TLSFileError as exc:
                 raise ValueError(f"{_flag(exc.setting)}: {exc}") from None
         self._check_authentication()
+
+    def _check_universe(self) -> None:
+        if self.universe is not None and self.universe_file is not None:
+            raise ValueError(
+                f"{_flag('universe')} and {_flag('universe_file')}: give the universe one way"
+            )
+        if self.symbols != DEFAULT_SYMBOLS and (
+            self.universe is not None or self.universe_file is not None
+        ):
+            raise ValueError(
+                f"{_flag('symbols')} is the size of the simulated universe, and --universe "
+                "names it: give one"
+            )
+        if self.universe_file is not None:
+            _check_readable("universe_file", self.universe_file)
+            self.price_universe()
+
+    def price_universe(self) -> tuple[str, ...] | None:
+        """The tickers of ``--universe`` or ``--universe-file`` (read anew), in order;
+        ``None`` when neither is given. Raises ``ValueError`` naming the setting, and the
+        file and line, for a bad one."""
+        if self.universe is not None:
+            return parse_universe(self.universe, source=_flag("universe"))
+        if self.universe_file is None:
+            return None
+        try:
+            return load_universe(self.universe_file)
+        except ValueError as exc:
+            raise ValueError(f"{_flag('universe_file')}: {exc}") from None
+
+    @property
+    def feed_hook(self) -> str | None:
+        """The ``module:callable`` of a ``--feed`` hook; ``None`` for the built-in feeds."""
+        if self.feed == SIMULATED or self.feed.startswith(REPLAY_PREFIX):
+            return None
+        return self.feed
 
     def _check_authentication(self) -> None:
         keys = [
@@ -630,8 +706,8 @@ class Config:
     @property
     def replay_file(self) -> Path | None:
         """The file of ``--feed replay:FILE`` (``replay:sample``: the shipped sample);
-        ``None`` for the simulated market."""
-        if self.feed == SIMULATED:
+        ``None`` for the simulated market or a feed hook."""
+        if not self.feed.startswith(REPLAY_PREFIX):
             return None
         name = self.feed[len(REPLAY_PREFIX) :].strip()
         return SAMPLE_REPLAY if name == SAMPLE else Path(name)

@@ -67,6 +67,7 @@ from ._redis_bus import (
     unreachable,
 )
 from ._server import Feeds, build_feeds, start_feeds
+from ._universe import PriceUniverse
 
 logger = logging.getLogger("realtime.feed")
 
@@ -78,6 +79,8 @@ FEED_SETTINGS: Final = (
     "feed",
     "replay_speed",
     "symbols",
+    "universe",
+    "universe_file",
     "tick_rate",
     "updates_per_tick",
     "seed",
@@ -375,6 +378,13 @@ async def run_feed(
 
         feed_publisher = FeedPublisher(publisher, url=config.bus, lost=lost)
         feeds = build_feeds(config, feed_publisher)
+        # Every node checks its universe against SYMBOLS_KEY at start: a symbol added
+        # here would be unknown to them (docs/cluster.md).
+        universe = PriceUniverse(
+            symbols=feeds.symbols,
+            fixed="a cluster's universe is fixed at start: name every symbol in "
+            "--universe, on the feed and on every node",
+        )
         task_status.started(FeedProcess(feeds, publisher, lock))
         try:
             while True:
@@ -386,18 +396,23 @@ async def run_feed(
                         "Active: feeding Redis at %s: %d symbols, %s",
                         redacted(config.bus),
                         len(feeds.symbols),
-                        "replay" if config.replay_file else "simulated market",
+                        "replay"
+                        if config.replay_file
+                        else f"feed hook {config.feed_hook}"
+                        if config.feed_hook
+                        else "simulated market",
                     )
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(lock.hold, lost)
-                        start_feeds(nursery, config, feeds, feed_publisher)
+                        start_feeds(nursery, config, feeds, feed_publisher, universe=universe)
         finally:
             await lock.release(config.bus)
 
 
 async def _announce_symbols(client: coredis.Redis[bytes], feeds: Feeds) -> None:
-    """Write the price universe for the nodes: a node started with other --symbols or
-    --feed would refuse the symbols this feed publishes, and compares them at start."""
+    """Write the price universe for the nodes: a node started with other --symbols,
+    --universe or --feed would refuse the symbols this feed publishes, and compares
+    them at start."""
     try:
         await client.set(SYMBOLS_KEY, " ".join(feeds.symbols))
     except Exception as exc:

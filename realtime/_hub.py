@@ -197,6 +197,19 @@ class Hub:
         self._registered: Callable[[Outbox], None] = _ignore
         self._unregistered: Callable[[Outbox], None] = _ignore
 
+    def add_symbols(self, symbols: Iterable[str]) -> tuple[str, ...]:
+        """Grow the universe by ``symbols`` not in it yet (in order), and return them.
+
+        Only ever grows: a connection may hold any symbol it ever had. Validation is
+        the caller's (``_universe.PriceUniverse``, which also bounds the size).
+        """
+        added = tuple(dict.fromkeys(s for s in symbols if s not in self.universe))
+        if added:
+            self.symbols += added
+            self.universe = self.universe.union(added)
+            self._names.update((symbol, symbol) for symbol in added)
+        return added
+
     # --- connections ------------------------------------------------------------
 
     def register(self, outbox: Outbox) -> Outbox | None:
@@ -364,13 +377,23 @@ class Hub:
     # --- publishing -----------------------------------------------------------------
 
     def publish(self, event: Event) -> EventMessage:
-        """Number, encode once per codec, and offer ``event`` to its subscribers."""
+        """Number, encode once per codec, and offer ``event`` to its subscribers.
+
+        Raises ``ValueError`` for a price without a symbol, or of a symbol outside the
+        universe (see :meth:`add_symbols`): a bug of the publisher, not a client's."""
         channel = event.channel
         message_class, _ = CHANNEL_EVENTS[channel]
         if channel is Channel.PRICES:
             symbol = event.symbol
             if symbol is None:
                 raise ValueError("a price event needs its symbol")
+            if symbol not in self.universe:
+                # Else it would be published where nobody can subscribe: unknown_symbol.
+                raise ValueError(
+                    f"{symbol} is not in the price universe, so no client can subscribe "
+                    "to it: add it first (--universe, server.universe.add(), or "
+                    "universe.add() in a feed hook)"
+                )
             seq = self._seqs[symbol] = self._seqs.get(symbol, 0) + 1
             message: EventMessage = PriceUpdate(
                 symbol=symbol,

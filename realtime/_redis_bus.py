@@ -742,7 +742,7 @@ class RedisBus:
         if stored is not None and stored.decode().split() != list(self._hub.symbols):
             logger.error(
                 "The feed's symbols differ from this node's (%s): start the nodes with "
-                "the feed's --symbols and --feed",
+                "the feed's --symbols (or --universe) and --feed",
                 ", ".join(sorted(set(stored.decode().split()) ^ set(self._hub.symbols))[:20]),
             )
 

@@ -102,7 +102,8 @@ class AlertRulesAPI(APIEndpoint):
     the module doc).
 
     ``engine`` is the alert feed's engine, mutated in place; ``universe`` the symbols
-    the price feed publishes (a rule on another symbol would never fire).
+    the price feed publishes (a rule on another symbol would never fire), read at
+    each request: it may grow.
     ``auth`` checks credentials; ``max_body`` bounds a body in bytes.
     Every request is answered without blocking on anything but the client's body.
     """
@@ -121,10 +122,9 @@ class AlertRulesAPI(APIEndpoint):
     ) -> None:
         super().__init__(auth=auth, max_body=max_body, body_timeout=body_timeout)
         self._engine = engine
-        self._universe = frozenset(universe)
-        self._universe_text = ", ".join(sorted(self._universe)[:_NAMED_SYMBOLS]) + (
-            ", ..." if len(self._universe) > _NAMED_SYMBOLS else ""
-        )
+        # Kept as given, not copied: the gateway passes its live universe, which a feed
+        # hook may grow.
+        self._universe = universe
         #: Rules added and removed through the API since start.
         self.added = 0
         self.removed = 0
@@ -185,7 +185,7 @@ class AlertRulesAPI(APIEndpoint):
                 400,
                 ErrorCode.UNKNOWN_SYMBOL,
                 f"{_WHERE}.symbol: {rule.symbol} is not a symbol of the price feed "
-                f"({self._universe_text})",
+                f"({_describe(self._universe)})",
             )
         engine = self._engine
         if engine.get(rule.id, rule.user) is not None:
@@ -260,3 +260,8 @@ def _owner(caller: Caller, scope: Scope) -> str | None:
 
 def _of(user: str | None) -> str:
     return "" if user is None else f" of user {user[:64]!r}"
+
+
+def _describe(universe: Collection[str]) -> str:
+    symbols = sorted(universe)
+    return ", ".join(symbols[:_NAMED_SYMBOLS]) + (", ..." if len(symbols) > _NAMED_SYMBOLS else "")

@@ -50,16 +50,18 @@ from feeds import (
     load_portfolio,
     load_rules,
 )
+from feeds import universe as default_universe
 from protocol import Channel, NotificationData, NotificationType
 
 from ._access import AccessLog
 from ._app import GatewayApp
 from ._auth import TokenVerifier
 from ._bus import InProcessBus
-from ._config import Config, _flag
+from ._config import DEFAULT_SYMBOLS, Config, _flag
 from ._cors import CORS
 from ._delivery import Delivery
 from ._disconnect import DisconnectAPI
+from ._feed_hook import HookFeed, load_hook
 from ._health import FeedHealth, Readiness
 from ._http_auth import HTTPAuth
 from ._hub import Event, Hub, utc_now
@@ -71,6 +73,7 @@ from ._rules_api import AlertRulesAPI
 from ._sessions import Sessions
 from ._supervisor import supervise
 from ._tls import TLSFileError, server_context
+from ._universe import PriceUniverse
 from .ws import DEFAULT_CLOSE_TIMEOUT, Listener
 from .ws import serve as listen
 
@@ -94,57 +97,88 @@ class Feeds:
 
     #: What the price source publishes through; the Python publish API (see Server).
     tap: PriceTap
-    #: The price source: the replay of ``--feed replay:FILE``, else the simulated market.
-    prices: PriceFeed | ReplayFeed
+    #: The price source: the replay of ``--feed replay:FILE``, a feed hook
+    #: (``--feed module:callable``), else the simulated market.
+    prices: PriceFeed | ReplayFeed | HookFeed
     alerts: AlertFeed
     signals: SignalFeed
     portfolio: PortfolioFeed
     #: The demo's system notifications (``--demo-events``).
     events: DemoEventsFeed
+    #: The price universe at start: ``--universe``, else the price source's symbols.
+    symbols: tuple[str, ...]
 
     @property
-    def symbols(self) -> tuple[str, ...]:
-        """The price universe: ``welcome.symbols``."""
-        return self.prices.symbols
+    def own_symbols(self) -> tuple[str, ...]:
+        """The symbols the price source publishes itself: every simulated one, a
+        replay's; none for a hook, which shares its symbols as its code decides."""
+        return () if isinstance(self.prices, HookFeed) else self.prices.symbols
 
     def supervised(
-        self, *, derived: bool = True, demo_events: bool = True
+        self,
+        *,
+        derived: bool = True,
+        demo_events: bool = True,
+        universe: PriceUniverse | None = None,
     ) -> list[tuple[str, Callable[[Publisher], Awaitable[object]]]]:
         """(name, run) of each feed, consumers of the tap first; ``derived`` False leaves
         out the feeds computed from prices (alerts, signals, portfolio), ``demo_events``
-        False the demo's system notifications."""
+        False the demo's system notifications. A feed hook gets ``universe`` (default:
+        the start's, fixed)."""
         derived_feeds = [
             ("alerts", self.alerts.run),
             ("signals", self.signals.run),
             ("portfolio", self.portfolio.run),
         ]
         events = [("demo-events", self.events.run)] if demo_events else []
-        return [*(derived_feeds if derived else []), *events, ("prices", self.prices.run)]
+        prices: Callable[[Publisher], Awaitable[object]]
+        if isinstance(self.prices, HookFeed):
+            universe = universe or PriceUniverse(symbols=self.symbols)
+            prices = partial(self.prices.run, universe=universe)
+        else:
+            prices = self.prices.run
+        return [*(derived_feeds if derived else []), *events, ("prices", prices)]
 
 
 def build_feeds(config: Config, bus: Publisher) -> Feeds:
     """The feeds ``config`` asks for, publishing into ``bus``.
 
-    Reads the replay, alert rules and portfolio files. Raises :exc:`StartupError`
-    naming the setting, file, entry and field for a bad file, or a rule or position on
-    a symbol outside the price universe.
+    Reads the universe, replay, alert rules and portfolio files and imports a feed
+    hook. Raises :exc:`StartupError` naming the setting, file, entry and field for a
+    bad file, a hook that does not import, a replay with symbols outside
+    ``--universe``, or a rule or position on a symbol outside the price universe.
     """
-    prices: PriceFeed | ReplayFeed
+    with _setting_error("universe_file" if config.universe_file else "universe"):
+        given = config.price_universe()
+    prices: PriceFeed | ReplayFeed | HookFeed
+    # The opening prices the demo rules and portfolio are set from: none for a hook.
+    opens: dict[str, float] = {}
     if config.replay_file is not None:
         with _setting_error("feed"):
             prices = ReplayFeed.from_file(config.replay_file, speed=config.replay_speed)
+            if given is not None:
+                outside = [symbol for symbol in prices.symbols if symbol not in set(given)]
+                if outside:
+                    raise ValueError(
+                        f"{config.replay_file} has prices of {', '.join(outside[:20])}, "
+                        "not in --universe: add them to it, or leave --universe out"
+                    )
         opens = dict(prices.opens)
+    elif config.feed_hook is not None:
+        with _setting_error("feed"):
+            prices = HookFeed(config.feed_hook, load_hook(config.feed_hook), given or ())
     else:
         prices = PriceFeed(
             PriceFeedConfig(
-                symbols=config.symbols,
+                symbols=config.symbols if given is None else given,
                 tick_rate=config.tick_rate,
                 updates_per_tick=config.updates_per_tick,
                 seed=config.seed,
             )
         )
         opens = {symbol: prices.market.last(symbol).price for symbol in prices.symbols}
-    universe = frozenset(opens)
+    symbols = given if given is not None else prices.symbols
+    universe = frozenset(symbols)
     if config.alerts is not None:
         with _setting_error("alerts"):
             rules = load_rules(config.alerts)
@@ -164,7 +198,9 @@ def build_feeds(config: Config, bus: Publisher) -> Feeds:
         alerts=AlertFeed(tap, rules),
         signals=SignalFeed(tap, interval=config.signal_interval),
         portfolio=PortfolioFeed(tap, spec, interval=config.portfolio_interval),
-        events=DemoEventsFeed(prices.symbols, seed=config.seed),
+        # Names in the demo's messages: a hook may start with an empty universe.
+        events=DemoEventsFeed(symbols or default_universe(DEFAULT_SYMBOLS), seed=config.seed),
+        symbols=symbols,
     )
 
 
@@ -174,11 +210,15 @@ def start_feeds(
     feeds: Feeds,
     bus: Publisher,
     health: FeedHealth | None = None,
+    universe: PriceUniverse | None = None,
 ) -> None:
     """Start each feed ``config`` asks for in ``nursery``, supervised, publishing into
     ``bus`` (the price source through the tap, so the derived feeds see its prices).
-    ``health`` records which are down, for ``/readyz``."""
-    supervised = feeds.supervised(derived=config.derived_feeds, demo_events=config.demo_events)
+    ``health`` records which are down, for ``/readyz``. A feed hook gets ``universe``,
+    the gateway's (default: the start's, fixed)."""
+    supervised = feeds.supervised(
+        derived=config.derived_feeds, demo_events=config.demo_events, universe=universe
+    )
     for name, run in supervised:
         publisher: Publisher = feeds.tap if name == "prices" else bus
         tracked = run if health is None else health.track(name, run)
@@ -224,13 +264,17 @@ class Server:
     http_auth: HTTPAuth
     #: The checks of ``/readyz``.
     readiness: Readiness
+    #: The price universe, live: ``server.universe.add(["ORCL"])`` lets clients
+    #: subscribe to ORCL and the publishers publish its prices (see ``_universe``).
+    universe: PriceUniverse
     _shutdown: trio.Event = attrs.field(factory=trio.Event)
 
     @property
     def publisher(self) -> Publisher:
         """The Python publish API for code in the gateway's process: the one the feeds
         use (``await server.publisher.publish(channel, data, to=...)``). Prices
-        published here also reach the alert, signal and portfolio feeds."""
+        published here also reach the alert, signal and portfolio feeds; a price of a
+        symbol outside :attr:`universe` raises ``ValueError``."""
         return self.feeds.tap
 
     @property
@@ -281,6 +325,16 @@ async def serve(
     sessions = Sessions(config, hub, delivery, server_version=__version__)
     bus.attach(hub)
     http_auth = HTTPAuth(api_key=config.api_key, verifier=sessions.verifier)
+    node = isinstance(bus, RedisBus)
+    universe = (
+        PriceUniverse(
+            symbols=feeds.symbols,
+            fixed="a node of a cluster has the universe of --universe, fixed at start",
+        )
+        if node
+        else PriceUniverse(hub)
+    )
+    runs_feeds = config.feeds and not node
     publish_api = PublishAPI(
         bus,
         auth=http_auth,
@@ -291,7 +345,7 @@ async def serve(
     # are evaluated from the next tick on and survive a crash of the feed.
     alert_rules_api = AlertRulesAPI(
         feeds.alerts.engine,
-        feeds.symbols,
+        universe,
         auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
@@ -343,8 +397,8 @@ async def serve(
         except OSError as exc:
             raise StartupError(_listen_error(config, exc)) from exc
         _log_authentication(sessions.verifier, listener)
-        if config.feeds and not isinstance(bus, RedisBus):
-            start_feeds(nursery, config, feeds, bus, feed_health)
+        if runs_feeds:
+            start_feeds(nursery, config, feeds, bus, health=feed_health, universe=universe)
         server = Server(
             config,
             hub,
@@ -358,6 +412,7 @@ async def serve(
             disconnect_api,
             http_auth,
             readiness,
+            universe,
         )
         task_status.started(server)
         await server._shutdown.wait()

@@ -162,9 +162,10 @@ async def test_a_crashed_feed_is_restarted_and_announced(
     [
         (
             {"feed": "random"},
-            "--feed (REALTIME_FEED) must be 'simulated', 'replay:sample' or 'replay:FILE'",
+            "--feed (REALTIME_FEED) must be 'simulated', 'replay:sample', 'replay:FILE' or a "
+            "feed hook 'module:callable'",
         ),
-        ({"feed": "replay:"}, "must be 'simulated', 'replay:sample' or 'replay:FILE'"),
+        ({"feed": "replay:"}, "must be 'simulated', 'replay:sample', 'replay:FILE' or a feed"),
         ({"feed": "replay:/no/such.csv"}, "--feed (REALTIME_FEED): no such file"),
         ({"alerts": Path("/no/such.toml")}, "--alerts (REALTIME_ALERTS): no such file"),
         ({"portfolio": Path("/no/such.toml")}, "--portfolio (REALTIME_PORTFOLIO): no such file"),

@@ -81,6 +81,14 @@ def _error_line(result: subprocess.CompletedProcess[str], status: int, *says: st
         (["--tick-rate", "1e9"], ["--tick-rate (REALTIME_TICK_RATE) must be greater than 0"]),
         (["--alerts", "no-such.toml"], ["--alerts (REALTIME_ALERTS): no such file: no-such.toml"]),
         (["--feed", "replay:nothing.csv"], ["--feed (REALTIME_FEED): no such file: nothing.csv"]),
+        (
+            ["--universe", "AAPL,orcl"],
+            ["--universe (REALTIME_UNIVERSE): 'orcl' is not a ticker", "upper case: ORCL"],
+        ),
+        (
+            ["--universe-file", "nothing.txt"],
+            ["--universe-file (REALTIME_UNIVERSE_FILE): no such file: nothing.txt"],
+        ),
     ],
 )
 def test_a_bad_value(args: list[str], says: list[str]) -> None:
@@ -117,6 +125,15 @@ async def test_log_level_is_accepted_in_any_case() -> None:
 
 
 # Found at start: status 1, "... ERROR realtime: Cannot start: ...".
+
+
+def test_a_feed_hook_that_does_not_import() -> None:
+    _error_line(
+        _serve("--feed", "no_such_module_here:feed"),
+        1,
+        "ERROR realtime: Cannot start: --feed (REALTIME_FEED): cannot import "
+        "no_such_module_here: No module named 'no_such_module_here'",
+    )
 
 
 def test_the_port_is_already_in_use() -> None:
