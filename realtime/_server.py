@@ -336,10 +336,13 @@ async def serve(
     )
     runs_feeds = config.feeds and not node
     publish_api = PublishAPI(
-        bus,
+        # The tap: prices from the API reach the alerts, signals and portfolio too.
+        feeds.tap,
         auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
+        universe=universe,
+        feed_symbols=frozenset(feeds.own_symbols) if runs_feeds else frozenset(),
     )
     # The feed's own engine, which outlives the feed's restarts: rules added over HTTP
     # are evaluated from the next tick on and survive a crash of the feed.

@@ -21,6 +21,14 @@ ALERT = {
     "message": "AAPL crossed $185",
     "severity": "warning",
 }
+PRICE = {
+    "price": 190.0,
+    "change": 1.5,
+    "change_pct": 0.8,
+    "volume": 1200,
+    "bid": 189.95,
+    "ask": 190.05,
+}
 
 
 async def post(
@@ -65,7 +73,7 @@ async def test_publish_reaches_subscribers_and_to_targets_one(nursery: trio.Nurs
     assert server.publish_api.accepted == 3
 
 
-async def test_every_channel_but_prices_can_be_published(nursery: trio.Nursery) -> None:
+async def test_every_channel_can_be_published(nursery: trio.Nursery) -> None:
     server = await start_gateway(nursery, api_key=KEY, feeds=False)
     portfolio = {
         "total_value": 1000.5,
@@ -160,20 +168,87 @@ BAD_BODIES: list[tuple[bytes | dict[str, Any], int, str, str]] = [
         "Field 'to' must be a client id",
     ),
     (
-        {
-            "channel": "prices",
-            "data": {"price": 1, "change": 0, "change_pct": 0, "volume": 0, "bid": 1, "ask": 1},
-        },
-        403,
-        "forbidden",
-        "Prices cannot be published through the API",
+        {"channel": "prices", "data": PRICE},
+        400,
+        "invalid_message",
+        "Field 'symbol' is required on prices",
     ),
+    (
+        {"channel": "prices", "symbol": "aapl", "data": PRICE},
+        400,
+        "invalid_symbol",
+        "Invalid symbol: 'aapl'",
+    ),
+    (
+        {"channel": "prices", "symbol": "ORCL", "data": PRICE},
+        400,
+        "unknown_symbol",
+        "Unknown symbol: ORCL is not in the price universe",
+    ),
+    (
+        {"channel": "prices", "symbol": "AAPL", "data": PRICE, "to": "bob"},
+        400,
+        "invalid_message",
+        "Field 'to' is not for prices",
+    ),
+    (
+        {"channel": "prices", "symbol": "AAPL", "data": {**PRICE, "price": -1.0}},
+        400,
+        "invalid_message",
+        "In 'data': Field 'price' must be above 0, got -1.0",
+    ),
+    (
+        {"channel": "prices", "symbol": "AAPL", "data": {**PRICE, "bid": 191.0}},
+        400,
+        "invalid_message",
+        "In 'data': Field 'bid' (191.0) must not be above 'ask' (190.05)",
+    ),
+    (
+        {"channel": "prices", "symbol": "AAPL", "data": {**PRICE, "volume": 1.5}},
+        400,
+        "invalid_message",
+        "In 'data': ",
+    ),
+    (
+        {"channel": "prices", "symbol": "AAPL", "data": {**PRICE, "price": "190"}},
+        400,
+        "invalid_message",
+        "In 'data': ",
+    ),
+    (
+        {"channel": "alerts", "symbol": "AAPL", "data": ALERT},
+        400,
+        "invalid_message",
+        "Field 'symbol' is only for prices",
+    ),
+    (
+        {"events": [{"channel": "alerts", "data": ALERT}, {"channel": "alerts", "data": [1]}]},
+        400,
+        "invalid_message",
+        "events[1]: Field 'data' must be an object",
+    ),
+    (
+        {"events": [{"channel": "prices", "symbol": "AAPL", "data": PRICE}, {"channel": "x"}]},
+        400,
+        "invalid_message",
+        "events[1]: Field 'data' is required",
+    ),
+    ({"events": []}, 400, "invalid_message", "Field 'events' must be a list of 1 to 1000"),
+    ({"events": {}}, 400, "invalid_message", "Field 'events' must be a list of 1 to 1000"),
+    (
+        {"events": [{"channel": "alerts", "data": ALERT}], "channel": "alerts"},
+        400,
+        "invalid_message",
+        "A batch body has the one field 'events'",
+    ),
+    ({"events": [5]}, 400, "invalid_message", "events[0]: An event must be a JSON object"),
 ]
 
 
 async def test_bad_bodies_are_refused_with_protocol_codes_and_nothing_is_published(
     nursery: trio.Nursery,
 ) -> None:
+    # Without feeds, the default universe (AAPL, MSFT, ...) is nobody's: prices may come.
     server = await start_gateway(nursery, api_key=KEY, feeds=False)
     with trio.fail_after(TIMEOUT):
         for body, status, code, text in BAD_BODIES:
@@ -269,3 +344,41 @@ async def test_a_trickled_body_gets_408_at_the_body_deadline(
             assert response.startswith(b"HTTP/1.1 408 "), response
             assert 10 <= trio.current_time() - started < 12  # virtual time: the deadline
     assert server.publish_api.accepted == 0
+
+
+async def test_prices_one_at_a_time_or_in_a_batch(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery, api_key=KEY, feeds=False, universe="AAPL,ORCL")
+    with trio.fail_after(TIMEOUT):
+        async with connect(server) as client:
+            await client.request({"type": "subscribe", "channel": "prices"}, "subscribed")
+            await client.request({"type": "subscribe", "channel": "alerts"}, "subscribed")
+            status, _, body = await post(
+                server, {"channel": "prices", "symbol": "ORCL", "data": PRICE}
+            )
+            assert (status, body) == (202, {"status": "accepted", "channel": "prices"})
+            update = await client.next("price_update")
+            assert (update["symbol"], update["data"], update["seq"]) == ("ORCL", PRICE, 1)
+            batch = {
+                "events": [
+                    {"channel": "prices", "symbol": "AAPL", "data": PRICE},
+                    {"channel": "prices", "symbol": "ORCL", "data": {**PRICE, "price": 190.01}},
+                    {"channel": "alerts", "data": ALERT},
+                ]
+            }
+            status, _, body = await post(server, batch)
+            assert (status, body) == (202, {"status": "accepted", "events": 3})
+            got = await client.collect_until(lambda kept: len(kept) == 3, lambda m: True)
+            # Prices may overtake other messages (they conflate); each stream keeps order.
+            prices = [(m["symbol"], m["data"]["price"], m["seq"]) for m in got if "symbol" in m]
+            assert sorted(prices) == [("AAPL", 190.0, 1), ("ORCL", 190.01, 2)]
+            assert [m["data"] for m in got if m["type"] == "alert_triggered"] == [ALERT]
+    assert server.publish_api.accepted == 4
+
+
+async def test_prices_of_the_gateways_own_feed_are_refused(nursery: trio.Nursery) -> None:
+    """Two writers of one symbol would interleave: the simulated market owns its symbols."""
+    server = await start_gateway(nursery, api_key=KEY, derived_feeds=False)
+    with trio.fail_after(TIMEOUT):
+        status, _, body = await post(server, {"channel": "prices", "symbol": "AAPL", "data": PRICE})
+    assert (status, body["code"]) == (409, "forbidden")
+    assert body["error"].startswith("AAPL's prices come from the gateway's own price feed")
