@@ -40,6 +40,16 @@ def test_the_client_loads_no_server_module() -> None:
     assert {"protocol", "trio", "trio_websocket", "wsproto"} <= _top_level(modules)
 
 
+def test_the_publish_client_loads_no_server_module() -> None:
+    modules = _modules_after("import realtime.publish")
+    ours = {name for name in modules if name == "realtime" or name.startswith("realtime.")}
+    assert ours == {"realtime", "realtime.publish", "realtime.publish._client"}
+    assert not _top_level(modules) & set(SERVER_ONLY)
+    # Nor the subscribe client's WebSocket stack, nor Trio: httpx runs on either loop.
+    assert not _top_level(modules) & {"trio", "trio_websocket", "wsproto"}
+    assert {"protocol", "httpx"} <= _top_level(modules)
+
+
 def test_the_server_names_still_import_from_realtime() -> None:
     modules = _modules_after(
         "from realtime import Config, Event, Hub, HubStatistics, Server, __version__, serve"
