@@ -224,10 +224,12 @@ async def drain_log(process: trio.Process, log: list[bytes]) -> None:
 
 
 @asynccontextmanager
-async def gateway_process(*args: str) -> AsyncIterator[tuple[trio.Process, int, list[bytes]]]:
+async def gateway_process(
+    *args: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[trio.Process, int, list[bytes]]]:
     """`start_process` with its log drained meanwhile: the process, its port, its log.
     Killed on exit."""
-    process, port, log = await start_process(*args)
+    process, port, log = await start_process(*args, env=env)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain_log, process, log)
