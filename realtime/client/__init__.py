@@ -34,6 +34,7 @@ from ._client import (
     Reconnected,
     ReconnectFailed,
     RequestError,
+    TLSError,
     TokenProvider,
     open_client,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ReconnectFailed",
     "Reconnected",
     "RequestError",
+    "TLSError",
     "TokenProvider",
     "open_client",
 ]

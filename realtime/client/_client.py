@@ -3,9 +3,14 @@
 Theory of operation
 -------------------
 :func:`open_client` starts one background task, the *supervisor* (``Client._run``),
-and yields the :class:`Client` once the first connection has received ``welcome``
-(or raises :class:`ConnectError` / :class:`ConnectionClosedError`: the first
-connection fails fast, so a wrong URL or id is reported at once).
+and yields the :class:`Client` once the first connection has received ``welcome``.
+The first connection is retried with the same backoff as a reconnect (an agent may
+start before its gateway), but only for what may succeed later: a refused or lost
+connection, a timeout, HTTP 429/502/503/504, a reconnectable close code. What would
+fail again is raised at once: :class:`TLSError`, another HTTP status
+(:class:`ConnectError`), a fatal close such as 4400 for an invalid id
+(:class:`ConnectionClosedError`), :class:`AuthenticationError`; and once the
+attempts are spent, the last attempt's error.
 
 The supervisor loops over connections::
 
@@ -205,6 +210,14 @@ class ConnectError(ClientError):
         self.status_code = status_code
 
 
+class TLSError(ConnectError):
+    """The TLS handshake failed: most often the gateway's certificate is not trusted by
+    this client (self-signed, or from a private CA: pass ``ssl_context`` one that
+    trusts it), has expired, or names another host. Never retried, on the first
+    connection or later: the same certificate would fail the same way. ``__cause__``
+    is the ``ssl`` module's error, whose ``verify_message`` says which check failed."""
+
+
 class AuthenticationError(ClientError):
     """The client cannot authenticate, and has stopped: the gateway refused the token
     (4401) and there is no ``get_token`` to ask for another, or refused the new one
@@ -288,7 +301,8 @@ class Backoff:
     initial: float = 2.0
     multiplier: float = 2.0
     max_delay: float = 30.0
-    #: Failed attempts in a row before giving up with :class:`ReconnectFailed`.
+    #: Failed attempts in a row before giving up with :class:`ReconnectFailed` (on the
+    #: first connection: with that connection's error). 0 never retries.
     max_attempts: int = 10
     #: A connection open at least this long resets the attempt count.
     reset_after: float = 30.0
@@ -296,7 +310,7 @@ class Backoff:
     def __attrs_post_init__(self) -> None:
         if not (self.initial > 0 and self.multiplier >= 1 and self.max_delay >= self.initial):
             raise ValueError(f"invalid backoff: {self!r}")
-        if self.max_attempts < 1 or self.reset_after < 0:
+        if self.max_attempts < 0 or self.reset_after < 0:
             raise ValueError(f"invalid backoff: {self!r}")
 
     def ceiling(self, attempt: int) -> float:
@@ -745,11 +759,14 @@ class Client:
                     error = exc
                     code, reason, uptime = CloseCode.ABNORMAL_CLOSURE, str(exc), 0.0
                 except ConnectError as exc:
-                    if not self._started:
-                        raise
                     error = exc
                     code, reason, uptime = CloseCode.ABNORMAL_CLOSURE, str(exc), 0.0
-                    if exc.status_code is not None and exc.status_code not in _RETRYABLE_STATUS:
+                    if isinstance(exc, TLSError) or (
+                        exc.status_code is not None and exc.status_code not in _RETRYABLE_STATUS
+                    ):
+                        # Sent again, the same certificate or request fails the same way.
+                        if not self._started:
+                            raise
                         self._finish(exc)
                         return
                 else:
@@ -769,7 +786,7 @@ class Client:
                         self._finish(refused)
                         return
                     error = ConnectionClosedError(code, reason)
-                    if not self._started:
+                    if not self._started and not should_reconnect(code):
                         raise error
                     if code == CloseCode.NORMAL or self._closing:
                         self._finish(None)
@@ -780,6 +797,11 @@ class Client:
                 if uptime >= self.backoff.reset_after:
                     attempt = 0
                 attempt += 1
+                if not self._started:
+                    # The first connection retries as a reconnect would (the gateway
+                    # may start after us), and ends with its own last error.
+                    await self._first_retry(attempt, error)
+                    continue
                 if attempt > self.backoff.max_attempts:
                     failed = ReconnectFailed(attempt - 1)
                     failed.__cause__ = error
@@ -805,6 +827,24 @@ class Client:
             self._inbox.end(self._error)
             self._ready.set()
             self._ended.set()
+
+    async def _first_retry(self, attempt: int, error: ClientError) -> None:
+        """Wait the backoff's delay before retry ``attempt`` of the first connection,
+        or raise ``error`` (saying how often it tried) once the attempts are spent."""
+        if attempt > self.backoff.max_attempts:
+            if attempt > 1:
+                error.args = (f"{error.args[0]} (gave up after {attempt} attempts)",)
+            raise error
+        delay = self.backoff.delay(attempt, self._rng.random)
+        logger.warning(
+            "[client %s] cannot connect yet (%s); retry %d of %d in %.2fs",
+            self.client_id,
+            error,
+            attempt,
+            self.backoff.max_attempts,
+            delay,
+        )
+        await trio.sleep(delay)
 
     def _authentication_failed(self, reason: str) -> AuthenticationError:
         why = self._unauthorized or f"closed with 4401 {reason}".rstrip()
@@ -876,11 +916,24 @@ class Client:
                 if self._ssl_context is None:
                     stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
                 else:
-                    stream = await trio.open_ssl_over_tcp_stream(
+                    secure = await trio.open_ssl_over_tcp_stream(
                         self._host, self._port, ssl_context=self._ssl_context
                     )
-        except (OSError, trio.TooSlowError) as exc:
+                    stream = secure
+                    # Now, not inside trio-websocket: there a failed handshake is only
+                    # a connection that never sends a welcome.
+                    try:
+                        await secure.do_handshake()
+                    except BaseException:  # closed, whatever it was, then re-raised
+                        await trio.aclose_forcefully(secure)
+                        raise
+        except trio.BrokenResourceError as exc:
+            tls = exc.__cause__
+            if isinstance(tls, ssl.SSLError):
+                raise TLSError(f"TLS handshake with {self.url} failed: {_tls_reason(tls)}") from tls
             raise ConnectError(f"cannot connect to {self.url}: {exc}") from exc
+        except (OSError, trio.TooSlowError) as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {exc or 'timed out'}") from exc
         # trio-websocket never closes the stream itself when the server closes first,
         # nor after a refused handshake: this finally does, in every case.
         try:
@@ -1186,6 +1239,17 @@ class Client:
         self._inbox.put(error)
 
 
+def _tls_reason(error: ssl.SSLError) -> str:
+    """What failed, and what to do: verification failures say which check failed."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"the gateway's certificate is not trusted: {error.verify_message} (pass "
+            "open_client an ssl_context that trusts it, e.g. ssl.create_default_context("
+            "cafile=...) for a private CA)"
+        )
+    return error.reason or str(error)
+
+
 def _close_of(exc: BaseException) -> tuple[int, str]:
     reason = getattr(exc, "reason", None)
     if reason is None:
@@ -1235,12 +1299,18 @@ async def open_client(
 ) -> AsyncIterator[Client]:
     """Connect to the gateway at ``url`` (``ws://host:port``; ``/ws/{client_id}`` is
     added) as ``client_id`` and yield the :class:`Client` once ``welcome`` arrived.
+    Trio only: under asyncio, :func:`realtime.client.open_asyncio_client` takes the
+    same arguments (this raises ``RuntimeError`` saying so).
 
-    The first connection fails fast: :class:`ConnectError` when it cannot be made
-    (refused, timed out after ``connect_timeout``, handshake refused),
-    :class:`ConnectionClosedError` when the server closes it at once (4400 for an
-    invalid id). Later losses are retried per ``backoff`` (default
-    :class:`Backoff`); ``rng`` supplies the jitter (tests pass a seeded one).
+    The first connection is retried per ``backoff`` (default :class:`Backoff`) when it
+    cannot be made (refused, timed out after ``connect_timeout``, HTTP 429/502/503/504)
+    or is closed with a reconnectable code, and each retry is logged; once
+    ``backoff.max_attempts`` retries failed (0: at once), the last error is raised:
+    :class:`ConnectError`. What would fail again is raised at once: :class:`TLSError`
+    (the certificate is not trusted, ...), :class:`ConnectError` for another HTTP
+    status, :class:`ConnectionClosedError` when the server closes it with a fatal
+    code (4400 for an invalid id). Later losses are retried per ``backoff`` too;
+    ``rng`` supplies the jitter (tests pass a seeded one).
     ``buffer_size`` bounds the inbox (see :class:`Lagged`); ``codec`` picks JSON or
     MessagePack. Leaving the block closes the connection with 1000, bounded by
     ``close_timeout``, and cancels the client's tasks.
@@ -1252,6 +1322,13 @@ async def open_client(
     gateway refuses (4401) is answered by one reconnect with a token from
     ``get_token``; otherwise the client raises :class:`AuthenticationError`.
     """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:  # not in trio.run: asyncio's AttributeError, said plainly
+        raise RuntimeError(
+            "open_client runs under Trio; under asyncio use "
+            "realtime.client.open_asyncio_client, which takes the same arguments"
+        ) from None
     client = Client(
         url,
         client_id,

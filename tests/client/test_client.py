@@ -230,18 +230,56 @@ async def test_replaced_connection_stops_with_4409_and_no_retry(nursery: trio.Nu
                 await newer.ping()
 
 
-async def test_refused_handshake_fails_fast_without_leaking(nursery: trio.Nursery) -> None:
+async def test_refused_handshake_without_retries_fails_fast_without_leaking(
+    nursery: trio.Nursery,
+) -> None:
     server = await start_gateway(nursery, max_connections=1)
+    never = Backoff(max_attempts=0)
     with trio.fail_after(TIMEOUT):
         async with open_client(url_of(server), "first"):
             with pytest.raises(ConnectError) as raised:
-                async with open_client(url_of(server), "second"):
+                async with open_client(url_of(server), "second", backoff=never):
                     pass  # pragma: no cover
             assert raised.value.status_code == 503
-    with pytest.raises(ConnectError):
-        async with open_client("ws://127.0.0.1:1", "nobody"):
-            pass  # pragma: no cover
+            assert "gave up" not in str(raised.value)
+        with pytest.raises(ConnectError):
+            async with open_client("ws://127.0.0.1:1", "nobody", backoff=never):
+                pass  # pragma: no cover
     _assert_no_leaked_sockets()
+
+
+async def test_a_first_connect_refused_for_now_is_retried(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """503 at capacity: the second client gets in once the first one leaves."""
+    server = await start_gateway(nursery, max_connections=1)
+    with trio.fail_after(TIMEOUT):
+        async with open_client(url_of(server), "first") as first, trio.open_nursery() as inner:
+
+            async def second() -> None:
+                async with open_client(url_of(server), "second", backoff=FAST) as client:
+                    await client.ping()
+
+            inner.start_soon(second)
+            while not any("cannot connect yet" in r.getMessage() for r in caplog.records):
+                await trio.sleep(0.01)
+            await first.aclose()
+    (retry, *_) = [r.getMessage() for r in caplog.records if "cannot connect yet" in r.getMessage()]
+    assert "[client second] cannot connect yet (handshake refused by" in retry
+    assert "HTTP 503); retry 1 of 20 in" in retry
+    _assert_no_leaked_sockets()
+
+
+async def test_another_status_is_not_retried(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_gateway(nursery)
+    # No WebSocket lives under /nowhere: refused (today with a 500), and never retried.
+    with trio.fail_after(TIMEOUT), pytest.raises(ConnectError) as raised:
+        async with open_client(f"ws://127.0.0.1:{server.port}/nowhere", "x", backoff=FAST):
+            pass  # pragma: no cover
+    assert raised.value.status_code not in (None, 429, 502, 503, 504)
+    assert not [r for r in caplog.records if "cannot connect yet" in r.getMessage()]
 
 
 def _assert_no_leaked_sockets() -> None:
