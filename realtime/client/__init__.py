@@ -7,6 +7,9 @@
         async for item in client:
             ...
 
+Under asyncio, ``open_asyncio_client`` takes the same arguments and yields a client
+with the same methods (the Trio client in a thread of its own; see ``_asyncio``).
+
 See ``docs/client.md`` and the theory of operation in ``realtime.client._client``.
 The terminal viewer behind ``realtime listen`` (``_viewer``, on rich) is not imported
 here: importing this package loads no server module and no rich.
@@ -14,6 +17,7 @@ here: importing this package loads no server module and no rich.
 
 from __future__ import annotations
 
+from ._asyncio import AsyncioClient, open_asyncio_client
 from ._client import (
     DEFAULT_BUFFER_SIZE,
     DEFAULT_CLOSE_TIMEOUT,
@@ -44,6 +48,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "EVENT_RESERVE",
+    "AsyncioClient",
     "AuthenticationError",
     "Backoff",
     "Client",
@@ -61,5 +66,6 @@ __all__ = [
     "RequestError",
     "TLSError",
     "TokenProvider",
+    "open_asyncio_client",
     "open_client",
 ]

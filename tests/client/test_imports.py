@@ -32,6 +32,7 @@ def test_the_client_loads_no_server_module() -> None:
     assert ours == {
         "realtime",
         "realtime.client",
+        "realtime.client._asyncio",
         "realtime.client._client",
         "realtime.client._tokens",
     }
