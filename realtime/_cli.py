@@ -49,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Imported only here: the viewer is what needs rich, and `serve` never does.
         from .client._viewer import run as run_listen
 
-        sys.exit(run_listen(listen_options(args)))
+        try:
+            options = listen_options(args)
+        except ValueError as exc:
+            _fail(f"realtime listen: error: {exc}", 2)
+        sys.exit(run_listen(options))
     # Every way the start can fail for a setting ends in one line that names it, and
     # exit status 2 (a value refused) or 1 (refused at start): no usage text, no
     # traceback. Anything else is a bug, and keeps its traceback.

@@ -20,6 +20,10 @@ from protocol import Channel
 DEFAULT_URL: Final = "ws://127.0.0.1:8000"
 #: Where ``listen`` finds a fixed token: a variable, since flags show in the process list.
 TOKEN_VARIABLE: Final = "REALTIME_TOKEN"
+#: The gateway's address without ``--url``: the URL, else the port the gateway reads
+#: too (``realtime serve`` takes ``REALTIME_PORT``), on this machine.
+URL_VARIABLE: Final = "REALTIME_URL"
+PORT_VARIABLE: Final = "REALTIME_PORT"
 
 
 @attrs.frozen(kw_only=True)
@@ -40,7 +44,11 @@ class ListenOptions:
 
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``realtime listen``."""
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"gateway (default: {DEFAULT_URL})")
+    parser.add_argument(
+        "--url",
+        help=f"gateway (default: {URL_VARIABLE}, else ws://127.0.0.1:${PORT_VARIABLE}, "
+        f"else {DEFAULT_URL})",
+    )
     parser.add_argument(
         "--channel",
         type=Channel,
@@ -68,14 +76,16 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
 def listen_options(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> ListenOptions:
-    """The options of ``args``, with the token from ``environ`` (default: the process's)."""
+    """The options of ``args``, with the token, and without ``--url`` the gateway's
+    address, from ``environ`` (default: the process's). Raises ``ValueError`` for a
+    ``REALTIME_PORT`` that is not a port."""
     environ = os.environ if environ is None else environ
     symbols = None
     if args.symbols:
         symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
     extra = {"client_id": args.client_id} if args.client_id else {}
     return ListenOptions(
-        url=args.url,
+        url=gateway_url(args.url, environ),
         channel=args.channel,
         symbols=symbols or None,
         json=args.json,
@@ -84,3 +94,18 @@ def listen_options(
         token_command=tuple(shlex.split(args.token_command)) if args.token_command else None,
         **extra,
     )
+
+
+def gateway_url(url: str | None, environ: Mapping[str, str]) -> str:
+    """``url``, else ``REALTIME_URL``, else ``ws://127.0.0.1:$REALTIME_PORT``, else the
+    default; an ``http(s)://`` URL (the publish API's) is read as ``ws(s)://``."""
+    url = url or environ.get(URL_VARIABLE) or None
+    if url is None:
+        port = environ.get(PORT_VARIABLE, "").strip()
+        if not port:
+            return DEFAULT_URL
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{PORT_VARIABLE} must be a port, 1-65535, got {port!r}")
+        return f"ws://127.0.0.1:{int(port)}"
+    scheme, separator, rest = url.partition("://")
+    return {"http": "ws", "https": "wss"}.get(scheme, scheme) + separator + rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 
 import pytest
@@ -112,3 +113,47 @@ def test_token_flags_and_variable() -> None:
     assert options.token == "x.y.z"
     assert "x.y.z" not in repr(options)
     assert listen_options(args, environ={}).token is None
+
+
+def test_the_gateway_from_the_environment() -> None:
+    """`realtime listen` finds the gateway as `realtime serve` was told: REALTIME_URL,
+    else REALTIME_PORT on this machine; --url wins."""
+    bare = _parser().parse_args(["listen"])
+    assert listen_options(bare, environ={}).url == "ws://127.0.0.1:8000"
+    assert listen_options(bare, environ={"REALTIME_PORT": "9001"}).url == "ws://127.0.0.1:9001"
+    environ = {"REALTIME_PORT": "9001", "REALTIME_URL": "wss://gw.example.com"}
+    assert listen_options(bare, environ=environ).url == "wss://gw.example.com"
+    # The publish client's URL serves both.
+    assert listen_options(bare, environ={"REALTIME_URL": "http://gw:81"}).url == "ws://gw:81"
+    flagged = _parser().parse_args(["listen", "--url", "ws://elsewhere:1"])
+    assert listen_options(flagged, environ=environ).url == "ws://elsewhere:1"
+    with pytest.raises(ValueError, match="REALTIME_PORT must be a port, 1-65535, got 'http'"):
+        listen_options(bare, environ={"REALTIME_PORT": "http"})
+
+
+async def test_listen_connects_where_realtime_port_says(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery)
+    command = [sys.executable, "-m", "realtime", "listen", "--json", "--count", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
+    with trio.fail_after(TIMEOUT * 3):  # a Python process starts first
+        result = await trio.run_process(
+            command,
+            env={**env, "REALTIME_PORT": str(server.port)},
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["type"] == "price_update"
+    with trio.fail_after(TIMEOUT * 3):
+        bad = await trio.run_process(
+            command,
+            env={**env, "REALTIME_PORT": "x"},
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert (bad.returncode, bad.stderr.decode()) == (
+        2,
+        "realtime listen: error: REALTIME_PORT must be a port, 1-65535, got 'x'\n",
+    )
