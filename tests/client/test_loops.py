@@ -13,6 +13,7 @@ import itertools
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from protocol import (
     Severity,
 )
 from realtime import Config, Server, serve
+from realtime._auth import mint_token
 from realtime.client import (
     Backoff,
     ConnectError,
@@ -290,6 +292,31 @@ def test_cancelled_receives_lose_no_item() -> None:
             # From where the subscription started (the feeds announced themselves first).
             assert seqs == list(range(seqs[0], seqs[0] + count))
             assert cancelled  # the test did cancel some
+
+        asyncio.run(scenario())
+
+
+SECRET = "loops-test-secret-0123456789abcdef"
+
+
+def test_get_token_may_be_an_asyncio_coroutine_function() -> None:
+    """Awaited in the event loop, where the application's identity client lives."""
+    with gateway_thread(jwt_secret=SECRET) as gateway:
+
+        async def scenario() -> None:
+            loop = asyncio.get_running_loop()
+            asked: list[asyncio.AbstractEventLoop] = []
+
+            async def get_token() -> str:
+                asked.append(asyncio.get_running_loop())
+                await asyncio.sleep(0)
+                return mint_token(SECRET, sub="alice", now=time.time(), ttl=60)
+
+            url = f"ws://127.0.0.1:{gateway.port}"
+            async with asyncio.timeout(TIMEOUT):
+                async with open_asyncio_client(url, "alice-1", get_token=get_token) as client:
+                    assert isinstance(await client.ping(), Pong)
+            assert asked == [loop]
 
         asyncio.run(scenario())
 
