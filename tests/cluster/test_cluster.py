@@ -273,3 +273,52 @@ async def test_a_user_s_message_published_on_one_node_reaches_that_user_on_the_o
                 "subscribed",
             )
             assert notes(await again.queued(lambda m: True)) == ["for-alice"]
+
+
+async def test_a_cluster_on_a_universe_of_its_own(cluster: Cluster) -> None:
+    """`realtime feed` simulates the --universe it is given; the nodes take the same."""
+    universe = "ORCL,AAPL"
+    with trio.fail_after(TIMEOUT):
+        await cluster.start_feed("--universe", universe)
+        node = await cluster.start_node("--universe", universe)
+        async with connect(node, "orcl-watcher") as client:
+            assert client.welcome["symbols"] == ["ORCL", "AAPL"]
+            await client.request(
+                {"type": "subscribe", "channel": "prices", "symbols": ["ORCL"]}, "subscribed"
+            )
+            update = await client.next("price_update")
+    assert update["symbol"] == "ORCL"
+    assert "The feed's symbols differ" not in node.text
+
+
+async def test_prices_published_through_one_node_reach_the_other(cluster: Cluster) -> None:
+    """No feed: the market comes from outside, through any node's publish API."""
+    settings = ("--universe", "ORCL,SAP", "--api-key", KEY)
+    price = {
+        "price": 142.5,
+        "change": 0.5,
+        "change_pct": 0.35,
+        "volume": 10,
+        "bid": 142.4,
+        "ask": 142.6,
+    }
+    headers = [("Authorization", f"Bearer {KEY}")]
+    with trio.fail_after(TIMEOUT):
+        node_a = await cluster.start_node(*settings)
+        node_b = await cluster.start_node(*settings)
+        async with connect(node_b, "listener") as client:
+            await client.request(
+                {"type": "subscribe", "channel": "prices", "symbols": ["SAP"]}, "subscribed"
+            )
+            body = {"events": [{"channel": "prices", "symbol": "SAP", "data": price}]}
+            ((status, _, answer),) = await http_requests(
+                node_a.port, [("POST", "/api/publish", json.dumps(body).encode())], headers
+            )
+            assert status == 202, answer
+            update = await client.next("price_update")
+            unknown = {"channel": "prices", "symbol": "MSFT", "data": price}
+            ((status, _, answer),) = await http_requests(
+                node_a.port, [("POST", "/api/publish", json.dumps(unknown).encode())], headers
+            )
+    assert (update["symbol"], update["data"], update["seq"]) == ("SAP", price, 1)
+    assert (status, json.loads(answer)["code"]) == (400, "unknown_symbol")

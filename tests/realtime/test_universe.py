@@ -12,7 +12,7 @@ import trio
 
 from feeds import MAX_UNIVERSE, parse_universe
 from protocol import Channel, PriceData
-from realtime import Config, StartupError
+from realtime import Config, PriceUniverse, StartupError
 
 from .helpers import TIMEOUT, connect, http_requests, start_gateway
 
@@ -244,3 +244,13 @@ async def test_a_hook_that_does_not_load_stops_the_start(
         await start_gateway(nursery, feed=feed)
     assert str(error.value).startswith("--feed (REALTIME_FEED): ")
     assert says in str(error.value)
+
+
+def test_a_clusters_universe_is_fixed() -> None:
+    universe = PriceUniverse(symbols=("AAPL", "ORCL"), fixed="a cluster's universe is fixed")
+    assert universe.add(["ORCL"]) == ()  # nothing new: fine
+    with pytest.raises(ValueError, match=r"^cannot add SAP: a cluster's universe is fixed$"):
+        universe.add(["SAP", "AAPL"])
+    assert list(universe) == ["AAPL", "ORCL"]
+    with pytest.raises(TypeError, match=r"not one string: add\(\[symbol\]\)"):
+        universe.add("SAP")
