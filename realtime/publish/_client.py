@@ -115,12 +115,18 @@ class Retry:
         return rand() * ceiling
 
 
-def event(channel: Channel | str, data: Payload, *, to: str | None = None) -> Event:
-    """One event of a batch on ``channel`` (not prices: :func:`price`), to one client
-    id if ``to``."""
+def event(
+    channel: Channel | str, data: Payload, *, to: str | None = None, user: str | None = None
+) -> Event:
+    """One event of a batch on ``channel`` (not prices: :func:`price`): to every
+    subscriber, or to one client id (``to``), or to every connection of one user
+    (``user``, a token's ``sub``), or to that client id if it is that user's (both;
+    with authentication on, ``to`` needs ``user``)."""
     body: Event = {"channel": str(channel), "data": _payload(data)}
     if to is not None:
         body["to"] = to
+    if user is not None:
+        body["user"] = user
     return body
 
 
@@ -289,7 +295,8 @@ class _Base:
 class PublishClient(_Base):
     """Publishes to the gateway at ``url`` (default: ``REALTIME_URL``, else
     ``http://127.0.0.1:$REALTIME_PORT``, else ``http://127.0.0.1:8000``; ``ws://`` URLs
-    are read as ``http://``) with ``api_key`` (default: ``REALTIME_API_KEY``).
+    are read as ``http://``) with ``api_key`` (default: ``REALTIME_API_KEY``; with the
+    gateway's authentication on, a token with the admin role is taken too).
 
     Blocking; safe to share between threads (httpx's pool). Each call blocks for at
     most ``retry.attempts`` requests of ``timeout`` seconds each plus the waits
@@ -315,9 +322,17 @@ class PublishClient(_Base):
         self._sleep = sleep
         self._http = httpx.Client(timeout=timeout, verify=verify, transport=transport)
 
-    def publish(self, channel: Channel | str, data: Payload, *, to: str | None = None) -> Any:
-        """Publish ``data`` on ``channel`` (prices: :meth:`publish_price`)."""
-        return self._send([event(channel, data, to=to)])
+    def publish(
+        self,
+        channel: Channel | str,
+        data: Payload,
+        *,
+        to: str | None = None,
+        user: str | None = None,
+    ) -> Any:
+        """Publish ``data`` on ``channel`` (prices: :meth:`publish_price`), addressed as
+        :func:`event` says."""
+        return self._send([event(channel, data, to=to, user=user)])
 
     def publish_price(self, symbol: str, data: Payload) -> Any:
         """Publish the price ``data`` of ``symbol`` (in the gateway's universe)."""
@@ -376,9 +391,17 @@ class AsyncPublishClient(_Base):
         super().__init__(url, api_key, retry, rand)
         self._http = httpx.AsyncClient(timeout=timeout, verify=verify, transport=transport)
 
-    async def publish(self, channel: Channel | str, data: Payload, *, to: str | None = None) -> Any:
-        """Publish ``data`` on ``channel`` (prices: :meth:`publish_price`)."""
-        return await self._send([event(channel, data, to=to)])
+    async def publish(
+        self,
+        channel: Channel | str,
+        data: Payload,
+        *,
+        to: str | None = None,
+        user: str | None = None,
+    ) -> Any:
+        """Publish ``data`` on ``channel`` (prices: :meth:`publish_price`), addressed as
+        :func:`event` says."""
+        return await self._send([event(channel, data, to=to, user=user)])
 
     async def publish_price(self, symbol: str, data: Payload) -> Any:
         """Publish the price ``data`` of ``symbol`` (in the gateway's universe)."""

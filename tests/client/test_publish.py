@@ -122,7 +122,7 @@ def test_the_async_client_under_asyncio() -> None:
     async def main() -> Any:
         transport = httpx.MockTransport(answer)
         async with AsyncPublishClient("http://gw:8000", KEY, transport=transport) as gateway:
-            return await gateway.publish(Channel.ALERTS, ALERT, to="client-1")
+            return await gateway.publish(Channel.ALERTS, ALERT, to="client-1", user="alice")
 
     assert asyncio.run(main()) == {"status": "accepted", "channel": "alerts"}
     (request,) = seen
@@ -130,7 +130,7 @@ def test_the_async_client_under_asyncio() -> None:
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.read() == (
         b'{"channel":"alerts","data":{"id":"ext-1","symbol":"ORCL","type":"price_above",'
-        b'"message":"ORCL crossed","severity":"info"},"to":"client-1"}'
+        b'"message":"ORCL crossed","severity":"info"},"to":"client-1","user":"alice"}'
     )
 
 

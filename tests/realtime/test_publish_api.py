@@ -216,6 +216,12 @@ BAD_BODIES: list[tuple[bytes | dict[str, Any], int, str, str]] = [
         "In 'data': ",
     ),
     (
+        {"channel": "prices", "symbol": "AAPL", "data": PRICE, "user": "alice"},
+        400,
+        "invalid_message",
+        "Field 'user' is not for prices",
+    ),
+    (
         {"channel": "alerts", "symbol": "AAPL", "data": ALERT},
         400,
         "invalid_message",
