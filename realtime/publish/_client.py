@@ -9,8 +9,10 @@ is sent again only when it certainly published nothing:
 
 * the connection could not be made (refused, no route, connect timeout, the pool of
   connections full): the gateway is not there yet, or is restarting;
-* 429 (a limit) and 503 (draining, at capacity), and 502 (a proxy in front could not
-  reach the gateway): the gateway, or its proxy, answered without publishing.
+* 429 (a limit) and 503 (draining, at capacity, a cluster node away from Redis), and
+  502 (a proxy in front could not reach the gateway): the gateway, or its proxy,
+  answered without publishing. Not the gateway's 503 ``unconfirmed``: its bus failed
+  while taking the events, which may have been published.
 
 The wait before retry ``n`` is the answer's ``Retry-After`` if it sent one, else
 exponential backoff with full jitter (``Retry``); a ``Retry-After`` longer than
@@ -50,6 +52,9 @@ DEFAULT_TIMEOUT: Final = 10.0
 PATH: Final = "/api/publish"
 #: Answers that published nothing and may succeed later.
 RETRY_STATUSES: Final = frozenset({429, 502, 503})
+#: The gateway's 503 for a bus that failed while taking the events: they may have
+#: been published, so it is not retried (docs/feeds.md).
+UNCONFIRMED: Final = "unconfirmed"
 
 #: An event of a batch: what :func:`event` and :func:`price` build.
 Event: TypeAlias = dict[str, Any]
@@ -189,7 +194,7 @@ def _judge(response: httpx.Response, retry: Retry, attempt: int, rand: Callable[
         return response.json()
     code, message = _error_of(response)
     status = response.status_code
-    if status not in RETRY_STATUSES:
+    if status not in RETRY_STATUSES or code == UNCONFIRMED:
         published = None if status >= 500 else False
         raise PublishError(message, status=status, code=code, attempts=attempt, published=published)
     retry_after = _retry_after(response.headers.get("retry-after"))

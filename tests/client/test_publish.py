@@ -211,6 +211,17 @@ def test_what_may_have_published_is_not_sent_again() -> None:
     assert refused.value.message == "Gateway Timeout"  # not JSON: the start of the text
 
 
+def test_an_unconfirmed_publish_is_not_sent_again() -> None:
+    """The gateway's bus failed while taking it (a node losing Redis): it may be out."""
+    body = {"error": "Redis did not confirm the event ...", "code": "unconfirmed"}
+    transport, calls = _scripted(httpx.Response(503, json=body), accepted())
+    with _client(transport, []) as gateway, pytest.raises(PublishError) as refused:
+        gateway.publish("alerts", ALERT)
+    assert calls == [1]
+    error = refused.value
+    assert (error.status, error.code, error.published) == (503, "unconfirmed", None)
+
+
 def test_giving_up_says_how_often_it_tried() -> None:
     transport, calls = _scripted(*[httpx.ConnectError("Connection refused")] * 4)
     sleeps: list[float] = []

@@ -9,7 +9,11 @@ import pytest
 import trio
 import trio.testing
 
+from protocol import Channel
 from realtime import Server
+from realtime._bus import PublishUnavailable
+from realtime._http_auth import HTTPAuth
+from realtime._publish import PublishAPI
 
 from .helpers import TIMEOUT, connect, http_requests, start_gateway
 
@@ -388,3 +392,72 @@ async def test_prices_of_the_gateways_own_feed_are_refused(nursery: trio.Nursery
         status, _, body = await post(server, {"channel": "prices", "symbol": "AAPL", "data": PRICE})
     assert (status, body["code"]) == (409, "forbidden")
     assert body["error"].startswith("AAPL's prices come from the gateway's own price feed")
+
+
+class _FailingBus:
+    """A publisher that takes ``take`` events, then fails as a bus away from Redis."""
+
+    def __init__(self, take: int, *, sent: bool) -> None:
+        self.take = take
+        self.sent = sent
+        self.published: list[object] = []
+
+    async def publish(self, channel: Channel, data: Any, **address: Any) -> None:
+        if len(self.published) == self.take:
+            raise PublishUnavailable("Redis is away", sent=self.sent)
+        self.published.append(data)
+
+
+async def _answer(api: PublishAPI, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+    raw = json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/publish",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
+        "client": ("127.0.0.1", 5000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await api(scope, receive, send)
+    start, body_message = sent
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, json.loads(body_message["body"])
+
+
+@pytest.mark.parametrize(
+    ("take", "sent", "code", "says"),
+    [
+        (0, False, "unavailable", "Redis is away"),
+        (0, True, "unconfirmed", "Redis is away: publishing again could repeat them"),
+        (
+            1,
+            False,
+            "unconfirmed",
+            "Redis is away; 1 of the 2 events before it were published: publishing again",
+        ),
+    ],
+)
+async def test_a_bus_that_fails_says_whether_anything_went_out(
+    take: int, sent: bool, code: str, says: str
+) -> None:
+    bus = _FailingBus(take, sent=sent)
+    api = PublishAPI(
+        bus,
+        auth=HTTPAuth(api_key=KEY, verifier=None),
+        max_body=64 * 1024,
+        universe=("AAPL",),
+    )
+    event = {"channel": "alerts", "data": ALERT}
+    status, headers, answer = await _answer(api, {"events": [event, event]})
+    assert (status, answer["code"]) == (503, code)
+    assert answer["error"].startswith(says)
+    # Only what certainly published nothing invites a retry.
+    assert ("retry-after" in headers) is (code == "unavailable")
+    assert api.accepted == len(bus.published) == take
