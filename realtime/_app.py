@@ -87,7 +87,10 @@ class GatewayApp:
         self.static = static if static is not None else StaticFiles()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # no lifespan, no ASGI WebSockets: /ws/ is ours
+        if scope["type"] == "websocket":
+            await _refuse_websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no lifespan
             return
         if scope["path"] == PUBLISH_PATH and self.publish is not None:
             await self.publish(scope, receive, send)
@@ -195,6 +198,33 @@ class GatewayApp:
 
 def _json_error(text: str) -> bytes:
     return orjson.dumps({"error": text})
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer an upgrade hypercorn was handed, which the gateway does not serve: one to
+    a path other than ``/ws/{client_id}``, or one after another request on the same
+    connection (the listener reads only a connection's first request; later ones are
+    hypercorn's). Says which, with a status, instead of hypercorn's bare 500."""
+    await receive()  # websocket.connect
+    path = scope["path"]
+    if path.startswith("/ws/"):
+        status = 400
+        text = (
+            "Open each WebSocket on a connection of its own: an upgrade after another "
+            "request on the same connection is not served"
+        )
+    else:
+        status, text = 404, f"No WebSocket endpoint at {path[:200]}: connect to /ws/{{client_id}}"
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close"})  # the server answers 403
+        return
+    body = _json_error(text)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def _reject_body(reject: Reject) -> bytes:

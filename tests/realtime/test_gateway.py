@@ -481,3 +481,53 @@ async def test_loopback_is_exempt_from_the_connect_rate_unless_limited(
         assert b"\r\nRetry-After: 100" in heads[-1]
     assert limited.listener.statistics().refused_rate_total == 2
     assert exempt.listener.statistics().refused_rate_total == 0
+
+
+UPGRADE = (
+    b"GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def _responses(stream: trio.SocketStream, count: int) -> list[bytes]:
+    """Read ``count`` whole responses (head and Content-Length body) off ``stream``."""
+    data, responses = b"", list[bytes]()
+    while len(responses) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            declared = re.search(rb"content-length: (\d+)", data[:end].lower())
+            assert declared is not None, data
+            length = int(declared[1])
+            if len(data) >= end + 4 + length:
+                responses.append(data[: end + 4 + length])
+                data = data[end + 4 + length :]
+                continue
+        chunk = await stream.receive_some()
+        assert chunk, data
+        data += chunk
+    return responses
+
+
+async def test_an_upgrade_to_another_path_gets_404(nursery: trio.Nursery) -> None:
+    server = await start_gateway(nursery)
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(UPGRADE % b"/nowhere/ws/x")
+            [response] = await _responses(stream, 1)
+    assert response.startswith(b"HTTP/1.1 404 "), response
+    assert b"connect to /ws/{client_id}" in response
+
+
+async def test_an_upgrade_after_another_request_on_the_connection_gets_400(
+    nursery: trio.Nursery,
+) -> None:
+    server = await start_gateway(nursery)
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            [health] = await _responses(stream, 1)
+            await stream.send_all(UPGRADE % b"/ws/late")
+            [late] = await _responses(stream, 1)
+    assert health.startswith(b"HTTP/1.1 200 "), health
+    assert late.startswith(b"HTTP/1.1 400 "), late
+    assert b"a connection of its own" in late
