@@ -26,6 +26,16 @@ class PublishUnavailable(Exception):
         self.sent = sent
 
 
+def check_event(channel: Channel, data: EventData, symbol: str | None) -> None:
+    """Raise ``TypeError`` when ``data`` is not ``channel``'s payload, or ``symbol`` is
+    missing on a price or given elsewhere: a producer's bug, caught by every bus."""
+    expected = CHANNEL_EVENTS[channel][1]
+    if type(data) is not expected:
+        raise TypeError(f"{channel} carries {expected.__name__}, not {type(data).__name__}")
+    if (symbol is None) is (channel is Channel.PRICES):
+        raise TypeError("a symbol is required on prices and only there")
+
+
 class InProcessBus:
     """A :class:`feeds.Publisher` for producers in the gateway's own process."""
 
@@ -59,11 +69,7 @@ class InProcessBus:
         is not the channel's payload or a price has no symbol: a bug in the producer,
         caught where it happens.
         """
-        expected = CHANNEL_EVENTS[channel][1]
-        if type(data) is not expected:
-            raise TypeError(f"{channel} carries {expected.__name__}, not {type(data).__name__}")
-        if (symbol is None) is (channel is Channel.PRICES):
-            raise TypeError("a symbol is required on prices and only there")
+        check_event(channel, data, symbol)
         if self._hub is None:
             raise RuntimeError("the bus is not attached to a hub yet")
         self._hub.publish(Event(channel, data, utc_now(), symbol, to, user))

@@ -94,7 +94,7 @@ from protocol import (
     encode,
 )
 
-from ._bus import PublishUnavailable
+from ._bus import PublishUnavailable, check_event
 from ._cluster import HEARTBEAT, Membership
 from ._hub import Hub, utc_now
 
@@ -336,14 +336,6 @@ def parse_address(word: bytes) -> tuple[str | None, str | None]:
     return to or None, unquote(user) if at else None
 
 
-def _check(channel: Channel, data: EventData, symbol: str | None) -> None:
-    expected = CHANNEL_EVENTS[channel][1]
-    if type(data) is not expected:
-        raise TypeError(f"{channel} carries {expected.__name__}, not {type(data).__name__}")
-    if (symbol is None) is (channel is Channel.PRICES):
-        raise TypeError("a symbol is required on prices and only there")
-
-
 @attrs.frozen
 class Prepared:
     """An event stamped and encoded for the :data:`PUBLISH` script: sent as many times
@@ -402,7 +394,7 @@ class RedisPublisher:
         Raises ``TypeError`` when ``data`` is not the channel's payload or a price has
         no symbol: a bug in the producer, caught where it happens.
         """
-        _check(channel, data, symbol)
+        check_event(channel, data, symbol)
         timestamp = utc_now()
         message: EventMessage
         if symbol is not None:
