@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.loadgen import first_message, masked_frame
+from bench.loadgen import first_message, masked_frame, raw_connect
 from protocol import Channel
 from realtime._auth import mint_token
 
@@ -75,23 +75,10 @@ def connect(mode: str, port: int, index: int) -> socket.socket:
         symbols=symbols,
     )
     header = f"Authorization: Bearer {token}\r\n" if mode == "header" else ""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(
-        f"GET /ws/c{index} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\n{header}\r\n".encode()
-    )
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101"), head
+    sock, rest = raw_connect("127.0.0.1", port, f"/ws/c{index}", headers=header)
     if mode == "message":
         sock.sendall(masked_frame(0x1, json.dumps({"type": "auth", "token": token}).encode()))
-    welcome = json.loads(first_message(sock, bytearray(rest)))
+    welcome = json.loads(first_message(sock, rest))
     assert welcome["type"] == "welcome", welcome
     return sock
 

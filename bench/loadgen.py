@@ -154,9 +154,16 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 
 
 def raw_connect(
-    host: str, port: int, path: str, *, rcvbuf: int = 0, timeout: float = 30.0
+    host: str,
+    port: int,
+    path: str,
+    *,
+    rcvbuf: int = 0,
+    timeout: float = 30.0,
+    headers: str = "",
 ) -> tuple[socket.socket, bytearray]:
-    """Open a socket and complete the handshake; returns it with any bytes after it."""
+    """Open a socket and complete the handshake, with ``headers`` (whole lines, each
+    ending in CRLF) added to the upgrade; returns it with any bytes after it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -167,7 +174,7 @@ def raw_connect(
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Version: 13\r\n{headers}\r\n".encode()
     )
     buffer = bytearray()
     while b"\r\n\r\n" not in buffer:
