@@ -48,6 +48,7 @@ from ._portfolio import (
 )
 from ._prices import (
     MAX_TICK_RATE,
+    MAX_UPDATES_PER_TICK,
     PriceFeed,
     PriceFeedConfig,
     PriceFeedStatistics,
@@ -70,6 +71,7 @@ __all__ = [
     "MAX_RULES_PER_USER",
     "MAX_TICK_RATE",
     "MAX_UNIVERSE",
+    "MAX_UPDATES_PER_TICK",
     "MAX_USER_LENGTH",
     "SAMPLE_REPLAY",
     "WELL_KNOWN",

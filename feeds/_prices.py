@@ -35,6 +35,12 @@ from ._publisher import Publisher
 #: Highest ``tick_rate``: Trio's timers resolve to about a millisecond. For more
 #: updates per second raise ``updates_per_tick`` instead.
 MAX_TICK_RATE: Final = 1_000.0
+#: Most ``updates_per_tick``: one step of every symbol of the largest universe. At
+#: ``MAX_TICK_RATE`` that is 10^8 updates a second, far past what any bus carries.
+MAX_UPDATES_PER_TICK: Final = MAX_UNIVERSE
+#: A tick checks for cancellation after this many updates: the in-process bus's
+#: ``publish`` is not a checkpoint, and a long tick must still stop when told.
+_CANCEL_CHECK_EVERY: Final = 1_024
 
 _SYMBOL_RE: Final = re.compile(SYMBOL_PATTERN)
 
@@ -78,8 +84,15 @@ def _check_tick_rate(_: object, __: object, value: float) -> None:
 def _check_updates_per_tick(_: object, __: object, value: int | None) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"updates_per_tick must be None or an int >= 1, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_UPDATES_PER_TICK
+    ):
+        raise ValueError(
+            f"updates_per_tick must be None or an int from 1 to {MAX_UPDATES_PER_TICK}, "
+            f"got {value!r}"
+        )
 
 
 def _check_seed(_: object, __: object, value: int | None) -> None:
@@ -202,8 +215,9 @@ class PriceFeed:
         immediately (at the first run every quote of it is the session open) and one
         tick every ``1 / tick_rate`` seconds after. Blocks in ``publisher.publish``
         while the bus is full (backpressure), and falls behind the schedule under the
-        catch-up policy of the module doc. Cancellation is honoured at every publish
-        and between ticks; it leaves the feed ready to :meth:`run` again. Exceptions
+        catch-up policy of the module doc. Cancellation is honoured between ticks, at
+        every publish that is a checkpoint, and every ``_CANCEL_CHECK_EVERY`` updates
+        of a tick; it leaves the feed ready to :meth:`run` again. Exceptions
         from ``publisher`` propagate. Raises :exc:`RuntimeError` if another task is
         already running this feed.
         """
@@ -230,7 +244,9 @@ class PriceFeed:
         while True:
             deadline = start + k * interval
             await trio.sleep_until(deadline)
-            for _ in range(per_tick):
+            for update in range(per_tick):
+                if update % _CANCEL_CHECK_EVERY == _CANCEL_CHECK_EVERY - 1:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 i = self._cursor
                 self._cursor = i + 1 if i + 1 < n else 0
                 # Clamped: a restart in a later trio.run has a clock with another origin.

@@ -22,7 +22,14 @@ from typing import Any, Final
 
 import attrs
 
-from feeds import MAX_TICK_RATE, MAX_UNIVERSE, SAMPLE_REPLAY, load_universe, parse_universe
+from feeds import (
+    MAX_TICK_RATE,
+    MAX_UNIVERSE,
+    MAX_UPDATES_PER_TICK,
+    SAMPLE_REPLAY,
+    load_universe,
+    parse_universe,
+)
 
 from ._auth import TokenVerifier, check_secret
 from ._tls import TLSFileError, server_context
@@ -172,6 +179,13 @@ def _tick_rate(instance: object, attribute: attrs.Attribute[Any], value: float) 
         raise ValueError(
             f"{_flag(attribute.name)} must be greater than 0 and at most {MAX_TICK_RATE:g} "
             f"(for more prices a second, raise --updates-per-tick), got {value}"
+        )
+
+
+def _updates_per_tick(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and not 1 <= value <= MAX_UPDATES_PER_TICK:
+        raise ValueError(
+            f"{_flag(attribute.name)} must be from 1 to {MAX_UPDATES_PER_TICK:,}, got {value}"
         )
 
 
@@ -422,7 +436,7 @@ class Config:
     updates_per_tick: int | None = _setting(
         None,
         "symbols updated per tick (default: all)",
-        validator=attrs.validators.optional(_positive),
+        validator=_updates_per_tick,
     )
     seed: int | None = _setting(None, "seed for a repeatable market", validator=_no_check)
     feeds: bool = _setting(True, "run the simulated feeds", validator=_no_check)

@@ -14,7 +14,14 @@ import trio.testing
 
 import protocol as p
 from feeds._market import DEFAULT_TIME_SCALE, MAX_UNIVERSE, WELL_KNOWN, universe
-from feeds._prices import PriceFeed, PriceFeedConfig, PriceFeedStatistics, run_price_feed
+from feeds._prices import (
+    _CANCEL_CHECK_EVERY,
+    MAX_UPDATES_PER_TICK,
+    PriceFeed,
+    PriceFeedConfig,
+    PriceFeedStatistics,
+    run_price_feed,
+)
 
 
 @attrs.define
@@ -104,7 +111,8 @@ def test_config_universe() -> None:
         ({"tick_rate": -1.0}, "tick_rate"),
         ({"tick_rate": math.nan}, "tick_rate"),
         ({"tick_rate": 1e6}, "tick_rate"),
-        ({"updates_per_tick": 0}, "updates_per_tick must be None or an int >= 1"),
+        ({"updates_per_tick": 0}, "updates_per_tick must be None or an int from 1 to 100000"),
+        ({"updates_per_tick": MAX_UPDATES_PER_TICK + 1}, "updates_per_tick must be None"),
         ({"updates_per_tick": 2.5}, "updates_per_tick"),
         ({"seed": "x"}, "seed must be None or an int"),
         ({"time_scale": 0}, "time_scale"),
@@ -189,6 +197,22 @@ async def test_each_symbol_moves_by_its_own_elapsed_time(
     assert [dt for _, dt in steps[:4]] == pytest.approx([0.0, 0.5, 1.0, 1.5])
     assert [dt for _, dt in steps[4:]] == pytest.approx([2.0] * (len(steps) - 4))
     assert len(steps) == 12
+
+
+async def test_a_long_tick_stops_when_cancelled() -> None:
+    # The in-process bus's publish is not a checkpoint: the tick itself must check.
+    published = 0
+
+    class NoCheckpoint:
+        async def publish(self, channel: p.Channel, data: p.EventData, **_: Any) -> None:
+            nonlocal published
+            published += 1
+            scope.cancel()
+
+    feed = PriceFeed(PriceFeedConfig(symbols=10, updates_per_tick=MAX_UPDATES_PER_TICK))
+    with trio.CancelScope() as scope:
+        await feed.run(NoCheckpoint())
+    assert published == _CANCEL_CHECK_EVERY - 1
 
 
 async def test_same_seed_same_feed(autojump_clock: trio.testing.MockClock) -> None:

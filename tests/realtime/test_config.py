@@ -80,6 +80,10 @@ def test_environment_then_flags() -> None:
             {"REALTIME_TICK_RATE": "5000"},
             "--tick-rate (REALTIME_TICK_RATE) must be greater than 0 and at most 1000",
         ),
+        (
+            {"REALTIME_UPDATES_PER_TICK": "10000000000000"},
+            "--updates-per-tick (REALTIME_UPDATES_PER_TICK) must be from 1 to 100,000",
+        ),
         ({"REALTIME_CERTFILE": "cert.pem"}, "--certfile and --keyfile go together"),
         (
             {"REALTIME_LOG_MAX_BYTES": "0"},
