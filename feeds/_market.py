@@ -324,6 +324,20 @@ class Market:
         """
         return self._states[symbol].last
 
+    def continue_from(self, symbol: str, quote: PriceData) -> None:
+        """Carry ``symbol`` on from ``quote``, another market's last: its price and
+        volume become this market's (the spread and the open stay this market's). A
+        price beyond ``[MIN_PRICE, MAX_PRICE]`` is clamped, as :meth:`step` clamps.
+
+        How a standby feed that takes over continues the prices the stopped feed
+        published rather than jump back to its own. Raises :exc:`KeyError` for a
+        symbol not in this market.
+        """
+        state = self._states[symbol]
+        state.price = min(max(quote.price, MIN_PRICE), MAX_PRICE)
+        state.volume = quote.volume
+        state.last = _quote(state)
+
     def step(self, symbol: str, dt: float) -> PriceData:
         """Advance ``symbol`` by ``dt`` seconds and return its new quote.
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final, NoReturn
 
 import attrs
 import trio
 
-from protocol import SYMBOL_PATTERN, Channel
+from protocol import SYMBOL_PATTERN, Channel, PriceData
 
 from ._market import DEFAULT_TIME_SCALE, MAX_DT, MAX_TIME_SCALE, MAX_UNIVERSE, WELL_KNOWN, Market
 from ._market import universe as _universe
@@ -193,6 +193,20 @@ class PriceFeed:
     def market(self) -> Market:
         """The market behind the feed: ``market.last(symbol)`` is the latest quote."""
         return self._market
+
+    def continue_from(self, quotes: Mapping[str, PriceData]) -> int:
+        """Carry each symbol of the universe found in ``quotes`` on from its quote
+        (:meth:`Market.continue_from`); others keep their own. Returns how many were
+        carried on. Raises :exc:`RuntimeError` while the feed runs."""
+        if self._running:
+            raise RuntimeError("a running PriceFeed cannot continue from other quotes")
+        carried = 0
+        for symbol in self._symbols:
+            quote = quotes.get(symbol)
+            if quote is not None:
+                self._market.continue_from(symbol, quote)
+                carried += 1
+        return carried
 
     def statistics(self) -> PriceFeedStatistics:
         """A frozen snapshot of the counters; cheap, never blocks."""

@@ -48,6 +48,7 @@ import attrs
 import coredis
 import trio
 
+from feeds import PriceFeed
 from protocol import Channel, EventData
 
 from ._config import Config
@@ -61,6 +62,7 @@ from ._redis_bus import (
     RedisPublisher,
     events_channel,
     failure,
+    last_prices,
     load_scripts,
     open_redis,
     redacted,
@@ -392,6 +394,8 @@ async def run_feed(
                 active = trio.CancelScope()
                 with active:
                     await _announce_symbols(client, feeds)
+                    if isinstance(feeds.prices, PriceFeed):
+                        await _continue_prices(client, feeds.prices)
                     logger.info(
                         "Active: feeding Redis at %s: %d symbols, %s",
                         redacted(config.bus),
@@ -407,6 +411,24 @@ async def run_feed(
                         start_feeds(nursery, config, feeds, feed_publisher, universe=universe)
         finally:
             await lock.release(config.bus)
+
+
+async def _continue_prices(client: coredis.Redis[bytes], prices: PriceFeed) -> None:
+    """Carry the simulated market on from the last prices in Redis, so that prices go
+    on from where the feed before this one left them rather than jump to this
+    process's own (its open, at the first start). A replay starts its file again, and
+    a feed hook decides for itself."""
+    try:
+        carried = prices.continue_from(await last_prices(client))
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        logger.warning(
+            "Could not read the last prices; the market goes on from its own: %s", failure(exc)
+        )
+        return
+    if carried:
+        logger.info("Continuing %d prices from the last ones in Redis", carried)
 
 
 async def _announce_symbols(client: coredis.Redis[bytes], feeds: Feeds) -> None:

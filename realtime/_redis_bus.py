@@ -476,6 +476,17 @@ def _pairs(flat: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
     return zip(flat[::2], flat[1::2], strict=True)
 
 
+async def last_prices(client: coredis.Redis[bytes]) -> dict[str, PriceData]:
+    """The last price of each symbol that Redis keeps, by symbol: where a feed that
+    takes over carries the prices on from."""
+    kept = await client.hgetall(PRICES_KEY)
+    prices = {}
+    for symbol, raw in kept.items():
+        message = typing.cast(PriceUpdate, decode_server(_Entry.parse(raw).body))
+        prices[symbol.decode()] = message.data
+    return prices
+
+
 class _Stalled(Exception):
     """Redis left the node waiting past a deadline (a paused or unreachable server)."""
 

@@ -63,8 +63,14 @@ async def test_a_standby_feed_takes_over_when_the_active_one_is_killed(
     # One stream across the takeover: what the dead feed published, then the
     # standby's, numbered on from it; no duplicate, no hole.
     assert contiguous(signals), signals
-    prices = [m["seq"] for m in before + after if m["type"] == "price_update"]
-    assert prices == sorted(set(prices))  # conflated maybe, never repeated or back
+    prices = [m for m in before + after if m["type"] == "price_update"]
+    seqs = [m["seq"] for m in prices]
+    assert seqs == sorted(set(seqs))  # conflated maybe, never repeated or back
+    # The standby carried the market on from the dead feed's last prices: AAPL's
+    # session volume goes on growing (a market of its own would start again at 0).
+    assert "Continuing 16 prices from the last ones in Redis" in standby.text
+    volumes = [m["data"]["volume"] for m in prices]
+    assert volumes == sorted(volumes), volumes
 
 
 async def test_a_paused_active_feed_loses_the_lock_and_publishes_nothing_after(

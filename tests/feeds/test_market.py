@@ -8,6 +8,7 @@ import re
 import statistics
 from datetime import UTC, datetime
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 import protocol as p
 from feeds._market import (
     MAX_DT,
+    MAX_PRICE,
     MAX_UNIVERSE,
     TRADING_SECONDS_PER_DAY,
     TRADING_SECONDS_PER_YEAR,
@@ -305,3 +307,14 @@ def test_any_seed_replays_exactly(seed: int, dts: list[float]) -> None:
     for i, dt in enumerate(dts):
         symbol = a.symbols[i % 3]
         assert a.step(symbol, dt) == b.step(symbol, dt)
+
+
+def test_a_market_continues_from_a_quote_clamped_to_its_bounds() -> None:
+    market = Market(["AAPL"], seed=1)
+    quote = p.PriceData(price=123.45, change=0.0, change_pct=0.0, volume=7, bid=123.4, ask=123.5)
+    market.continue_from("AAPL", quote)
+    assert (market.last("AAPL").price, market.last("AAPL").volume) == (123.45, 7)
+    market.continue_from("AAPL", attrs.evolve(quote, price=MAX_PRICE * 10))
+    assert market.last("AAPL").price == MAX_PRICE
+    with pytest.raises(KeyError):
+        market.continue_from("MSFT", quote)

@@ -215,6 +215,41 @@ async def test_a_long_tick_stops_when_cancelled() -> None:
     assert published == _CANCEL_CHECK_EVERY - 1
 
 
+async def test_a_feed_continues_from_another_s_last_prices(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    before = PriceFeed(PriceFeedConfig(symbols=("AAPL", "MSFT"), seed=1))
+    with trio.move_on_after(30.5):
+        await before.run(Recorder())
+    last = {"AAPL": before.market.last("AAPL"), "TSLA": before.market.last("AAPL")}
+    after = PriceFeed(PriceFeedConfig(symbols=("AAPL", "MSFT"), seed=2))
+    assert after.continue_from(last) == 1  # TSLA is not in its universe
+    rec = Recorder()
+    with trio.move_on_after(0.5):
+        await after.run(rec)
+    # The first tick re-quotes: AAPL goes on from the other feed's price and volume,
+    # MSFT, not given, from this feed's own open.
+    aapl, msft = (item.data for item in rec.items)
+    assert isinstance(aapl, p.PriceData)
+    assert isinstance(msft, p.PriceData)
+    assert (aapl.price, aapl.volume, aapl.change) == (
+        last["AAPL"].price,
+        last["AAPL"].volume,
+        last["AAPL"].change,
+    )
+    assert last["AAPL"].volume > 0
+    assert (msft.price, msft.volume) == (after.market.spec("MSFT").open, 0)
+
+
+async def test_a_running_feed_cannot_continue_from_other_prices() -> None:
+    feed = PriceFeed(PriceFeedConfig(symbols=("AAPL",)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(feed.run, Recorder())
+        with pytest.raises(RuntimeError, match="running"):
+            feed.continue_from({"AAPL": feed.market.last("AAPL")})
+        nursery.cancel_scope.cancel()
+
+
 async def test_same_seed_same_feed(autojump_clock: trio.testing.MockClock) -> None:
     config = PriceFeedConfig(symbols=30, tick_rate=5.0, updates_per_tick=7, seed=99)
     runs = []
