@@ -31,6 +31,8 @@ Order of checks, and the answer to each failure (every error body is
 405   ``invalid_message``   a method the path does not take (``Allow`` lists them)
 403   ``forbidden``         the API is off: no API key, and authentication off
 401   ``unauthorized``      ``Authorization: Bearer <key or token>`` missing or refused
+404   ``not_found``         a node of a cluster: no feed of its own evaluates rules, the
+                            ``realtime feed`` process does (the sentence says so)
 400   ``invalid_message``   a query other than ``?user=SUB``
 403   ``forbidden``         a user's token naming another user (body or query)
 413   ``too_large``         body over the limit (``--publish-max-body``)
@@ -119,9 +121,13 @@ class AlertRulesAPI(APIEndpoint):
         auth: HTTPAuth,
         max_body: int,
         body_timeout: float = BODY_TIMEOUT,
+        elsewhere: str | None = None,
     ) -> None:
         super().__init__(auth=auth, max_body=max_body, body_timeout=body_timeout)
         self._engine = engine
+        #: Where the rules are managed when no feed of this process evaluates
+        #: ``engine`` (a node of a cluster): every request is 404, saying so.
+        self._elsewhere = elsewhere
         # Kept as given, not copied: the gateway passes its live universe, which a feed
         # hook may grow.
         self._universe = universe
@@ -141,6 +147,7 @@ class AlertRulesAPI(APIEndpoint):
                 scope, ("GET", "POST"), "Use GET to list the alert rules, POST to add one"
             )
             caller = self._caller(scope)
+            self._check_here()
             if scope["method"] == "GET":
                 owner = _owner(caller, scope)
                 rules = (
@@ -152,8 +159,13 @@ class AlertRulesAPI(APIEndpoint):
             return self._add(scope, caller, await self._read_body(scope, receive))
         self._check_method(scope, ("DELETE",), "Use DELETE to remove an alert rule")
         caller = self._caller(scope)
+        self._check_here()
         # After the credential: without it, nobody learns which ids exist.
         return self._remove(scope, _owner(caller, scope), path.removeprefix(PATH + "/"))
+
+    def _check_here(self) -> None:
+        if self._elsewhere is not None:
+            raise Reject(404, NOT_FOUND, self._elsewhere)
 
     def _add(self, scope: Scope, caller: Caller, raw: bytes) -> tuple[int, object, Headers]:
         if _query(scope):

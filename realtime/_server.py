@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Final
 
 import attrs
 import trio
@@ -78,6 +79,12 @@ from .ws import DEFAULT_CLOSE_TIMEOUT, Listener
 from .ws import serve as listen
 
 logger = logging.getLogger("realtime.server")
+
+#: The answer of a node's ``/api/alert-rules``: its alert engine is no feed's.
+NODE_RULES: Final = (
+    "A node of a cluster runs no alert feed: the alert rules live in the realtime feed "
+    "process, which reads them from its --alerts file"
+)
 
 __version__ = version("realtime-gateway")
 
@@ -352,6 +359,7 @@ async def serve(
         auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
+        elsewhere=NODE_RULES if node else None,
     )
     disconnect_api = DisconnectAPI(
         sessions,
