@@ -353,10 +353,13 @@ class Sessions:
             limit = self.config.max_connections_per_user
             replaces = self.hub.holder(client_id) is not None
             if not await seats.take_seat(user, client_id, limit, replaces=replaces):
-                refusal = self._over_limit(request, client_id, user, "across the cluster")
+                refusal = self._over_limit(request, client_id, user, " across the cluster")
             else:
-                # Checked again: the hub may have changed while Redis counted.
+                # Checked again: the hub may have changed, or a drain begun (which
+                # missed this one), while Redis counted.
                 refusal = self._refusal(request, client_id, user)
+                if refusal is None and self.draining:
+                    refusal = CloseCode.GOING_AWAY, "Server shutting down; reconnect"
                 if refusal is not None:
                     seats.free_seat(user)
         # No await between this check and the registration in _open: what the hub
@@ -650,17 +653,18 @@ class Sessions:
             self.hub.connection_count_of(user) - (holder is not None)
             >= self.config.max_connections_per_user
         ):
-            return self._over_limit(request, client_id, user, "on this node")
+            return self._over_limit(request, client_id, user, "")
         return None
 
     def _over_limit(
         self, request: RequestHead, client_id: str, user: str, where: str
     ) -> tuple[CloseCode, str]:
-        """Count, log and say why ``user`` may open no more connections."""
+        """Count, log and say why ``user`` may open no more connections (``where``: ``""``
+        for this process's count, ``" across the cluster"`` for Redis's)."""
         limit = self.config.max_connections_per_user
         self.refused_over_user_limit += 1
         self.refusal_log.info(
-            "[WebSocket] Refused %s for user %s from %s: %d connections open %s, the most "
+            "[WebSocket] Refused %s for user %s from %s: %d connections open%s, the most "
             "one user may have (--max-connections-per-user; 4429)",
             client_id,
             user[:64],
