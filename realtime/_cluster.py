@@ -445,6 +445,12 @@ class Membership:
                     ],
                     args=[self.node, key, limit, int(replaces), NODE_PREFIX],
                 )
+            if outcome is None:
+                logger.warning(
+                    "Redis did not count a connection of a user within %gs: counting by "
+                    "this node's connections until it does",
+                    self._admit_timeout,
+                )
         except Exception as exc:  # Redis away or failing: the node's count decides
             logger.warning("Could not count a connection of a user in Redis: %s", exc)
         finally:
