@@ -551,9 +551,11 @@ class Membership:
 
     async def run(self, client: coredis.Redis[bytes]) -> None:
         """Tell Redis, for as long as ``client``'s connection lasts: every connection
-        of this node first, then each claim and release as they come, every
-        connection again every :data:`REFRESH_INTERVAL`, and this node's report every
-        heartbeat. Raises what the client raises when Redis cannot be reached."""
+        and every seat of this node first, then each claim and release, each freed
+        seat and each answer to a disconnect order as they come, every connection
+        again every :data:`REFRESH_INTERVAL`, and this node's report every heartbeat.
+        Seats and disconnects use ``client`` meanwhile. Raises what the client raises
+        when Redis cannot be reached."""
         claim = client.register_script(CLAIM)
         report = client.register_script(REPORT)
         seats = client.register_script(SEATS)
