@@ -487,6 +487,16 @@ class Config:
         "gateway processes sharing the port (SO_REUSEPORT), each restarted when it dies: "
         "one per core uses them all; more than 1 needs --bus, which they share",
     )
+    node_heartbeat: float = _setting(
+        2.0,
+        "on a node of a cluster, seconds between two reports of the node to Redis; a "
+        "node silent for three is gone: its client ids and connection counts are freed",
+    )
+    disconnect_wait: float = _setting(
+        2.0,
+        "on a node of a cluster, seconds POST /api/disconnect waits for every node to "
+        "confirm its closes (503 unconfirmed past it)",
+    )
     feed_lock_ttl: float = _setting(
         3.0,
         "seconds the active realtime feed's lock lasts unrenewed: a standby feed takes "
@@ -559,8 +569,8 @@ class Config:
     )
     max_connections_per_user: int = _setting(
         100,
-        "with authentication on, connections one user (a token's sub) may have open on "
-        "this process at once; one more is closed with 4429",
+        "with authentication on, connections one user (a token's sub) may have open at "
+        "once, on this process or across a cluster (--bus); one more is closed with 4429",
     )
 
     certfile: Path | None = _setting(

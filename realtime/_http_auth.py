@@ -29,7 +29,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 import attrs
@@ -52,15 +52,24 @@ _CHALLENGE: Final = (b"www-authenticate", b'Bearer realm="realtime"')
 
 class Reject(Exception):
     """An error answer of the HTTP side: raised anywhere inside a handler, turned into
-    the JSON body ``{"error": message, "code": code}`` once, with ``headers`` added to
-    the response."""
+    the JSON body ``{"error": message, "code": code}`` (and the fields of ``details``)
+    once, with ``headers`` added to the response."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: Headers = ()) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Headers = (),
+        details: Mapping[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.details = details or {}
 
 
 @attrs.frozen

@@ -150,7 +150,7 @@ class APIEndpoint:
         except Reject as reject:
             self.rejected += 1
             status, headers = reject.status, reject.headers
-            body = {"error": reject.message, "code": reject.code}
+            body = {"error": reject.message, "code": reject.code, **reject.details}
             if status in _LOGGED_REFUSALS:
                 self._auth.log_refusal(self._action, scope, reject.message)
         # No body (204): no Content-Length either, which a 204 must not carry.

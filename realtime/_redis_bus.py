@@ -56,9 +56,9 @@ answered when Redis resumes; a publish while the node is not live is refused at 
 (:exc:`PublishUnavailable`: 503 from the API), never taken and then lost.
 
 Beside the events, a node follows the control channel, on which nodes tell each
-other which connection lost its client id to another node's, and runs its part of
-the cluster-wide rules (``_cluster.Membership``) for as long as each connection
-lasts.
+other which connection lost its client id to another node's and whom to disconnect,
+and runs its part of the cluster-wide rules (``_cluster.Membership``) for as long as
+each connection lasts.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ from protocol import (
 )
 
 from ._bus import PublishUnavailable, check_event
-from ._cluster import HEARTBEAT, Membership
+from ._cluster import DISCONNECT_WAIT, HEARTBEAT, Membership
 from ._hub import Hub, utc_now
 
 logger = logging.getLogger("realtime.bus")
@@ -501,7 +501,8 @@ class RedisBus:
 
     ``probe_interval``, ``probe_timeout`` and ``connect_timeout`` (seconds, see the
     module doc) default to :data:`PROBE_INTERVAL`, :data:`PROBE_TIMEOUT` and
-    :data:`CONNECT_TIMEOUT`; ``heartbeat`` is the node's report interval
+    :data:`CONNECT_TIMEOUT`; ``heartbeat`` is the node's report interval, and
+    ``disconnect_wait`` how long a disconnect waits for the nodes' answers
     (``_cluster``). ``clock`` is the hub's monotonic clock.
     """
 
@@ -516,9 +517,11 @@ class RedisBus:
         probe_timeout: float = PROBE_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         heartbeat: float = HEARTBEAT,
+        disconnect_wait: float = DISCONNECT_WAIT,
     ) -> None:
         self.url = url
         self._heartbeat = heartbeat
+        self._disconnect_wait = disconnect_wait
         self.events = events_channel(url)
         self.control = control_channel(url)
         self._history_messages = history_messages
@@ -554,7 +557,12 @@ class RedisBus:
         """Deliver to ``hub``, and hold its client ids once in the cluster
         (:attr:`membership`); before :meth:`run`."""
         self._hub = hub
-        self.membership = Membership(hub, control=self.control, heartbeat=self._heartbeat)
+        self.membership = Membership(
+            hub,
+            control=self.control,
+            heartbeat=self._heartbeat,
+            disconnect_wait=self._disconnect_wait,
+        )
 
     async def publish(
         self,

@@ -317,6 +317,8 @@ async def serve(
             config.bus,
             history_messages=config.history_messages,
             history_seconds=config.history_seconds,
+            heartbeat=config.node_heartbeat,
+            disconnect_wait=config.disconnect_wait,
         )
     )
     feeds = build_feeds(config, bus)
@@ -331,6 +333,10 @@ async def serve(
     )
     sessions = Sessions(config, hub, delivery, server_version=__version__)
     bus.attach(hub)
+    membership = bus.membership if isinstance(bus, RedisBus) else None
+    if membership is not None:
+        sessions.seats = membership
+        membership.on_disconnect(sessions.disconnect)
     http_auth = HTTPAuth(api_key=config.api_key, verifier=sessions.verifier)
     node = isinstance(bus, RedisBus)
     universe = (
@@ -363,6 +369,7 @@ async def serve(
     )
     disconnect_api = DisconnectAPI(
         sessions,
+        cluster=membership,
         auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
@@ -380,7 +387,7 @@ async def serve(
             disconnect=disconnect_api,
             auth=http_auth,
             readiness=readiness,
-            cluster=bus.membership.view if isinstance(bus, RedisBus) else None,
+            cluster=None if membership is None else membership.view,
         ),
         config.cors_allowed_origins,
     )

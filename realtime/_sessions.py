@@ -18,7 +18,8 @@ demo user's, :data:`feeds.DEMO_USER`): what per-user events reach, and whose cli
 id it holds. Before it joins the hub, a connection whose client id another user's
 connection holds is refused (4409: ids are scoped to their user, so nobody can take
 over, or receive the messages of, another user's id), and so is one past
-``--max-connections-per-user`` (4429). Its
+``--max-connections-per-user`` (4429; on a node of a cluster, counted across it by
+:attr:`Sessions.seats`, the only await between authentication and the hub). Its
 ``exp`` is the deadline of the session's read scope, so the reader itself ends at
 expiry (4401) with no timer of its own, and a refresh (an ``auth`` on the open
 connection) moves it. Grants are checked at subscribe and at refresh, where what a
@@ -84,6 +85,7 @@ from protocol import (
 )
 
 from ._auth import Claims, TokenError, TokenVerifier
+from ._cluster import Membership
 from ._config import Config
 from ._delivery import Delivery, Outlet
 from ._hub import Hub, utc_now
@@ -232,6 +234,9 @@ class Sessions:
         self.refused_over_user_limit = 0
         #: Connections closed by :meth:`disconnect` (4403).
         self.disconnected = 0
+        #: On a node of a cluster, what counts a user's connections across it: every
+        #: authenticated session holds a seat there from admission to close.
+        self.seats: Membership | None = None
         #: Refusals, at most a few lines every few seconds however many there are.
         self.refusal_log = ThrottledLog(logger, clock=trio.current_time)
 
@@ -341,9 +346,24 @@ class Sessions:
             if self.draining:  # began while the token was awaited: drain() missed it
                 await ws.aclose(CloseCode.GOING_AWAY, "Server shutting down; reconnect")
                 return None
+        user = DEMO_USER if claims is None else claims.sub
+        refusal = self._refusal(request, client_id, user)
+        seats = self.seats if claims is not None else None
+        if refusal is None and seats is not None:
+            limit = self.config.max_connections_per_user
+            replaces = self.hub.holder(client_id) is not None
+            if not await seats.take_seat(user, client_id, limit, replaces=replaces):
+                refusal = self._over_limit(request, client_id, user, " across the cluster")
+            else:
+                # Checked again: the hub may have changed, or a drain begun (which
+                # missed this one), while Redis counted.
+                refusal = self._refusal(request, client_id, user)
+                if refusal is None and self.draining:
+                    refusal = CloseCode.GOING_AWAY, "Server shutting down; reconnect"
+                if refusal is not None:
+                    seats.free_seat(user)
         # No await between this check and the registration in _open: what the hub
         # holds cannot change in between.
-        refusal = self._refusal(request, client_id, DEMO_USER if claims is None else claims.sub)
         if refusal is not None:
             await ws.aclose(*refusal)
             return None
@@ -628,23 +648,34 @@ class Sessions:
             return CloseCode.REPLACED, "Client id in use by another user: choose another"
         if self.verifier is None:
             return None  # every connection is the demo user's: no per-user limit
-        limit = self.config.max_connections_per_user
         # A connection that replaces its own older one (4409) adds none.
-        if self.hub.connection_count_of(user) - (holder is not None) >= limit:
-            self.refused_over_user_limit += 1
-            self.refusal_log.info(
-                "[WebSocket] Refused %s for user %s from %s: %d connections open, the most "
-                "one user may have (--max-connections-per-user; 4429)",
-                client_id,
-                user[:64],
-                _peer(request),
-                limit,
-            )
-            return (
-                CloseCode.RATE_LIMITED,
-                f"Too many connections for this user (at most {limit}): close one first",
-            )
+        if (
+            self.hub.connection_count_of(user) - (holder is not None)
+            >= self.config.max_connections_per_user
+        ):
+            return self._over_limit(request, client_id, user, "")
         return None
+
+    def _over_limit(
+        self, request: RequestHead, client_id: str, user: str, where: str
+    ) -> tuple[CloseCode, str]:
+        """Count, log and say why ``user`` may open no more connections (``where``: ``""``
+        for this process's count, ``" across the cluster"`` for Redis's)."""
+        limit = self.config.max_connections_per_user
+        self.refused_over_user_limit += 1
+        self.refusal_log.info(
+            "[WebSocket] Refused %s for user %s from %s: %d connections open%s, the most "
+            "one user may have (--max-connections-per-user; 4429)",
+            client_id,
+            user[:64],
+            _peer(request),
+            limit,
+            where,
+        )
+        return (
+            CloseCode.RATE_LIMITED,
+            f"Too many connections for this user (at most {limit}): close one first",
+        )
 
     def disconnect(self, *, user: str | None = None, client_id: str | None = None) -> list[str]:
         """Close with 4403 every connection of ``user``, or the connection holding
@@ -728,6 +759,8 @@ class Sessions:
     async def _close(self, session: _Session) -> None:
         """Leave the hub and close the connection, once its reader has ended."""
         self.hub.unregister(session, session.requests.unsubscribe_all())
+        if self.seats is not None and session.claims is not None:
+            self.seats.free_seat(session.claims.sub)
         source = session.ws.request.source
         if source is not None:
             now = trio.current_time()
