@@ -1,7 +1,7 @@
 """The cluster benchmark: the gateway on Redis, next to the in-process bus.
 
     python -m bench.cluster                  # full, bench/results/<date>-cluster/
-    python -m bench.cluster --quick          # about 2 minutes, <date>-cluster-quick/
+    python -m bench.cluster --quick          # about a minute, <date>-cluster-quick/
     python -m bench.cluster --scenarios cpu,redis --out /tmp/x
 
 Scenarios (docs/benchmarks.md, "The cluster"):
@@ -102,7 +102,7 @@ FULL = ClusterProfile(
     idle_connections=50_000,
     idle_workers=3,
     idle_loadgens=5,
-    worker_levels=[50_000, 75_000, 100_000, 125_000, 150_000, 200_000, 300_000],
+    worker_levels=[10_000, 25_000, 50_000, 75_000, 100_000, 150_000, 200_000],
     worker_clients=2_000,
 )
 QUICK = ClusterProfile(
@@ -116,7 +116,7 @@ QUICK = ClusterProfile(
     idle_connections=3_000,
     idle_workers=3,
     idle_loadgens=3,
-    worker_levels=[50_000, 100_000],
+    worker_levels=[25_000, 50_000],
     worker_clients=1_000,
 )
 
