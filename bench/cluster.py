@@ -164,11 +164,15 @@ class Redis:
     def __enter__(self) -> Redis:
         self.server.start()
         if self.cpus:  # -a: its background threads too
-            subprocess.run(
-                ["taskset", "-a", "-p", "-c", self.cpus, str(self.pid)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            try:
+                subprocess.run(
+                    ["taskset", "-a", "-p", "-c", self.cpus, str(self.pid)],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            except BaseException:  # __exit__ will not run: no server left behind
+                self.server.stop()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
