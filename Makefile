@@ -39,7 +39,8 @@ test: lint pytest web-test web-e2e
 
 # The browser side: web-install, web-test, web-e2e-deps, web-e2e.
 include web/web.mk
-# Benchmarks against the reference servers: bench, bench-quick, bench-peers.
+# Benchmarks against the reference servers: bench, bench-quick, bench-peers; the gateway
+# on Redis: bench-cluster, bench-cluster-quick.
 include bench/bench.mk
 
 # Debian's redis-server for the multi-node tests (tests/cluster), only if missing. The

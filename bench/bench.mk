@@ -1,12 +1,15 @@
-# Benchmarks (issue 4). Included from the top Makefile:  include bench/bench.mk
+# Benchmarks. Included from the top Makefile:  include bench/bench.mk
 # Needs install (the .venv), taskset, Node 20 + npm; servers run on CPU 0, load on CPU 1.
 #   make bench         the full comparison (tens of minutes), bench/results/<date>/
 #   make bench-quick   the same scenarios, reduced (about 2-3 minutes), bench/results/<date>-quick/
 #   make bench-peers   the reference servers' dependencies (Python extras + Node ws)
+#   make bench-cluster        the gateway on Redis (docs/benchmarks.md, "The cluster"),
+#                             bench/results/<date>-cluster/; needs redis-server (redis-deps)
+#   make bench-cluster-quick  the same, reduced (about 2 minutes), <date>-cluster-quick/
 BENCH_NODE  := bench/peers/node
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: bench bench-quick bench-peers
+.PHONY: bench bench-quick bench-peers bench-cluster bench-cluster-quick
 
 bench-peers: $(BENCH_STAMP) $(BENCH_NODE)/node_modules/.package-lock.json
 
@@ -27,3 +30,9 @@ bench: install bench-peers
 
 bench-quick: install bench-peers
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --quick
+
+bench-cluster: install bench-peers redis-deps
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.cluster
+
+bench-cluster-quick: install bench-peers redis-deps
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.cluster --quick

@@ -20,8 +20,9 @@ Modes:
   a burst is not counted against the server.
 * ``stuck`` (S3) — one raw-socket client with a small receive buffer that subscribes
   to every symbol and never reads again; reports its TCP state every second.
-* ``idle`` (S4) — clients connect and subscribe, then hold; on ``check`` each sends a
-  ``ping`` and waits for its ``pong``.
+* ``idle`` (S4, the cluster's idle connections) — clients connect (from ``--source``
+  if given) and subscribe, then hold; on ``check`` each sends a ``ping`` and waits for
+  its ``pong``.
 * ``storm`` (S5) — clients that reconnect with exponential backoff and full jitter
   after every drop; ends when each was dropped once and is subscribed again.
 * ``churn`` (S6) — ``--cycles`` connect / subscribe / close cycles, ``--concurrency``
@@ -48,14 +49,20 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    open_websocket_url,
+    wrap_client_stream,
+)
 
 TCP_STATES = {1: "ESTABLISHED", 7: "CLOSE", 8: "CLOSE_WAIT", 11: "CLOSING", 4: "FIN_WAIT1"}
 #: Latency samples kept per second of one process, evenly thinned beyond this.
@@ -505,6 +512,27 @@ async def trio_stream(args: argparse.Namespace) -> None:
     )
 
 
+@asynccontextmanager
+async def open_client(args: argparse.Namespace, resource: str) -> AsyncIterator[Any]:
+    """A trio-websocket connection to ``args.url`` + ``resource``, from the local
+    address ``args.source`` when given: one source address has about 28,000
+    ephemeral ports towards one server address and port, so tens of thousands of
+    connections need several (127.0.0.2, 127.0.0.3, ... all reach 127.0.0.1)."""
+    if not args.source:
+        async with open_websocket_url(f"{args.url}{resource}") as ws:
+            yield ws
+        return
+    split = urlsplit(args.url)
+    host, port = split.hostname or "127.0.0.1", split.port or 80
+    stream = await trio.open_tcp_stream(host, port, local_address=args.source)
+    async with trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(nursery, stream, host, resource)
+        try:
+            yield ws
+        finally:
+            await ws.aclose()
+
+
 async def trio_idle(args: argparse.Namespace) -> None:
     errors: Counter[str] = Counter()
     subscribed = 0
@@ -515,7 +543,7 @@ async def trio_idle(args: argparse.Namespace) -> None:
     async def client(index: int) -> None:
         nonlocal subscribed, answered
         try:
-            async with open_websocket_url(f"{args.url}/ws/idle-{index}") as ws:
+            async with open_client(args, f"/ws/idle-{index}") as ws:
                 await subscribe(ws, index, args.symbols_per_client)
                 subscribed += 1
                 if subscribed == args.clients:
@@ -670,6 +698,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--source", help="idle: the local address to connect from")
     args = parser.parse_args()
     if args.mode == "stuck":
         run_stuck(args)

@@ -44,7 +44,7 @@ def s1_level_median(results: dict[str, Any], server: str, offered: int, key: str
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 4 for the gateway: met True/False, None if not measured."""
+    """Each target for the gateway: met True/False, None if not measured."""
     found: list[dict[str, Any]] = []
 
     def add(scenario: str, target: str, met: bool | None, detail: str) -> None:

@@ -163,14 +163,14 @@ def default_out(quick: bool) -> Path:
     return ROOT / "bench" / "results" / name
 
 
-def _terminate(signum: int, frame: object) -> None:
+def unwind(signum: int, frame: object) -> None:
     # SIGTERM (make interrupted, a CI timeout) unwinds like Ctrl-C, so every
     # `finally` kills its server and load generators: no orphans.
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, unwind)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the 2-minute version")
     parser.add_argument("--servers", default=",".join(SERVERS))

@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +123,23 @@ def measure_stream(
     stuck: bool = False,
     pyspy: Path | None = None,
     warmup: float = 1.0,
+    urls: Sequence[str] = (),
+    readings: Callable[[], dict[str, float]] | None = None,
+    loadgen_cpus: str | None = None,
 ) -> dict[str, Any]:
-    """Connect ``clients`` streaming clients (and the stuck one), measure ``seconds``."""
+    """Connect ``clients`` streaming clients (and the stuck one), measure ``seconds``.
+
+    ``urls``: the clients are spread over these servers (load generator processes
+    round-robin; default: ``server`` alone) and the result gives each one's figures
+    in ``by_url``. ``readings``: counters of other processes (CPU seconds, Redis's
+    commands), read where the server's CPU is, so ``window_rates`` gives each one per
+    second over exactly the measured window. ``loadgen_cpus``: where the load
+    generators run (default ``LOADGEN_CPU``; an empty string: not pinned).
+    """
     url = f"ws://127.0.0.1:{server.port}"
-    processes = max(1, clients // 1000)
+    urls = list(urls) or [url]
+    processes = max(len(urls), clients // 1000)
+    process_urls = [urls[i % len(urls)] for i in range(processes)]
     rss_idle = server.rss()
     with (
         Loadgen(
@@ -142,6 +156,8 @@ def measure_stream(
             str(seconds),
             "--sample-every",
             "5",
+            process_flags=[["--url", each] for each in process_urls],
+            cpus=loadgen_cpus,
         ) as load,
         ExitStack() as stack,
     ):
@@ -155,6 +171,7 @@ def measure_stream(
         time.sleep(warmup)  # the last prices sent after `subscribed` are not measured
         rss_connected = server.rss()
         profiler = start_profiler(server, seconds, pyspy) if pyspy else None
+        before = readings() if readings else {}
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         sent0 = server.metric("realtime_messages_sent_total")
         writes0 = server.metric("realtime_socket_writes_total")
@@ -169,6 +186,7 @@ def measure_stream(
                 connection_series.append(server.connections_or_none())
         results = load.wait_all("result", seconds + 60)
         cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        after = readings() if readings else {}
         sent1 = server.metric("realtime_messages_sent_total")
         writes1 = server.metric("realtime_socket_writes_total")
         stuck_result: dict[str, Any] | None = None
@@ -182,6 +200,7 @@ def measure_stream(
             profiler.wait(timeout=seconds + 30)
         per_second: dict[int, dict[str, Any]] = {}
         by_process: dict[int, list[float]] = {}
+        by_url: dict[str, list[float]] = {each: [] for each in urls}
         for index, record in load.seconds:
             totals = by_process.setdefault(index, [0.0, 0.0])
             totals[0] += record["received"]
@@ -189,6 +208,7 @@ def measure_stream(
             slot = per_second.setdefault(record["t"], {"received": 0, "latency": []})
             slot["received"] += record["received"]
             slot["latency"].extend(record["latency"])
+            by_url[process_urls[index]].extend(record["latency"])
     latencies = [x for slot in per_second.values() for x in slot["latency"]]
     # Each process's count over its own measured time (not the nominal seconds).
     delivered = sum(n / d for n, d in by_process.values() if d > 0)
@@ -225,6 +245,23 @@ def measure_stream(
             for t in sorted(per_second)
         ],
     }
+    if len(urls) > 1:
+        result["by_url"] = {
+            each: {
+                "delivered_per_s": sum(
+                    n / d for i, (n, d) in by_process.items() if process_urls[i] == each and d
+                ),
+                "p50_ms": _ms(percentile(samples, 0.50)),
+                "p99_ms": _ms(percentile(samples, 0.99)),
+                "samples": len(samples),
+            }
+            for each, samples in by_url.items()
+        }
+    if readings:
+        # A counter may first appear during the window (a command Redis had not run).
+        result["window_rates"] = {
+            key: (after[key] - before.get(key, 0.0)) / (t1 - t0) for key in after
+        }
     if sent0 is not None and sent1 is not None:
         result["gateway_sent_per_s"] = (sent1 - sent0) / (t1 - t0)
     if sent0 is not None and sent1 is not None and writes0 is not None and writes1 is not None:

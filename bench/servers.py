@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +80,13 @@ def raise_fd_limit(wanted: int = 200_000) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def command(name: str, port: int, load: Load, extra: tuple[str, ...] = ()) -> list[str]:
-    pin = ["taskset", "-c", str(SERVER_CPU)]
+def command(
+    name: str, port: int, load: Load, extra: tuple[str, ...] = (), cpus: str | None = None
+) -> list[str]:
+    """The command line of server ``name``, pinned to ``cpus`` (default ``SERVER_CPU``;
+    an empty string: not pinned)."""
+    cpus = str(SERVER_CPU) if cpus is None else cpus
+    pin = ["taskset", "-c", cpus] if cpus else []
     feeds = "true" if load.feeds else "false"
     if name == "gateway":
         return [
@@ -143,14 +148,46 @@ def kill_group(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
     process.wait(timeout=10)
 
 
-class RunningServer:
-    """A server process pinned to ``SERVER_CPU``; readings come from /proc."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``realtime serve --workers``: the supervisor and
+    its workers), from /proc; a process gone meanwhile is left out."""
+    found = [pid]
+    for each in found:
+        for task in Path(f"/proc/{each}/task").glob("*/children"):
+            with suppress(OSError):
+                found += [int(child) for child in task.read_text().split()]
+    return found
 
-    def __init__(self, name: str, load: Load, *, port: int = 0, extra: tuple[str, ...] = ()):
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of process ``pid``."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+class RunningServer:
+    """A server process pinned to ``SERVER_CPU`` (or ``cpus``); readings come from /proc,
+    summed over the process and its children (a ``--workers`` supervisor's workers)."""
+
+    def __init__(
+        self,
+        name: str,
+        load: Load,
+        *,
+        port: int = 0,
+        extra: tuple[str, ...] = (),
+        cpus: str | None = None,
+    ):
         self.name = name
         self.load = load
         self.port = port or free_port()
         self.extra = extra
+        self.cpus = cpus
         self.process: subprocess.Popen[bytes] | None = None
         self.log = ROOT / "bench" / "results" / ".server.log"
 
@@ -158,7 +195,7 @@ class RunningServer:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                command(self.name, self.port, self.load, self.extra),
+                command(self.name, self.port, self.load, self.extra, self.cpus),
                 cwd=ROOT,
                 stdout=log,
                 stderr=log,
@@ -198,11 +235,10 @@ class RunningServer:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return sum(cpu_seconds(pid) for pid in process_tree(self.pid))
 
     def rss(self) -> int:
-        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
+        return sum(rss(pid) for pid in process_tree(self.pid))
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
@@ -252,20 +288,30 @@ class RunningServer:
 
 
 class Loadgen:
-    """``bench.loadgen`` processes pinned to ``LOADGEN_CPU``; their JSON lines merged."""
+    """``bench.loadgen`` processes pinned to ``LOADGEN_CPU`` (or ``cpus``; an empty
+    string: not pinned); their JSON lines merged. ``process_flags[i]`` are added to
+    process ``i``'s flags (later flags win: a ``--url`` there sends it elsewhere)."""
 
-    def __init__(self, url: str, processes: int, clients: int, *flags: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        processes: int,
+        clients: int,
+        *flags: str,
+        cpus: str | None = None,
+        process_flags: Sequence[Sequence[str]] = (),
+    ) -> None:
         self.processes: list[subprocess.Popen[str]] = []
         self.readers: list[threading.Thread] = []
         self.lines: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
+        cpus = str(LOADGEN_CPU) if cpus is None else cpus
+        pin = ["taskset", "-c", cpus] if cpus else []
         per = [clients // processes + (i < clients % processes) for i in range(processes)]
         first = 0
         for index, count in enumerate(per):
             process = subprocess.Popen(
                 [
-                    "taskset",
-                    "-c",
-                    str(LOADGEN_CPU),
+                    *pin,
                     sys.executable,
                     "-m",
                     "bench.loadgen",
@@ -276,6 +322,7 @@ class Loadgen:
                     "--first-index",
                     str(first),
                     *flags,
+                    *(process_flags[index] if index < len(process_flags) else ()),
                 ],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
