@@ -282,6 +282,20 @@ class AlertEngine:
             del self._by_symbol[state.rule.symbol]
         return True
 
+    def replace_rules(self, rules: Iterable[AlertRule]) -> None:
+        """Hold exactly ``rules`` (unique by user and id): add the new ones, remove the
+        gone or changed ones, and keep each unchanged rule with its armed state and
+        firing count, so that following a shared set of rules (a cluster's, in Redis)
+        fires no crossing twice. Raises :exc:`ValueError` as :meth:`add_rule` does
+        when ``rules`` exceed the limits."""
+        wanted = {(rule.user, rule.id): rule for rule in rules}
+        for (user, rule_id), state in list(self._states.items()):
+            if wanted.get((user, rule_id)) != state.rule:
+                self.remove_rule(rule_id, user)
+        for key, rule in wanted.items():
+            if key not in self._states:
+                self.add_rule(rule)
+
     def fire(self, symbol: str, quote: PriceData, now: float) -> list[Fired]:
         """Evaluate every rule of ``symbol`` on ``quote`` seen at time ``now`` (seconds,
         any monotonic origin); the alerts fired, each with its rule's user, in rule

@@ -26,6 +26,11 @@ event whose token is not the lock's (:exc:`NotActive`). So two feeds never publi
 at once, not even one that was paused past its TTL and wakes up with an event in
 hand, and the ``seq`` of every stream goes on from the last one Redis numbered.
 
+**Alert rules.** The cluster's rules live in Redis (``_cluster_rules``): the first
+active feed seeds them with its own (``--alerts``, or the demo set), and the active
+feed's alert engine follows every change the nodes' API makes, from before its feeds
+start until it stands down.
+
 **Redis away.** Each publish waits and is sent again, with backoff, until Redis
 confirms it (:class:`FeedPublisher`); the feeds block in it meanwhile, so nothing is
 generated that could be dropped. A retry is safe: each feed task is a *lane* that
@@ -51,6 +56,7 @@ import trio
 from feeds import PriceFeed
 from protocol import Channel, EventData
 
+from ._cluster_rules import RuleFollower
 from ._config import Config
 from ._redis_bus import (
     FEED_LOCK_KEY,
@@ -380,6 +386,9 @@ async def run_feed(
 
         feed_publisher = FeedPublisher(publisher, url=config.bus, lost=lost)
         feeds = build_feeds(config, feed_publisher)
+        # Seeds Redis with the file's (or the demo's) rules if it has none, then keeps
+        # the alert engine holding the cluster's rules while this feed is active.
+        rules = RuleFollower(config.bus, feeds.alerts.engine)
         # Every node checks its universe against SYMBOLS_KEY at start: a symbol added
         # here would be unknown to them (docs/cluster.md).
         universe = PriceUniverse(
@@ -408,6 +417,8 @@ async def run_feed(
                     )
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(lock.hold, lost)
+                        # The rules first: the first tick is evaluated on the cluster's.
+                        await nursery.start(rules.run)
                         start_feeds(nursery, config, feeds, feed_publisher, universe=universe)
         finally:
             await lock.release(config.bus)

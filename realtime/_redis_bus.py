@@ -276,6 +276,12 @@ def control_channel(url: str) -> str:
     return f"realtime:control:{_database(url)}"
 
 
+def rules_channel(url: str) -> str:
+    """The pub/sub channel that announces each change of the cluster's alert rules
+    (``_cluster_rules``)."""
+    return f"realtime:rules:{_database(url)}"
+
+
 def _database(url: str) -> str:
     path = urlsplit(url).path.strip("/")
     return path if path.isdigit() else "0"
@@ -309,7 +315,7 @@ async def load_scripts(client: coredis.Redis[bytes]) -> None:
 
 
 @contextmanager
-def _closed_on_teardown() -> Iterator[None]:
+def closed_on_teardown() -> Iterator[None]:
     """coredis 6.9's pub/sub, when cancelled from outside, may try to unsubscribe on
     a connection that the same cancellation already closed, and raise
     ``anyio.ClosedResourceError`` from its cleanup beside the ``Cancelled``. That error
@@ -534,6 +540,7 @@ class RedisBus:
         #: The node's part in the cluster-wide rules; set by :meth:`attach`.
         self.membership: Membership
         self._publisher: RedisPublisher | None = None
+        self._client: coredis.Redis[bytes] | None = None
         self._epoch: bytes | None = None
         #: The last seq handed to the hub, per stream (channel name or symbol).
         self._positions: dict[bytes, int] = {}
@@ -552,6 +559,12 @@ class RedisBus:
         answering. False before :meth:`run` has started, and while it reconnects:
         the node is then not ready for new clients, and its publishes are refused."""
         return self._live
+
+    @property
+    def client(self) -> coredis.Redis[bytes] | None:
+        """The client of the node's own requests (publishes, the alert rules API)
+        while the node follows Redis live (:attr:`connected`); ``None`` otherwise."""
+        return self._client if self._live else None
 
     def attach(self, hub: Hub) -> None:
         """Deliver to ``hub``, and hold its client ids once in the cluster
@@ -613,6 +626,7 @@ class RedisBus:
         if self._hub is None:
             raise RuntimeError("attach the bus to a hub before running it")
         async with open_redis(self.url) as client:  # publishes: outlives subscriptions
+            self._client = client
             self._publisher = RedisPublisher(
                 client,
                 events=self.events,
@@ -622,7 +636,7 @@ class RedisBus:
             try:
                 await self._keep_following(task_status)
             finally:
-                self._publisher = None
+                self._publisher = self._client = None
                 self._live = False
 
     async def _keep_following(self, task_status: trio.TaskStatus[None]) -> None:
@@ -661,7 +675,7 @@ class RedisBus:
                 await load_scripts(client)
                 self._check_symbols(await client.get(SYMBOLS_KEY))
                 catch_up = client.register_script(CATCH_UP)
-                with _closed_on_teardown():
+                with closed_on_teardown():
                     async with client.pubsub(
                         channels=[self.events, self.control],
                         ignore_subscribe_messages=True,

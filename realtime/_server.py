@@ -14,8 +14,9 @@ tap's prices and publish into the bus, and the demo's system notifications go
 straight into it. Each runs under :func:`supervise`.
 
 With ``--bus`` the gateway is a node of a cluster (docs/cluster.md): its bus follows
-Redis, it runs no feeds (``realtime feed`` does, once for the cluster), and its
-publish API publishes through Redis to every node.
+Redis, it runs no feeds (``realtime feed`` does, once for the cluster), its
+publish API publishes through Redis to every node, and its alert rules API edits the
+cluster's rules in Redis, which the active feed follows (``_cluster_rules``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from contextlib import contextmanager
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
-from typing import Final
 
 import attrs
 import trio
@@ -58,6 +58,7 @@ from ._access import AccessLog
 from ._app import GatewayApp
 from ._auth import TokenVerifier
 from ._bus import InProcessBus
+from ._cluster_rules import RedisRules
 from ._config import DEFAULT_SYMBOLS, Config, _flag
 from ._cors import CORS
 from ._delivery import Delivery
@@ -70,7 +71,7 @@ from ._metrics import make_registry
 from ._open_files import connection_cap
 from ._publish import PublishAPI
 from ._redis_bus import RedisBus
-from ._rules_api import AlertRulesAPI
+from ._rules_api import AlertRulesAPI, EngineRules
 from ._sessions import Sessions
 from ._supervisor import supervise
 from ._tls import TLSFileError, server_context
@@ -79,12 +80,6 @@ from .ws import DEFAULT_CLOSE_TIMEOUT, Listener
 from .ws import serve as listen
 
 logger = logging.getLogger("realtime.server")
-
-#: The answer of a node's ``/api/alert-rules``: its alert engine is no feed's.
-NODE_RULES: Final = (
-    "A node of a cluster runs no alert feed: the alert rules live in the realtime feed "
-    "process, which reads them from its --alerts file"
-)
 
 __version__ = version("realtime-gateway")
 
@@ -263,7 +258,8 @@ class Server:
     listener: Listener
     feeds: Feeds
     publish_api: PublishAPI
-    #: ``/api/alert-rules``: edits ``feeds.alerts.engine``, the engine the alert feed runs.
+    #: ``/api/alert-rules``: edits ``feeds.alerts.engine``, the engine the alert feed
+    #: runs; on a node, the cluster's rules in Redis.
     alert_rules_api: AlertRulesAPI
     #: ``POST /api/disconnect``.
     disconnect_api: DisconnectAPI
@@ -357,15 +353,15 @@ async def serve(
         universe=universe,
         feed_symbols=frozenset(feeds.own_symbols) if runs_feeds else frozenset(),
     )
-    # The feed's own engine, which outlives the feed's restarts: rules added over HTTP
-    # are evaluated from the next tick on and survive a crash of the feed.
+    # Alone: the feed's own engine, which outlives the feed's restarts, so rules added
+    # over HTTP are evaluated from the next tick on and survive a crash of the feed. A
+    # node: the cluster's rules in Redis, which the active realtime feed follows.
     alert_rules_api = AlertRulesAPI(
-        feeds.alerts.engine,
+        RedisRules(bus) if isinstance(bus, RedisBus) else EngineRules(feeds.alerts.engine),
         universe,
         auth=http_auth,
         max_body=config.publish_max_body,
         body_timeout=config.body_timeout,
-        elsewhere=NODE_RULES if node else None,
     )
     disconnect_api = DisconnectAPI(
         sessions,

@@ -8,8 +8,7 @@ import json
 import trio
 from trio_websocket import ConnectionClosed
 
-from realtime._server import NODE_RULES
-from tests.realtime.helpers import Client, close_of, http_get, http_requests, start_gateway
+from tests.realtime.helpers import Client, close_of, http_get, start_gateway
 
 from .conftest import Cluster
 from .test_cluster import connect
@@ -73,26 +72,3 @@ async def test_a_lone_gateway_has_no_cluster_to_show(cluster: Cluster) -> None:
         status, body = await http_get(server.port, "/ws/stats?scope=everything")
         assert status == 400
         server.shutdown()
-
-
-async def test_a_node_s_alert_rules_api_says_the_rules_live_in_the_feed(
-    cluster: Cluster,
-) -> None:
-    key = "k" * 32
-    rule = json.dumps({"id": "r1", "symbol": "AAPL", "type": "price_above", "threshold": 1})
-    with trio.fail_after(TIMEOUT):
-        node = await cluster.start_node("--api-key", key)
-        answers = await http_requests(
-            node.port,
-            [
-                ("GET", "/api/alert-rules", b""),
-                ("POST", "/api/alert-rules", rule.encode()),
-                ("DELETE", "/api/alert-rules/r1", b""),
-            ],
-            headers=[("authorization", f"Bearer {key}"), ("content-type", "application/json")],
-        )
-        ((anonymous, _, _),) = await http_requests(node.port, [("GET", "/api/alert-rules", b"")])
-    for status, _, body in answers:
-        assert status == 404
-        assert json.loads(body) == {"error": NODE_RULES, "code": "not_found"}
-    assert anonymous == 401  # the credential first: nobody learns more without it

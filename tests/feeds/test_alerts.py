@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -134,6 +135,22 @@ def test_rules_can_be_added_replaced_and_removed() -> None:
     assert engine.remove_rule("r") is True
     assert engine.remove_rule("r") is False
     assert _run(engine, "A", [19, 21]) == []
+
+
+def test_replacing_the_rules_keeps_the_armed_state_of_the_unchanged_ones() -> None:
+    kept = AlertRule(id="kept", symbol="A", type="price_above", threshold=10)
+    changed = AlertRule(id="changed", symbol="A", type="price_above", threshold=10)
+    gone = AlertRule(id="gone", symbol="A", type="price_above", threshold=10)
+    engine = AlertEngine([kept, changed, gone])
+    assert [a.id for a in _run(engine, "A", [9, 10])] == ["kept-1", "changed-1", "gone-1"]
+    new = AlertRule(id="new", symbol="A", type="price_above", threshold=10, user="alice")
+    engine.replace_rules([kept, attrs.evolve(changed, threshold=10.5), new])
+    assert engine.rules == (kept, attrs.evolve(changed, threshold=10.5), new)
+    assert (engine.count_of("alice"), len(engine)) == (1, 3)
+    # Still above 10: the kept rule stays disarmed, the others start afresh (a price
+    # already beyond the threshold has not crossed it).
+    assert _run(engine, "A", [10.6, 10.7]) == []
+    assert [a.id for a in _run(engine, "A", [9, 10.6])] == ["kept-2", "changed-1", "new-1"]
 
 
 def test_rule_count_is_bounded() -> None:

@@ -13,6 +13,8 @@ import trio
 from feeds import MAX_RULES, AlertRule, load_rules
 from protocol import PriceData
 from realtime import Server
+from realtime._http_auth import HTTPAuth
+from realtime._rules_api import AlertRulesAPI, RulesUnavailable
 
 from .helpers import TIMEOUT, Client, connect, http_requests, start_gateway
 
@@ -337,6 +339,68 @@ async def test_a_path_beside_the_api_is_not_found(nursery: trio.Nursery) -> None
     with trio.fail_after(TIMEOUT):
         status, _, _ = await call(server, "GET", "/api/alert-rulesx")
     assert status == 404
+
+
+class _AwayRules:
+    """Rules out of reach, as a node's are while Redis is away: ``unconfirmed`` says
+    whether a change was sent before the failure."""
+
+    def __init__(self, *, unconfirmed: bool) -> None:
+        self.unconfirmed = unconfirmed
+
+    async def rules(self) -> list[AlertRule]:
+        raise RulesUnavailable("Redis is away")
+
+    async def add(self, rule: AlertRule) -> None:
+        raise RulesUnavailable("Redis is away", unconfirmed=self.unconfirmed)
+
+    async def remove(self, rule_id: str, user: str | None) -> bool:
+        raise RulesUnavailable("Redis is away", unconfirmed=self.unconfirmed)
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "unconfirmed", "code"),
+    [
+        ("GET", RULES, False, "unavailable"),
+        ("POST", RULES, False, "unavailable"),
+        ("POST", RULES, True, "unconfirmed"),
+        ("DELETE", f"{RULES}/r1", True, "unconfirmed"),
+    ],
+)
+async def test_rules_out_of_reach_are_503_saying_whether_anything_changed(
+    method: str, target: str, unconfirmed: bool, code: str
+) -> None:
+    api = AlertRulesAPI(
+        _AwayRules(unconfirmed=unconfirmed),
+        ("AAPL",),
+        auth=HTTPAuth(api_key=KEY, verifier=None),
+        max_body=64 * 1024,
+    )
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": target,
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {KEY}".encode())],
+        "client": ("127.0.0.1", 5000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": json.dumps(RULE).encode(), "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await api(scope, receive, send)
+    start, body = sent
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    assert (start["status"], json.loads(body["body"])) == (
+        503,
+        {"error": "Redis is away", "code": code},
+    )
+    # Only what certainly changed nothing invites a retry.
+    assert ("retry-after" in headers) is (code == "unavailable")
 
 
 # --- end to end: rules added over HTTP drive the live alert feed ---------------------------
