@@ -310,7 +310,7 @@ class FeedPublisher:
         try:
             while True:
                 try:
-                    await self._publisher.send(event, lane=lane.name, counter=counter)
+                    await self._publisher.send([event], lane=lane.name, counter=counter)
                 except NotActive as exc:
                     self._lost(str(exc))
                     await trio.sleep_forever()  # cancelled with the feeds

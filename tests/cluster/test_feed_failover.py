@@ -158,18 +158,18 @@ async def test_a_retry_of_an_event_redis_published_is_not_published_again(
             client, events=events_channel(url), history_messages=10, history_seconds=60
         )
         event = publisher.prepare(Channel.NOTIFICATIONS, note(1))
-        assert await publisher.send(event, lane="a", counter=1) == 1
+        assert await publisher.send([event], lane="a", counter=1) == [1]
         # Sent again (the answer was lost): Redis has it already.
-        assert await publisher.send(event, lane="a", counter=1) == 0
-        assert (
-            await publisher.send(
-                publisher.prepare(Channel.NOTIFICATIONS, note(2)), lane="a", counter=2
-            )
-            == 2
-        )
+        assert await publisher.send([event], lane="a", counter=1) == []
+        batch = [publisher.prepare(Channel.NOTIFICATIONS, note(n)) for n in (2, 3)]
+        assert await publisher.send(batch, lane="a", counter=2) == [2, 3]
+        # A retried batch is skipped whole.
+        assert await publisher.send(batch, lane="a", counter=2) == []
         # Another lane counts on its own.
-        assert await publisher.send(event, lane="b", counter=1) == 3
-        assert await client.hget(SEQ_KEY, "notifications") == b"3"
+        assert await publisher.send([event], lane="b", counter=1) == [4]
+        assert await client.hget(SEQ_KEY, "notifications") == b"4"
+        history = await client.lrange(NOTES_KEY, 0, -1)
+        assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2", b"3", b"4"]
 
 
 @REFUSED_CONNECTIONS
