@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import signal
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import coredis
 import orjson
 import pytest
 import trio
@@ -19,6 +21,7 @@ from realtime._redis_bus import (
     FEED_LOCK_KEY,
     SEQ_KEY,
     NotActive,
+    Prepared,
     RedisPublisher,
     events_channel,
     open_redis,
@@ -285,4 +288,50 @@ async def test_the_feed_s_queue_blocks_publishers_while_full_and_bounds_each_cal
     events = [line.split(b" ", 5) for batch in batches for line in batch]
     assert [(orjson.loads(e[5])["data"]["id"], int(e[2])) for e in events] == [
         (str(n), n) for n in range(1, 6)
+    ]
+
+
+class _AnswerLost(RedisPublisher):
+    """A publisher whose first call reaches Redis but whose answer is lost, as when
+    the connection breaks just after Redis ran the script."""
+
+    calls = 0
+
+    async def send(
+        self, events: Sequence[Prepared], *, lane: str | None = None, counter: int = 0
+    ) -> list[int]:
+        self.calls += 1
+        seqs = await super().send(events, lane=lane, counter=counter)
+        if self.calls == 1:
+            raise coredis.exceptions.ConnectionError("connection lost before the answer")
+        return seqs
+
+
+async def test_a_batch_whose_answer_was_lost_is_sent_again_and_published_once(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with open_redis(url) as client:
+            publisher = _AnswerLost(
+                client, events=events_channel(url), history_messages=10, history_seconds=60
+            )
+            feed = FeedPublisher(publisher, url=url, lost=pytest.fail)
+            async with trio.open_nursery() as nursery:
+                for number in (1, 2, 3):  # one batch: the sender starts after them
+                    await feed.publish(Channel.NOTIFICATIONS, note(number))
+                nursery.start_soon(feed.run)
+                while publisher.calls < 2:
+                    await trio.sleep(0.01)
+                await feed.publish(Channel.NOTIFICATIONS, note(4))
+                await published(publisher, 4)
+                nursery.cancel_scope.cancel()
+            history = await client.lrange(NOTES_KEY, 0, -1)
+    # The retry of the first batch was skipped: every event once, in order.
+    assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2", b"3", b"4"]
+    assert [orjson.loads(entry.split(b" ", 3)[3])["data"]["id"] for entry in history] == [
+        "1",
+        "2",
+        "3",
+        "4",
     ]
