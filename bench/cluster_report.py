@@ -62,12 +62,12 @@ def project(results: dict[str, Any]) -> dict[str, Any]:
     fanout = (level["cpu"]["node0"] - events * ingest / 1e6) / level["delivered_per_s"] * 1e6
     redis_us = base + slope * NODES
     out_bytes = bytes_base + bytes_slope * NODES
-    redis_limit = CORE_BUDGET / redis_us * 1e6
+    redis_limit = _full_at(CORE_BUDGET * 1e6, redis_us)
     limits: dict[str, float | None] = {
         "Redis CPU": redis_limit,
-        "the feed process": CORE_BUDGET / feed * 1e6,
-        "every node's ingest": CORE_BUDGET / ingest * 1e6,
-        "Redis's network link": LINK_BITS_PER_S / 8 / out_bytes if out_bytes > 0 else None,
+        "the feed process": _full_at(CORE_BUDGET * 1e6, feed),
+        "every node's ingest": _full_at(CORE_BUDGET * 1e6, ingest),
+        "Redis's network link": _full_at(LINK_BITS_PER_S / 8, out_bytes),
     }
     first = min((k for k, v in limits.items() if v), key=lambda k: limits[k] or 0)
 
@@ -77,7 +77,10 @@ def project(results: dict[str, Any]) -> dict[str, Any]:
 
     # The table stops at the first rate past one Redis's limit: beyond, one Redis is
     # not the design any more.
-    last = min([r for r in EVENT_RATES if r > redis_limit], default=EVENT_RATES[-1])
+    last = min(
+        [r for r in EVENT_RATES if redis_limit is not None and r > redis_limit],
+        default=EVENT_RATES[-1],
+    )
     rates = {*EVENT_RATES, *(round(v) for v in limits.values() if v)}
     rows = []
     for rate in sorted(r for r in rates if r <= last):
@@ -112,6 +115,12 @@ def project(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _full_at(budget: float, cost: float) -> float | None:
+    """The events/s at which ``cost`` per event fills ``budget``; None for a cost too
+    small to measure (a short window's CPU, read in clock ticks, can be 0)."""
+    return budget / cost if cost > 0 else None
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     quick = results["profile"] == "quick"
     lines = ["# Cluster benchmark" + (" — QUICK SMOKE RUN" if quick else ""), ""]
@@ -134,8 +143,10 @@ def write(results: dict[str, Any], out: Path) -> None:
         "with the workers they measure.",
         "",
         "CPU from /proc (utime + stime) over the measured window; Redis's commands and "
-        "bytes from `INFO` (commands a script runs count too). An *event* is one "
-        "published message, one Redis `PUBLISH`.",
+        "bytes from `INFO` (commands a script runs count too). An *event* is one event "
+        "Redis numbered (one seq). The feed sends them in batches, what queued while its "
+        "previous call was in flight: one script call and one `PUBLISH` per batch, so "
+        "`evalsha` and `publish` per event are one over the batch's size.",
         "",
         "| | |",
         "| --- | --- |",
@@ -245,11 +256,11 @@ def _redis(scenario: dict[str, Any], results: dict[str, Any]) -> list[str]:
         "Commands per event, by command (one subscriber): "
         + ", ".join(f"`{k}` {v:g}" for k, v in sorted(first.items(), key=lambda kv: -kv[1])),
         "",
-        "The feed's `PUBLISH` script runs per event: `evalsha` (the call), `GET` of the "
-        "feed lock (fencing), of the lane (a retry's check) and of the epoch, `TIME`, "
-        "`HINCRBY` (seq), `HSET` (the last price), `PUBLISH`, and `SET` of the lane. "
-        "What is not one per event is the nodes' and the feed's own traffic (`PING` "
-        "probes, reports, lock renewals).",
+        "The feed's `PUBLISH` script runs once per batch: `evalsha` (the call), `GET` of "
+        "the feed lock (fencing), of the lane (a retry's check) and of the epoch, `TIME`, "
+        "`PUBLISH` (the whole batch, one message) and `SET` of the lane; and per event "
+        "`HINCRBY` (seq) and `HSET` (the last price). The rest is the nodes' and the "
+        "feed's own traffic (`PING` probes, reports, lock renewals).",
         "",
     ]
     return lines
@@ -380,8 +391,9 @@ def _projection(projection: dict[str, Any]) -> list[str]:
         "the OS). Redis is single-threaded for commands: one core.",
         f"- Redis's network link: {LINK_BITS_PER_S / 1e9:g} Gbit/s.",
         "- Per-event costs measured at the redis scenario's rate hold at other rates "
-        "(batching by the kernel and Redis makes them fall somewhat as the rate rises: "
-        "the projection errs on the safe side).",
+        "(the feed's batches grow with the rate, what queues during one call, and the "
+        "kernel and Redis batch too, so costs per event fall as the rate rises: the "
+        "projection errs on the safe side).",
         "",
         "Inputs (measured):",
         "",
@@ -391,7 +403,7 @@ def _projection(projection: dict[str, Any]) -> list[str]:
         f"{_f(i['redis_bytes_out_per_event_at_nodes'], 0)} bytes out per event; "
         f"{_f(i['commands_per_event'])} commands per event.",
         f"- The feed: {_f(i['feed_us_per_event'])} µs per event (one process, one round "
-        "trip per event).",
+        "trip per batch).",
         f"- A node: {_f(i['node_ingest_us_per_event'])} µs per event it follows, and "
         f"{_f(i['node_fanout_us_per_delivered'])} µs per message it delivers (the cpu "
         f"scenario at {i['fanout_measured_at_offered']:,}/s, less the ingest).",
@@ -424,9 +436,8 @@ def _projection(projection: dict[str, Any]) -> list[str]:
         "",
         "What to do at that point:",
         "",
-        "- *The feed* first, if it is the limit: it publishes one event per round trip; "
-        "pipelining its publishes (several script calls in flight, or a batch per script "
-        "call) or running one feed per group of symbols removes it.",
+        "- *The feed* first, if it is the limit: it sends a batch per round trip already; "
+        "running one feed per group of symbols divides it.",
         "- *Shard by channel or symbol*: N Redis instances (or N Redis Cluster slots: "
         "today every key carries the one hash tag `{realtime}`, so Redis Cluster would put "
         "them all on one shard; a tag per shard, e.g. `{realtime:prices:3}`, spreads "

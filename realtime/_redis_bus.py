@@ -7,30 +7,32 @@ Redis holds what a single gateway's hub keeps in memory: the epoch, each stream'
 them), the history of the non-price channels and the last price of each symbol.
 
 Publishing (:class:`RedisPublisher`: the ``realtime feed`` process, and the publish
-API of every node) is one call of the :data:`PUBLISH` Lua script per event, atomic in
-Redis: it creates the epoch if there is none, increments the stream's seq, appends
-the event with its seq to the channel's capped history (or, for a price, replaces
-the symbol's last price), and ``PUBLISH``-es it on the events channel, all in O(1).
-The event travels encoded as the protocol's JSON with ``seq`` 0; Redis prefixes the
-real one: an entry is ``SEQ MS TO JSON`` (``MS`` Redis's clock, ``TO`` the event's
-address in one word: the target client id, then ``@`` and the target user
-percent-encoded when there is one, or empty for every subscriber), a published event
-``EPOCH STREAM`` and the entry.
+API of every node) is one call of the :data:`PUBLISH` Lua script per batch of events
+(the feed sends what queued while the previous call was in flight; the API one event),
+atomic in Redis: it creates the epoch if there is none, and for each event, in order,
+increments the stream's seq and appends the event with its seq to the channel's capped
+history (or, for a price, replaces the symbol's last price), O(1) each; then it
+``PUBLISH``-es the whole batch as one message on the events channel. The event
+travels encoded as the protocol's JSON with ``seq`` 0; Redis prefixes the real one:
+an entry is ``SEQ MS TO JSON`` (``MS`` Redis's clock, ``TO`` the event's address in
+one word: the target client id, then ``@`` and the target user percent-encoded when
+there is one, or empty for every subscriber), a published event ``EPOCH STREAM`` and
+the entry, and a message one or more published events, one a line.
 
 Following (:meth:`RedisBus.run`, in every node): subscribe to the events channel
 first, then catch up: one :data:`CATCH_UP` script call returns, atomically, the
 epoch, every stream's seq, every last price and each channel's history after the
-node's position. From then on every published event is handed to the hub in seq
-order (:meth:`Hub.deliver`), one decode per event per node whatever the number of
-clients, and the hub encodes and frames it once per codec as for the in-process bus.
-An event the node already has (the overlap of catch-up and subscription) is
-skipped; a hole in a channel (an event lost while the node was disconnected) or a
-new epoch makes the node catch up again before it delivers anything past it. So a
-node's hub holds a copy of Redis's history, in order and without holes, and answers
-a resume (``since`` + ``epoch``) from any node as the single gateway does; where the
-copy cannot be completed (Redis trimmed what the node missed) the hub drops it
-(:meth:`Hub.forget`), so the resume is refused with ``history_unavailable`` rather
-than given a partial replay.
+node's position. From then on every published event (each line of each message) is
+handed to the hub in seq order (:meth:`Hub.deliver`), one decode per event per node
+whatever the number of clients, and the hub encodes and frames it once per codec as
+for the in-process bus. An event the node already has (the overlap of catch-up and
+subscription) is skipped; a hole in a channel (an event lost while the node was
+disconnected) or a new epoch makes the node catch up again before it delivers
+anything past it. So a node's hub holds a copy of Redis's history, in order and
+without holes, and answers a resume (``since`` + ``epoch``) from any node as the
+single gateway does; where the copy cannot be completed (Redis trimmed what the node
+missed) the hub drops it (:meth:`Hub.forget`), so the resume is refused with
+``history_unavailable`` rather than given a partial replay.
 
 The epoch changes only when Redis loses the history: a script that finds no epoch
 creates one (from a fresh random candidate) and deletes what the old one left. A
@@ -67,7 +69,7 @@ import logging
 import math
 import typing
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
@@ -153,52 +155,63 @@ local now = redis.call('TIME')
 local ms = now[1] * 1000 + math.floor(now[2] / 1000)
 """
 
-#: What PUBLISH returns for an event that a feed which no longer holds the feed lock
+#: What PUBLISH returns for a batch that a feed which no longer holds the feed lock
 #: sent (nothing is published), and for the retry of one already published.
 NOT_ACTIVE: Final = -1
 ALREADY_PUBLISHED: Final = 0
 
 #: KEYS: :data:`KEYS`, :data:`FEED_LOCK_KEY`, the publisher's lane key. ARGV:
-#: candidate epoch, events channel, stream, index of the stream's history in KEYS (0:
-#: a price), ``TO JSON``, history messages, history milliseconds, the feed lock's
-#: token (empty: not fenced), the lane's counter (empty: no lane), the lane's TTL in
-#: milliseconds. Returns the event's seq, or :data:`NOT_ACTIVE` when the lock is not
-#: the token's, or :data:`ALREADY_PUBLISHED` when the lane has published this counter.
+#: candidate epoch, events channel, history messages, history milliseconds, the feed
+#: lock's token (empty: not fenced), the lane's counter (empty: no lane), the lane's
+#: TTL in milliseconds; then three per event: stream, index of the stream's history
+#: in KEYS (0: a price), ``TO JSON``. Returns the events' seqs in order, or
+#: :data:`NOT_ACTIVE` when the lock is not the token's, or :data:`ALREADY_PUBLISHED`
+#: when the lane has published this counter. The whole batch is one pub/sub message:
+#: its events, one a line (no entry holds a newline: see :meth:`RedisPublisher.prepare`).
 PUBLISH: Final = (
     """
 local lock, lane = KEYS[#KEYS - 1], KEYS[#KEYS]
-if ARGV[8] ~= '' and redis.call('GET', lock) ~= ARGV[8] then
+if ARGV[5] ~= '' and redis.call('GET', lock) ~= ARGV[5] then
   return -1
 end
-if ARGV[9] ~= '' then
+if ARGV[6] ~= '' then
   local done = redis.call('GET', lane)
-  if done and tonumber(done) >= tonumber(ARGV[9]) then
+  if done and tonumber(done) >= tonumber(ARGV[6]) then
     return 0
   end
 end
 """
     + _ENSURE_EPOCH
     + """
-local seq = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-local entry = seq .. ' ' .. ms .. ' ' .. ARGV[5]
-local index = tonumber(ARGV[4])
-if index == 0 then
-  redis.call('HSET', KEYS[3], ARGV[3], entry)
-else
+local seqs, published, trimmed = {}, {}, {}
+for i = 8, #ARGV, 3 do
+  local stream, index = ARGV[i], tonumber(ARGV[i + 1])
+  local seq = redis.call('HINCRBY', KEYS[2], stream, 1)
+  local entry = seq .. ' ' .. ms .. ' ' .. ARGV[i + 2]
+  if index == 0 then
+    redis.call('HSET', KEYS[3], stream, entry)
+  else
+    redis.call('RPUSH', KEYS[index], entry)
+    trimmed[index] = true
+  end
+  seqs[#seqs + 1] = seq
+  published[#published + 1] = epoch .. ' ' .. stream .. ' ' .. entry
+end
+-- Trimmed once per batch: every entry of the batch has the same ms, so none of them
+-- ages out (pops from the oldest end: amortized O(1)).
+local horizon = ms - tonumber(ARGV[4])
+for index in pairs(trimmed) do
   local history = KEYS[index]
-  redis.call('RPUSH', history, entry)
-  redis.call('LTRIM', history, -tonumber(ARGV[6]), -1)
-  -- Age out from the oldest end: amortized O(1), and the new entry always stays.
-  local horizon = ms - tonumber(ARGV[7])
+  redis.call('LTRIM', history, -tonumber(ARGV[3]), -1)
   while tonumber(string.match(redis.call('LINDEX', history, 0), '^%d+ (%d+) ')) < horizon do
     redis.call('LPOP', history)
   end
 end
-redis.call('PUBLISH', ARGV[2], epoch .. ' ' .. ARGV[3] .. ' ' .. entry)
-if ARGV[9] ~= '' then
-  redis.call('SET', lane, ARGV[9], 'PX', ARGV[10])
+redis.call('PUBLISH', ARGV[2], table.concat(published, '\\n'))
+if ARGV[6] ~= '' then
+  redis.call('SET', lane, ARGV[6], 'PX', ARGV[7])
 end
-return seq
+return seqs
 """
 )
 
@@ -355,12 +368,14 @@ class Prepared:
 
 
 class RedisPublisher:
-    """A :class:`feeds.Publisher` into Redis: each event numbered, kept in history and
-    announced to every node by one call of the :data:`PUBLISH` script.
+    """A :class:`feeds.Publisher` into Redis: events numbered, kept in history and
+    announced to every node by one call of the :data:`PUBLISH` script per batch
+    (:meth:`send`).
 
-    ``publish`` returns once Redis has it: one round trip, the backpressure. Raises
-    what the client raises when Redis cannot be reached (``coredis`` errors, see
-    :func:`unreachable`); the event is then lost, or was published: never twice.
+    ``publish`` sends one event and returns once Redis has it: one round trip, the
+    backpressure. Raises what the client raises when Redis cannot be reached
+    (``coredis`` errors, see :func:`unreachable`); the event is then lost, or was
+    published: never twice.
 
     ``fence``: the feed lock's token (``_feed``). Redis then refuses, in the same
     atomic step, every event once the lock is not this token's, and :meth:`send`
@@ -395,7 +410,10 @@ class RedisPublisher:
         user: str | None = None,
     ) -> Prepared:
         """Stamp ``data`` with the publish time and encode it for :meth:`send`,
-        addressed to ``to`` and ``user`` (see :class:`feeds.Publisher`).
+        addressed to ``to`` and ``user`` (see :class:`feeds.Publisher`). The body holds
+        no newline, which separates the events of a message: the address is one word
+        of a client id (no newline allowed) and a percent-encoded user, and the JSON
+        encoder writes no whitespace and escapes the newlines inside strings.
 
         Raises ``TypeError`` when ``data`` is not the channel's payload or a price has
         no symbol: a bug in the producer, caught where it happens.
@@ -413,39 +431,42 @@ class RedisPublisher:
         body = address(to, user) + b" " + encode(message, Codec.JSON)
         return Prepared(channel, symbol if symbol is not None else str(channel), body)
 
-    async def send(self, event: Prepared, *, lane: str | None = None, counter: int = 0) -> int:
-        """Publish ``event``: one call of the :data:`PUBLISH` script. Returns its seq.
+    async def send(
+        self, events: Sequence[Prepared], *, lane: str | None = None, counter: int = 0
+    ) -> list[int]:
+        """Publish ``events`` (at least one), in order: one call of the :data:`PUBLISH`
+        script, so all of them or none, and one pub/sub message. Returns their seqs.
 
-        ``lane`` and ``counter`` make a retry safe: a lane is one task's sequence of
-        publishes (``counter`` counts them from 1, each sent until Redis confirms it),
-        and Redis remembers the last counter of each lane for a day. A retry of an event
+        ``lane`` and ``counter`` make a retry safe: a lane is one sender's sequence of
+        calls (``counter`` counts them from 1, each sent until Redis confirms it), and
+        Redis remembers the last counter of each lane for a day. A retry of a batch
         that Redis did publish (the connection broke before the answer) is then not
-        published again: :data:`ALREADY_PUBLISHED` (0) is returned instead of a seq.
+        published again: no seqs (an empty list) are returned instead.
 
         Raises :exc:`NotActive` when the publisher is fenced and the lock is not its
         token's, and what the client raises when Redis cannot be reached.
         """
+        args: list[str | bytes | int] = [
+            uuid.uuid4().hex,
+            self._events,
+            self._history_messages,
+            self._history_ms,
+            self._fence,
+            counter if lane is not None else "",
+            LANE_TTL_MS,
+        ]
+        for event in events:
+            args += (event.stream, _HISTORY_INDEX.get(event.channel, 0), event.body)
         reply: object = await self._script(
-            keys=(*KEYS, FEED_LOCK_KEY, LANE_PREFIX + (lane or "-")),
-            args=(
-                uuid.uuid4().hex,
-                self._events,
-                event.stream,
-                _HISTORY_INDEX.get(event.channel, 0),
-                event.body,
-                self._history_messages,
-                self._history_ms,
-                self._fence,
-                counter if lane is not None else "",
-                LANE_TTL_MS,
-            ),
+            keys=(*KEYS, FEED_LOCK_KEY, LANE_PREFIX + (lane or "-")), args=args
         )
-        seq = typing.cast(int, reply)
-        if seq == NOT_ACTIVE:
-            raise NotActive("Redis refused the event: this feed no longer holds the feed lock")
-        if seq != ALREADY_PUBLISHED:
-            self.published += 1
-        return seq
+        if reply == NOT_ACTIVE:
+            raise NotActive("Redis refused the events: this feed no longer holds the feed lock")
+        if reply == ALREADY_PUBLISHED:
+            return []
+        seqs = typing.cast(list[int], reply)
+        self.published += len(seqs)
+        return seqs
 
     async def publish(
         self,
@@ -458,7 +479,7 @@ class RedisPublisher:
     ) -> None:
         """Stamp ``data`` with the publish time and publish it in Redis, addressed to
         ``to`` and ``user`` (see the class and :meth:`prepare`)."""
-        await self.send(self.prepare(channel, data, symbol=symbol, to=to, user=user))
+        await self.send([self.prepare(channel, data, symbol=symbol, to=to, user=user)])
 
 
 @attrs.frozen
@@ -605,7 +626,7 @@ class RedisBus:
             )
         event = publisher.prepare(channel, data, symbol=symbol, to=to, user=user)
         try:
-            await publisher.send(event)
+            await publisher.send([event])
         except Exception as exc:
             if not unreachable(exc):
                 raise
@@ -701,8 +722,13 @@ class RedisBus:
             data = typing.cast(bytes, message["data"])
             if message["channel"] == control:
                 self.membership.control(data)
-            elif not self._receive(data):
-                await self._catch_up(catch_up)
+                continue
+            for event in data.split(b"\n"):  # a batch: one event a line, in seq order
+                if not self._receive(event):
+                    # Redis ran the catch-up after it published this message: the
+                    # node now holds every event of it.
+                    await self._catch_up(catch_up)
+                    break
 
     async def _probe(self, client: coredis.Redis[bytes], scope: trio.CancelScope) -> None:
         """PING Redis every ``probe_interval``; cancel ``scope`` (the node's link) when

@@ -62,16 +62,18 @@ def test_cpu_counts_every_process(results: dict[str, Any]) -> None:
     assert set(redis["us_per_delivered"]) == {"node0", "feed", "redis", "together"}
     event = redis["per_event"]
     assert event["events_per_s"] > 0
-    # The PUBLISH script's own commands, at least, for every event.
-    assert event["by_command"]["evalsha"] >= 1
-    assert event["by_command"]["hincrby"] >= 1
+    # One PUBLISH script call per batch, and its seq for every event (the two counts
+    # are read a moment apart: not exactly equal).
+    assert 0 < event["by_command"]["evalsha"] <= 1
+    assert event["by_command"]["hincrby"] == pytest.approx(1, rel=0.2)
 
 
 def test_redis_phases(results: dict[str, Any]) -> None:
     one, many = results["scenarios"]["redis"]["phases"]
     assert (one["subscribers"], many["subscribers"]) == (1, 3)
     assert one["events_per_s"] > 0
-    assert one["commands"] >= 7
+    # Per price: HINCRBY and HSET, and a share of its batch's call.
+    assert one["commands"] > 2
     # Redis sends each event to every subscriber.
     assert many["net_output_bytes"] > one["net_output_bytes"]
 

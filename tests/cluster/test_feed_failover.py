@@ -4,11 +4,16 @@ processes killed and paused, and the lock and its fencing against a real Redis."
 from __future__ import annotations
 
 import signal
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import coredis
+import orjson
 import pytest
 import trio
+import trio.testing
 
 from protocol import Channel
 from realtime._feed import NOT_MINE, FeedLock, FeedPublisher
@@ -16,6 +21,7 @@ from realtime._redis_bus import (
     FEED_LOCK_KEY,
     SEQ_KEY,
     NotActive,
+    Prepared,
     RedisPublisher,
     events_channel,
     open_redis,
@@ -29,6 +35,12 @@ from .test_redis_bus import NOTES_KEY, note
 TIMEOUT = 60.0  # a hang guard for processes on a busy machine; nothing is timed
 #: A short lock, so that a takeover comes within a few seconds.
 TTL = ["--feed-lock-ttl", "2"]
+
+
+async def published(publisher: RedisPublisher, count: int) -> None:
+    """Wait until Redis has confirmed ``count`` events of ``publisher``."""
+    while publisher.published < count:
+        await trio.sleep(0.01)
 
 
 def contiguous(seqs: list[int]) -> bool:
@@ -158,18 +170,18 @@ async def test_a_retry_of_an_event_redis_published_is_not_published_again(
             client, events=events_channel(url), history_messages=10, history_seconds=60
         )
         event = publisher.prepare(Channel.NOTIFICATIONS, note(1))
-        assert await publisher.send(event, lane="a", counter=1) == 1
+        assert await publisher.send([event], lane="a", counter=1) == [1]
         # Sent again (the answer was lost): Redis has it already.
-        assert await publisher.send(event, lane="a", counter=1) == 0
-        assert (
-            await publisher.send(
-                publisher.prepare(Channel.NOTIFICATIONS, note(2)), lane="a", counter=2
-            )
-            == 2
-        )
+        assert await publisher.send([event], lane="a", counter=1) == []
+        batch = [publisher.prepare(Channel.NOTIFICATIONS, note(n)) for n in (2, 3)]
+        assert await publisher.send(batch, lane="a", counter=2) == [2, 3]
+        # A retried batch is skipped whole.
+        assert await publisher.send(batch, lane="a", counter=2) == []
         # Another lane counts on its own.
-        assert await publisher.send(event, lane="b", counter=1) == 3
-        assert await client.hget(SEQ_KEY, "notifications") == b"3"
+        assert await publisher.send([event], lane="b", counter=1) == [4]
+        assert await client.hget(SEQ_KEY, "notifications") == b"4"
+        history = await client.lrange(NOTES_KEY, 0, -1)
+        assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2", b"3", b"4"]
 
 
 @REFUSED_CONNECTIONS
@@ -190,20 +202,136 @@ async def test_a_feed_s_publish_waits_out_a_redis_restart_and_is_published_once(
                 )
                 lost: list[str] = []
                 feed = FeedPublisher(publisher, url=server.url, lost=lost.append)
-                await feed.publish(Channel.NOTIFICATIONS, note(1))
-                await trio.to_thread.run_sync(server.stop)
-                published = trio.Event()
-
-                async def publish_while_away() -> None:
-                    await feed.publish(Channel.NOTIFICATIONS, note(2))
-                    published.set()
-
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(publish_while_away)
+                    nursery.start_soon(feed.run)
+                    await feed.publish(Channel.NOTIFICATIONS, note(1))
+                    await published(publisher, 1)
+                    await trio.to_thread.run_sync(server.stop)
+                    # Queued: the sender waits for Redis and sends it again.
+                    await feed.publish(Channel.NOTIFICATIONS, note(2))
                     await trio.to_thread.run_sync(server.restart)
-                    await published.wait()
+                    await published(publisher, 2)
+                    nursery.cancel_scope.cancel()
                 history = await client.lrange(NOTES_KEY, 0, -1)
     finally:
         server.stop()
     assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2"]
     assert lost == []
+
+
+async def test_fencing_refuses_the_whole_batch_of_a_feed_that_lost_the_lock(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with open_redis(url) as client:
+            mine, another = FeedLock(client, ttl=60), FeedLock(client, ttl=60)
+            await another.acquire()
+            publisher = RedisPublisher(
+                client,
+                events=events_channel(url),
+                history_messages=10,
+                history_seconds=60,
+                fence=mine.token,
+            )
+            lost: list[str] = []
+            feed = FeedPublisher(publisher, url=url, lost=lost.append)
+            async with trio.open_nursery() as nursery:
+                for number in (1, 2, 3):  # queued: nothing sends yet
+                    await feed.publish(Channel.NOTIFICATIONS, note(number))
+                nursery.start_soon(feed.run)
+                while not lost:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()  # as the feeds are, when the lock is lost
+            # Nothing of the batch was numbered, kept or announced.
+            assert await client.hget(SEQ_KEY, "notifications") is None
+            assert await client.llen(NOTES_KEY) == 0
+    assert lost == ["Redis refused the events: this feed no longer holds the feed lock"]
+    assert "Stopped before Redis confirmed 3 events: they may not be published" in caplog.messages
+
+
+async def test_the_feed_s_queue_blocks_publishers_while_full_and_bounds_each_call(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_redis(url) as client,
+            client.pubsub(channels=[events_channel(url)], ignore_subscribe_messages=True) as heard,
+        ):
+            publisher = RedisPublisher(
+                client, events=events_channel(url), history_messages=10, history_seconds=60
+            )
+            feed = FeedPublisher(publisher, url=url, lost=pytest.fail, queue=2)
+            queued = 0
+
+            async def publish(count: int) -> None:
+                nonlocal queued
+                for number in range(1, count + 1):
+                    await feed.publish(Channel.NOTIFICATIONS, note(number))
+                    queued += 1
+
+            batches: list[list[bytes]] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish, 5)
+                await trio.testing.wait_all_tasks_blocked()
+                assert queued == 2  # the third waits for room, since nothing sends yet
+                nursery.start_soon(feed.run)
+                async for message in heard:
+                    batches.append(typing.cast(bytes, message["data"]).split(b"\n"))
+                    if sum(map(len, batches)) == 5:
+                        break
+                nursery.cancel_scope.cancel()
+    assert queued == 5
+    # One call sends at most what the queue holds, in the order published.
+    assert all(len(batch) <= 2 for batch in batches)
+    events = [line.split(b" ", 5) for batch in batches for line in batch]
+    assert [(orjson.loads(e[5])["data"]["id"], int(e[2])) for e in events] == [
+        (str(n), n) for n in range(1, 6)
+    ]
+
+
+class _AnswerLost(RedisPublisher):
+    """A publisher whose first call reaches Redis but whose answer is lost, as when
+    the connection breaks just after Redis ran the script."""
+
+    calls = 0
+
+    async def send(
+        self, events: Sequence[Prepared], *, lane: str | None = None, counter: int = 0
+    ) -> list[int]:
+        self.calls += 1
+        seqs = await super().send(events, lane=lane, counter=counter)
+        if self.calls == 1:
+            raise coredis.exceptions.ConnectionError("connection lost before the answer")
+        return seqs
+
+
+async def test_a_batch_whose_answer_was_lost_is_sent_again_and_published_once(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with open_redis(url) as client:
+            publisher = _AnswerLost(
+                client, events=events_channel(url), history_messages=10, history_seconds=60
+            )
+            feed = FeedPublisher(publisher, url=url, lost=pytest.fail)
+            async with trio.open_nursery() as nursery:
+                for number in (1, 2, 3):  # one batch: the sender starts after them
+                    await feed.publish(Channel.NOTIFICATIONS, note(number))
+                nursery.start_soon(feed.run)
+                while publisher.calls < 2:
+                    await trio.sleep(0.01)
+                await feed.publish(Channel.NOTIFICATIONS, note(4))
+                await published(publisher, 4)
+                nursery.cancel_scope.cancel()
+            history = await client.lrange(NOTES_KEY, 0, -1)
+    # The retry of the first batch was skipped: every event once, in order.
+    assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2", b"3", b"4"]
+    assert [orjson.loads(entry.split(b" ", 3)[3])["data"]["id"] for entry in history] == [
+        "1",
+        "2",
+        "3",
+        "4",
+    ]

@@ -6,6 +6,7 @@ process-level tests (``test_cluster``) run real gateways.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -161,6 +162,62 @@ async def test_one_script_call_numbers_keeps_and_announces(
         assert (last.seq, last.data.price) == (2, 11)
 
 
+async def test_a_batch_is_numbered_contiguously_kept_and_announced_in_one_message(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with (
+            publisher(url) as (first, client),
+            publisher(url) as (second, _),
+            client.pubsub(channels=[events_channel(url)], ignore_subscribe_messages=True) as heard,
+        ):
+            batch = [
+                first.prepare(Channel.NOTIFICATIONS, note(1)),
+                first.prepare(Channel.PRICES, quote(10), symbol="AAPL"),
+                first.prepare(Channel.NOTIFICATIONS, note(2)),
+                first.prepare(Channel.PRICES, quote(11), symbol="AAPL"),
+            ]
+            assert await first.send(batch) == [1, 1, 2, 2]
+            async for message in heard:
+                lines = typing.cast(bytes, message["data"]).split(b"\n")
+                break
+            # One message, one line per event in order, each a published event.
+            assert [line.split(b" ", 3)[1:3] for line in lines] == [
+                [b"notifications", b"1"],
+                [b"AAPL", b"1"],
+                [b"notifications", b"2"],
+                [b"AAPL", b"2"],
+            ]
+            assert (await client.hgetall(PRICES_KEY))[b"AAPL"].startswith(b"2 ")
+
+            # Two publishers' batches never interleave: each is one atomic step.
+            seqs: list[list[int]] = []
+
+            async def send_batches(bus: RedisPublisher) -> None:
+                for _ in range(20):
+                    events = [bus.prepare(Channel.NOTIFICATIONS, note(n)) for n in range(10)]
+                    seqs.append(await bus.send(events))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_batches, first)
+                nursery.start_soon(send_batches, second)
+            assert all(batch == list(range(batch[0], batch[0] + 10)) for batch in seqs)
+            assert sorted(seq for batch in seqs for seq in batch) == list(range(3, 403))
+            history = await client.lrange(NOTES_KEY, 0, -1)
+            assert [int(entry.split(b" ", 1)[0]) for entry in history] == list(range(1, 403))
+
+
+async def test_no_event_holds_a_newline_which_separates_the_events_of_a_message(
+    redis_server: RedisServer,
+) -> None:
+    data = NotificationData(id="line\nbreak", message="two\nlines\r\n", type=NotificationType.INFO)
+    async with publisher(redis_server.url) as (bus, _):
+        event = bus.prepare(Channel.NOTIFICATIONS, data, to="desk-1", user="alice\nsmith")
+    assert b"\n" not in event.body
+    assert orjson.loads(event.body.split(b" ", 1)[1])["data"]["message"] == "two\nlines\r\n"
+
+
 async def test_two_nodes_deliver_the_same_stream_in_the_same_epoch(
     redis_server: RedisServer, start_node: Callable[..., Any]
 ) -> None:
@@ -236,6 +293,36 @@ async def test_a_hole_in_what_a_node_heard_is_filled_from_redis_in_order(
     assert node.bus.catch_ups == 2
     replay = node.hub.replay(Channel.NOTIFICATIONS, 0, node.hub.epoch, "c")
     assert [f.message.seq for f in replay] == [1, 2, 3, 4]
+
+
+async def test_a_node_delivers_each_event_of_a_message_in_order_and_fills_a_hole_first(
+    redis_server: RedisServer, start_node: Callable[..., Any]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        node = await start_node(redis_server.url)
+        url = redis_server.url
+        async with publisher(url) as (heard, _), publisher(url, events="elsewhere") as (unheard, _):
+            await heard.send([heard.prepare(Channel.NOTIFICATIONS, note(n)) for n in (1, 2)])
+            await node.wait_for(lambda m: len(m) == 2)
+            await unheard.send([unheard.prepare(Channel.NOTIFICATIONS, note(3))])
+            # Its first event follows a hole: the node catches up, then has them all.
+            await heard.send(
+                [
+                    heard.prepare(Channel.NOTIFICATIONS, note(4)),
+                    heard.prepare(Channel.PRICES, quote(10), symbol="AAPL"),
+                    heard.prepare(Channel.NOTIFICATIONS, note(5)),
+                ]
+            )
+            await node.wait_for(lambda m: len(m) == 6)
+            await heard.send([heard.prepare(Channel.NOTIFICATIONS, note(n)) for n in (6, 7)])
+            await node.wait_for(lambda m: len(m) == 8)
+    assert node.seqs("notification") == [1, 2, 3, 4, 5, 6, 7]
+    assert [m["data"]["id"] for m in node.messages() if m["type"] == "notification"] == [
+        str(n) for n in range(1, 8)
+    ]
+    assert node.bus.catch_ups == 2
+    replay = node.hub.replay(Channel.NOTIFICATIONS, 0, node.hub.epoch, "c")
+    assert [f.message.seq for f in replay] == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_a_hole_redis_no_longer_holds_drops_the_copy_instead_of_replaying_around_it(
