@@ -45,10 +45,11 @@ A resume can outrun a cluster node: cut from node A right after A delivered seq 
 a client may resume here with ``since`` N before this node has received N from
 Redis. Such a resume (same epoch, ``since`` past the hub's position) waits, in the
 reader's own task and under its read scope, for the hub to reach ``since``
-(:meth:`Hub.notify_at`), at most ``resume_wait`` seconds, and is then answered as
-any other: replayed, or refused with ``history_unavailable``. No task and no timer
-of its own: the reader reads nothing meanwhile, so the connection's later requests
-are answered after it, in order, and a close the server decides still ends it.
+(:meth:`Hub.notify_at`), at most ``resume_wait`` seconds (for all of the
+connection's resumes together), and is then answered as any other: replayed, or
+refused with ``history_unavailable``. No task and no timer of its own: the reader
+reads nothing meanwhile, so the connection's later requests are answered after it,
+in order, and a close the server decides still ends it.
 Live messages of the connection's other subscriptions keep flowing (the delivery
 writes them). With the in-process bus (``resume_wait`` 0) the hub numbers every
 message itself, so a ``since`` past it was never given, and is refused at once.
@@ -125,6 +126,8 @@ _CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
 _CLOSE_CODES: Final = frozenset(CloseCode)
 _PREFIX: Final = "/ws/"
 _SUBPROTOCOLS: Final = (Codec.MSGPACK.subprotocol, Codec.JSON.subprotocol)
+#: A time before any clock's now (one object shared by every session).
+_LONG_AGO: Final = -math.inf
 
 
 def client_id_from_path(path: str) -> str | None:
@@ -143,7 +146,7 @@ class _Session(Outlet):
     token says (``claims``; ``None`` while authentication is off). Its ``user`` is
     the token's ``sub``, or the demo user's while authentication is off."""
 
-    __slots__ = ("claims", "requests")
+    __slots__ = ("claims", "requests", "resumes_until")
 
     def __init__(
         self,
@@ -164,6 +167,8 @@ class _Session(Outlet):
         )
         self.claims = claims
         self.user = DEMO_USER if claims is None else claims.sub
+        #: Until when resumes ahead of the hub may wait (see ``_resume_when_reached``).
+        self.resumes_until = _LONG_AGO
 
     def reply(self, message: ServerMessage) -> None:
         codec = self.codec
@@ -858,24 +863,29 @@ class Sessions:
         return None
 
     async def _resume_when_reached(self, session: _Session, request: Subscribe) -> None:
-        """Wait until the hub reaches the ``since`` of ``request`` (a resume), at most
-        ``resume_wait`` seconds, then answer it: replayed, or refused if the hub is
-        still behind. Cancelled with the reader's scope."""
+        """Wait until the hub reaches the ``since`` of ``request`` (a resume), then
+        answer it: replayed, or refused if the hub is still behind. A connection's
+        resumes wait at most ``resume_wait`` seconds in all, counted from the first: a
+        client resuming every channel on a node that is far behind is answered within
+        the bound, not once per channel. Cancelled with the reader's scope."""
         channel, since = request.channel, typing.cast(int, request.since)
+        now = trio.current_time()
+        if session.resumes_until < now:
+            session.resumes_until = now + self.resume_wait
         logger.info(
             "[WebSocket] Client %s resumes %s after seq %d, which this node has not "
-            "received yet (it is at %d): waiting up to %g s",
+            "received yet (it is at %d): waiting up to %.3g s",
             session.client_id,
             channel,
             since,
             self.hub.position(channel),
-            self.resume_wait,
+            session.resumes_until - now,
         )
         reached = trio.Event()
         wake = reached.set
         self.hub.notify_at(channel, since, wake)
         try:
-            with trio.move_on_after(self.resume_wait):
+            with trio.move_on_at(session.resumes_until):
                 await reached.wait()
         finally:
             self.hub.cancel_notify(channel, wake)
@@ -927,9 +937,9 @@ class Sessions:
                         raise RemoteProtocolError(
                             ErrorCode.HISTORY_UNAVAILABLE,
                             f"This server has not received seq {request.since} of "
-                            f"'{channel}' yet (it is at {hub.position(channel)}; waited "
-                            f"{self.resume_wait:g} s): subscribe without 'since' and resync, "
-                            "or reconnect and resume again",
+                            f"'{channel}' yet (it is at {hub.position(channel)}; resumes "
+                            f"wait at most {self.resume_wait:g} s for it): subscribe without "
+                            "'since' and resync, or reconnect and resume again",
                         )
                     replay = hub.replay(
                         channel,

@@ -69,5 +69,5 @@ async def test_a_resume_the_node_does_not_reach_within_the_bound_is_refused(
     assert reply["code"] == "history_unavailable"
     assert reply["error"].startswith(
         f"This server has not received seq {since + 1} of 'alerts' yet (it is at {since}; "
-        "waited 0.2 s)"
+        "resumes wait at most 0.2 s for it)"
     )

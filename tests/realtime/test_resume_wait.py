@@ -15,17 +15,26 @@ import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
+from protocol import AlertData, AlertTriggered, Severity
 from realtime import Config
 from realtime._delivery import Delivery
 from realtime._hub import Hub
 from realtime._sessions import Sessions
 from realtime.ws import parse_request_head
 
+from .test_hub import NOW
 from .test_hub_deliver import numbered_note
 from .test_sessions import Peer
 
 WAIT = Config().resume_wait  # the bound under test, 2 s
 NOTES = "notifications"
+
+
+def numbered_alert(seq: int) -> AlertTriggered:
+    data = AlertData(
+        id=str(seq), symbol="AAPL", type="price_above", message="up", severity=Severity.INFO
+    )
+    return AlertTriggered(data=data, seq=seq, timestamp=NOW)
 
 
 @attrs.define
@@ -80,13 +89,15 @@ async def open_node(resume_wait: float) -> AsyncIterator[Node]:
         node = Node(hub, sessions, peer)
         node.deliver(1, 2, 3)
         nursery.start_soon(node.record)
-        yield node
-        # The server's close waits, bounded, for the peer's close frame, which never
-        # comes: let virtual time run out the bound.
-        clock = trio.lowlevel.current_clock()
-        assert isinstance(clock, trio.testing.MockClock)
-        clock.autojump_threshold = 0
-        nursery.cancel_scope.cancel()
+        try:
+            yield node
+        finally:
+            # The server's close waits, bounded, for the peer's close frame, which never
+            # comes: let virtual time run out the bound.
+            clock = trio.lowlevel.current_clock()
+            assert isinstance(clock, trio.testing.MockClock)
+            clock.autojump_threshold = 0
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_resume_ahead_of_the_node_waits_for_it_then_replays(
@@ -123,13 +134,36 @@ async def test_past_the_bound_the_resume_is_refused_and_the_connection_goes_on(
         await trio.testing.wait_all_tasks_blocked()
         assert [m["code"] for m in node.received] == ["history_unavailable"]
         assert node.received[0]["error"] == (
-            "This server has not received seq 5 of 'notifications' yet (it is at 3; waited "
-            "2 s): subscribe without 'since' and resync, or reconnect and resume again"
+            "This server has not received seq 5 of 'notifications' yet (it is at 3; resumes "
+            "wait at most 2 s for it): subscribe without 'since' and resync, or reconnect and "
+            "resume again"
         )
         node.deliver(4, 5, 6)  # too late: the refused resume subscribed to nothing
         await node.peer.send({"type": "ping", "id": "still-open"})
         await trio.testing.wait_all_tasks_blocked()
     assert node.kinds()[1:] == [("pong", None)]
+
+
+async def test_the_resumes_of_one_connection_share_the_bound(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    async with open_node(WAIT) as node:
+        node.hub.deliver(numbered_alert(1), at=trio.current_time())
+        await node.resume(5)
+        await node.peer.send(
+            {"type": "subscribe", "channel": "alerts", "since": 2, "epoch": node.hub.epoch}
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(WAIT)  # a node that far behind: both refused by then, not later
+        await trio.testing.wait_all_tasks_blocked()
+        assert [m["code"] for m in node.received] == ["history_unavailable"] * 2
+        mock_clock.jump(WAIT)  # a later resume has the whole bound again
+        await node.resume(4)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(WAIT / 2)
+        node.deliver(4)
+        await trio.testing.wait_all_tasks_blocked()
+    assert node.kinds()[2:] == [("subscribed", 4)]
 
 
 async def test_a_close_during_the_wait_ends_it(mock_clock: trio.testing.MockClock) -> None:
