@@ -497,6 +497,11 @@ class Config:
         "on a node of a cluster, seconds POST /api/disconnect waits for every node to "
         "confirm its closes (503 unconfirmed past it)",
     )
+    resume_wait: float = _setting(
+        2.0,
+        "seconds a node (--bus) lets a resume wait for a since it has not received from "
+        "Redis yet (the client came from a node that is ahead); history_unavailable after",
+    )
     feed_lock_ttl: float = _setting(
         3.0,
         "seconds the active realtime feed's lock lasts unrenewed: a standby feed takes "

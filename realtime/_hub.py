@@ -40,6 +40,13 @@ the node alone knows (its link to Redis is down or back, it drains) goes out thr
 stream, so it can never collide with Redis's numbering, and kept in no history. The
 bus also watches connections come and go (:meth:`Hub.watch_clients`), to make a
 client id unique across the cluster.
+
+A node's hub may be behind a client: a client cut from another node right after that
+node delivered seq N resumes here with ``since`` N before this node has received N
+from Redis. :meth:`Hub.notify_at` lets its session wait for the hub to get there
+(bounded, see ``_sessions``): :meth:`Hub.deliver` wakes it when the channel reaches
+the position, and so do :meth:`Hub.forget` and :meth:`Hub.restart`, after which
+the resume is answered from what the hub holds then.
 """
 
 from __future__ import annotations
@@ -196,6 +203,9 @@ class Hub:
         self.replaced = 0
         self._registered: Callable[[Outbox], None] = _ignore
         self._unregistered: Callable[[Outbox], None] = _ignore
+        #: Per channel, what to call once the channel reaches a seq: wake -> that seq.
+        #: A channel with none has no entry, so delivery checks one empty dict.
+        self._awaited: dict[Channel, dict[Callable[[], None], int]] = {}
 
     def add_symbols(self, symbols: Iterable[str]) -> tuple[str, ...]:
         """Grow the universe by ``symbols`` not in it yet (in order), and return them.
@@ -334,6 +344,32 @@ class Hub:
         """The last ``seq`` numbered on the non-price ``channel`` (0 before the first):
         where a subscription made now starts, as ``subscribed.seq`` tells the client."""
         return self._seqs.get(channel, 0)
+
+    def notify_at(self, channel: Channel, seq: int, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` once, when the non-price ``channel`` reaches ``seq`` (delivered
+        to this hub or forgotten up to it) or a new history begins (:meth:`restart`),
+        unless :meth:`cancel_notify` comes first. ``wake`` must not block. For a node's
+        hub, which follows the numbering of another bus (:meth:`deliver`)."""
+        self._awaited.setdefault(channel, {})[wake] = seq
+
+    def cancel_notify(self, channel: Channel, wake: Callable[[], None]) -> None:
+        """Forget ``wake`` (given to :meth:`notify_at`), if it was not called yet."""
+        awaited = self._awaited.get(channel)
+        if awaited is not None:
+            awaited.pop(wake, None)
+            if not awaited:
+                del self._awaited[channel]
+
+    def _reached(self, channel: Channel, seq: int) -> None:
+        awaited = self._awaited.get(channel)
+        if awaited is None:
+            return
+        for wake, wanted in list(awaited.items()):
+            if wanted <= seq:
+                del awaited[wake]
+                wake()
+        if not awaited:
+            del self._awaited[channel]
 
     def replay(
         self, channel: Channel, since: int, epoch: str, client_id: str, user: str | None = None
@@ -503,6 +539,8 @@ class Hub:
             history.append((message.seq, at, to, user, frames))
             self._expire(history)
             self._fan_out(channel, frames, to, user)
+            if self._awaited:
+                self._reached(channel, message.seq)
         self.published += 1
         self._after_fan_out()
 
@@ -523,6 +561,7 @@ class Hub:
         given a replay with a hole, and count on from ``seq``."""
         self._seqs[channel] = seq
         self._history[channel].clear()
+        self._reached(channel, seq)
 
     def restart(self, epoch: str) -> None:
         """A new history begins (the bus lost the old one): ``epoch`` from now on, every
@@ -533,6 +572,11 @@ class Hub:
         self._last_prices.clear()
         for history in self._history.values():
             history.clear()
+        # The positions awaited count in the old epoch: their resumes are refused now.
+        awaited, self._awaited = self._awaited, {}
+        for wakes in awaited.values():
+            for wake in wakes:
+                wake()
 
     def last_price(self, symbol: str) -> PriceUpdate | None:
         frames = self._last_prices.get(symbol)

@@ -327,14 +327,21 @@ async def serve(
         history_seconds=config.history_seconds,
         after_fan_out=delivery.fanned_out,
     )
-    sessions = Sessions(config, hub, delivery, server_version=__version__)
+    node = isinstance(bus, RedisBus)
+    sessions = Sessions(
+        config,
+        hub,
+        delivery,
+        server_version=__version__,
+        # Only a node's hub can be behind a client's since (docs/cluster.md).
+        resume_wait=config.resume_wait if node else 0.0,
+    )
     bus.attach(hub)
     membership = bus.membership if isinstance(bus, RedisBus) else None
     if membership is not None:
         sessions.seats = membership
         membership.on_disconnect(sessions.disconnect)
     http_auth = HTTPAuth(api_key=config.api_key, verifier=sessions.verifier)
-    node = isinstance(bus, RedisBus)
     universe = (
         PriceUniverse(
             symbols=feeds.symbols,

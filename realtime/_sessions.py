@@ -40,6 +40,19 @@ intervals.
 Every close the server decides (slow consumer, replaced, going away, rate limit,
 heartbeat) is recorded on the outbox and ends the reader; the handler then has the
 delivery write what a flushing close kept and the close frame.
+
+A resume can outrun a cluster node: cut from node A right after A delivered seq N,
+a client may resume here with ``since`` N before this node has received N from
+Redis. Such a resume (same epoch, ``since`` past the hub's position) waits, in the
+reader's own task and under its read scope, for the hub to reach ``since``
+(:meth:`Hub.notify_at`), at most ``resume_wait`` seconds (for all of the
+connection's resumes together), and is then answered as any other: replayed, or
+refused with ``history_unavailable``. No task and no timer of its own: the reader
+reads nothing meanwhile, so the connection's later requests are answered after it,
+in order, and a close the server decides still ends it.
+Live messages of the connection's other subscriptions keep flowing (the delivery
+writes them). With the in-process bus (``resume_wait`` 0) the hub numbers every
+message itself, so a ``since`` past it was never given, and is refused at once.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ import logging
 import math
 import re
 import time
+import typing
 from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Final
@@ -112,6 +126,8 @@ _CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
 _CLOSE_CODES: Final = frozenset(CloseCode)
 _PREFIX: Final = "/ws/"
 _SUBPROTOCOLS: Final = (Codec.MSGPACK.subprotocol, Codec.JSON.subprotocol)
+#: A time before any clock's now (one object shared by every session).
+_LONG_AGO: Final = -math.inf
 
 
 def client_id_from_path(path: str) -> str | None:
@@ -130,7 +146,7 @@ class _Session(Outlet):
     token says (``claims``; ``None`` while authentication is off). Its ``user`` is
     the token's ``sub``, or the demo user's while authentication is off."""
 
-    __slots__ = ("claims", "requests")
+    __slots__ = ("claims", "requests", "resumes_until")
 
     def __init__(
         self,
@@ -151,6 +167,8 @@ class _Session(Outlet):
         )
         self.claims = claims
         self.user = DEMO_USER if claims is None else claims.sub
+        #: Until when resumes ahead of the hub may wait (see ``_resume_when_reached``).
+        self.resumes_until = _LONG_AGO
 
     def reply(self, message: ServerMessage) -> None:
         codec = self.codec
@@ -168,8 +186,12 @@ class Sessions:
         *,
         server_version: str,
         wall_clock: Callable[[], float] = time.time,
+        resume_wait: float = 0.0,
     ) -> None:
         self.config = config
+        #: Seconds a resume past the hub's position waits for the hub to get there (a
+        #: node's hub follows Redis); 0 refuses it at once (see the module docstring).
+        self.resume_wait = resume_wait
         #: Unix seconds, what token times (``exp``, ``nbf``) count in.
         self.wall_clock = wall_clock
         self.hub = hub
@@ -315,7 +337,9 @@ class Sessions:
                 while session.close_code is None:
                     # No local keeps the frame or its decoded message while this task
                     # waits for the next one: idle connections hold only their state.
-                    self._on_message(session, await ws.receive_message())
+                    ahead = self._on_message(session, await ws.receive_message())
+                    if ahead is not None:
+                        await self._resume_when_reached(session, ahead)
             # The read scope's deadline is the token's exp (see _expire_at).
             if session.close_code is None and trio.current_time() >= session.read_scope.deadline:
                 self._expired(session)
@@ -818,8 +842,9 @@ class Sessions:
 
     # --- requests ---------------------------------------------------------------------
 
-    def _on_message(self, session: _Session, data: str | bytes) -> None:
-        """Answer one inbound message; synchronous, so the hub sees it whole."""
+    def _on_message(self, session: _Session, data: str | bytes) -> Subscribe | None:
+        """Answer one inbound message; synchronous, so the hub sees it whole. Returns
+        a resume that must first wait for the hub to reach its ``since``, unanswered."""
         timestamp = utc_now()
         outcome = session.requests.receive(data, now=trio.current_time(), timestamp=timestamp)
         if isinstance(outcome, Reply):
@@ -834,11 +859,48 @@ class Sessions:
         elif isinstance(outcome, Auth):
             self._refresh(session, outcome, timestamp)
         else:
-            self._apply(session, outcome, timestamp)
+            return self._apply(session, outcome, timestamp)
+        return None
+
+    async def _resume_when_reached(self, session: _Session, request: Subscribe) -> None:
+        """Wait until the hub reaches the ``since`` of ``request`` (a resume), then
+        answer it: replayed, or refused if the hub is still behind. A connection's
+        resumes wait at most ``resume_wait`` seconds in all, counted from the first: a
+        client resuming every channel on a node that is far behind is answered within
+        the bound, not once per channel. Cancelled with the reader's scope."""
+        channel, since = request.channel, typing.cast(int, request.since)
+        now = trio.current_time()
+        if session.resumes_until < now:
+            session.resumes_until = now + self.resume_wait
+        logger.info(
+            "[WebSocket] Client %s resumes %s after seq %d, which this node has not "
+            "received yet (it is at %d): waiting up to %.3g s",
+            session.client_id,
+            channel,
+            since,
+            self.hub.position(channel),
+            session.resumes_until - now,
+        )
+        reached = trio.Event()
+        wake = reached.set
+        self.hub.notify_at(channel, since, wake)
+        try:
+            with trio.move_on_at(session.resumes_until):
+                await reached.wait()
+        finally:
+            self.hub.cancel_notify(channel, wake)
+        self._apply(session, request, utc_now(), waited=True)
 
     def _apply(
-        self, session: _Session, request: Subscribe | Unsubscribe, timestamp: datetime
-    ) -> None:
+        self,
+        session: _Session,
+        request: Subscribe | Unsubscribe,
+        timestamp: datetime,
+        *,
+        waited: bool = False,
+    ) -> Subscribe | None:
+        """Apply a (un)subscribe and answer it. Returns, unanswered, a resume past the
+        hub's position that may wait for it (``waited``: it did already)."""
         hub, requests = self.hub, session.requests
         try:
             if isinstance(request, Unsubscribe):
@@ -857,7 +919,7 @@ class Sessions:
                 logger.info(
                     "[WebSocket] Client %s unsubscribed from %s", session.client_id, request.channel
                 )
-                return
+                return None
             channel = request.channel
             if session.claims is not None:
                 request = _within_grants(session.claims, request, hub.universe)
@@ -869,6 +931,16 @@ class Sessions:
                 if request.since is None:
                     seq = hub.position(channel)
                 else:
+                    if self._ahead(request):
+                        if not waited:
+                            return request
+                        raise RemoteProtocolError(
+                            ErrorCode.HISTORY_UNAVAILABLE,
+                            f"This server has not received seq {request.since} of "
+                            f"'{channel}' yet (it is at {hub.position(channel)}; resumes "
+                            f"wait at most {self.resume_wait:g} s for it): subscribe without "
+                            "'since' and resync, or reconnect and resume again",
+                        )
                     replay = hub.replay(
                         channel,
                         request.since,
@@ -884,7 +956,7 @@ class Sessions:
             )
         except RemoteProtocolError as error:  # refused by the subscription state or history
             session.reply(requests.refuse(request, error, timestamp=timestamp).message)
-            return
+            return None
         hub.apply(session, accepted.change)
         session.reply(accepted.reply)
         if channel is Channel.PRICES:
@@ -894,6 +966,16 @@ class Sessions:
             for frames in replay:
                 session.offer(frames.get(session.codec))
         logger.info("[WebSocket] Client %s subscribed to %s", session.client_id, channel)
+        return None
+
+    def _ahead(self, request: Subscribe) -> bool:
+        """Whether ``request``, a resume, names a position of this history that the
+        hub has not reached yet, and may wait for it (a node's hub)."""
+        return (
+            self.resume_wait > 0
+            and request.epoch == self.hub.epoch
+            and typing.cast(int, request.since) > self.hub.position(request.channel)
+        )
 
 
 def _unauthorized(text: str, request_id: RequestId | None, timestamp: datetime) -> ErrorReply:

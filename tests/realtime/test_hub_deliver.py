@@ -155,3 +155,40 @@ def test_watchers_see_each_registered_connection_come_and_go_once() -> None:
         ("registered", newer),
         ("unregistered", newer),
     ]
+
+
+def test_a_position_awaited_wakes_its_waiter_once_the_channel_reaches_it(hub: Hub) -> None:
+    woken: list[str] = []
+    hub.notify_at(Channel.NOTIFICATIONS, 2, lambda: woken.append("at 2"))
+    hub.notify_at(Channel.NOTIFICATIONS, 3, lambda: woken.append("at 3"))
+    hub.notify_at(Channel.ALERTS, 1, lambda: woken.append("alerts"))
+    hub.deliver(numbered_note(1), at=0.0)
+    assert woken == []
+    hub.deliver(numbered_note(2), at=0.0)
+    assert woken == ["at 2"]
+    hub.deliver(numbered_note(3), at=0.0)
+    hub.deliver(numbered_note(4), at=0.0)
+    assert woken == ["at 2", "at 3"]  # once each; the other channel is not there yet
+
+
+def test_a_cancelled_waiter_is_not_woken(hub: Hub) -> None:
+    woken: list[int] = []
+
+    def wake() -> None:
+        woken.append(1)
+
+    hub.notify_at(Channel.NOTIFICATIONS, 1, wake)
+    hub.cancel_notify(Channel.NOTIFICATIONS, wake)
+    hub.cancel_notify(Channel.NOTIFICATIONS, wake)  # twice: nothing to forget
+    hub.deliver(numbered_note(1), at=0.0)
+    assert woken == []
+
+
+def test_forget_and_restart_wake_the_waiters_they_concern(hub: Hub) -> None:
+    woken: list[str] = []
+    hub.notify_at(Channel.NOTIFICATIONS, 5, lambda: woken.append("notes"))
+    hub.notify_at(Channel.ALERTS, 9, lambda: woken.append("alerts"))
+    hub.forget(Channel.NOTIFICATIONS, 6)  # the node skipped to 6: 5 is past
+    assert woken == ["notes"]
+    hub.restart("another-epoch")  # the position awaited counts in the old epoch
+    assert woken == ["notes", "alerts"]
