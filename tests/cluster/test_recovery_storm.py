@@ -32,11 +32,12 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from protocol import AlertData, Channel, NotificationData, NotificationType, Severity
+from protocol import Channel, NotificationData, NotificationType
 from tests.realtime.helpers import close_of, http_requests
 
 from .conftest import Cluster, Process
 from .test_cluster import KEY
+from .test_cluster_faults import alert
 from .test_redis_bus import publisher
 
 TIMEOUT = 90.0  # a hang guard for processes on a busy machine; nothing is timed
@@ -288,16 +289,6 @@ def report(stuck: list[StormClient], nodes: Nodes, victim: Process) -> str:
             logged = [line for line in node.text.splitlines() if f" {client.client_id} " in line]
             lines += [f"  {node.port}: {line}" for line in logged[-6:]]
     return "\n".join(lines)
-
-
-def alert(number: int) -> AlertData:
-    return AlertData(
-        id=f"a{number}",
-        symbol="AAPL",
-        type="price_above",
-        message=f"alert {number}",
-        severity=Severity.INFO,
-    )
 
 
 def note(number: int) -> NotificationData:
