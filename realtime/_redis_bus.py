@@ -444,8 +444,12 @@ class RedisPublisher:
         published again: no seqs (an empty list) are returned instead.
 
         Raises :exc:`NotActive` when the publisher is fenced and the lock is not its
-        token's, and what the client raises when Redis cannot be reached.
+        token's, and what the client raises when Redis cannot be reached; and
+        ``ValueError`` for no events, before Redis is asked (the nodes could not read
+        an empty message).
         """
+        if not events:
+            raise ValueError("a batch holds at least one event")
         args: list[str | bytes | int] = [
             uuid.uuid4().hex,
             self._events,

@@ -208,6 +208,18 @@ async def test_a_batch_is_numbered_contiguously_kept_and_announced_in_one_messag
             assert [int(entry.split(b" ", 1)[0]) for entry in history] == list(range(1, 403))
 
 
+async def test_an_empty_batch_is_refused_before_redis_is_asked(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with publisher(url) as (bus, client):
+            with pytest.raises(ValueError, match="at least one event"):
+                await bus.send([])
+            # Nothing was numbered: no epoch was even made.
+            assert await client.get(EPOCH_KEY) is None
+
+
 async def test_no_event_holds_a_newline_which_separates_the_events_of_a_message(
     redis_server: RedisServer,
 ) -> None:
