@@ -360,7 +360,10 @@ class FeedPublisher:
                 self._lost(str(exc))
                 await trio.sleep_forever()  # cancelled with the feeds
             except Exception as exc:
-                if not unreachable(exc):
+                # Away, or answering with a refusal (out of memory under noeviction,
+                # say): either way the batch waits and the feeds block, rather than the
+                # process end with its queue.
+                if not (unreachable(exc) or isinstance(exc, coredis.exceptions.ResponseError)):
                     raise
                 if not waiting:
                     waiting = True

@@ -219,6 +219,35 @@ async def test_a_feed_s_publish_waits_out_a_redis_restart_and_is_published_once(
     assert lost == []
 
 
+async def test_a_batch_redis_refuses_waits_until_redis_takes_it(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = redis_server.url
+    with trio.fail_after(TIMEOUT):
+        async with open_redis(url) as client:
+            publisher = RedisPublisher(
+                client, events=events_channel(url), history_messages=10, history_seconds=60
+            )
+            lost: list[str] = []
+            feed = FeedPublisher(publisher, url=url, lost=lost.append)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed.run)
+                await feed.publish(Channel.NOTIFICATIONS, note(1))
+                await published(publisher, 1)
+                # Full under noeviction: Redis answers a write with an OOM error.
+                await client.config_set({"maxmemory": "1"})
+                await feed.publish(Channel.NOTIFICATIONS, note(2))
+                while "OOM" not in caplog.text:
+                    await trio.sleep(0.01)
+                await client.config_set({"maxmemory": "0"})
+                await published(publisher, 2)
+                nursery.cancel_scope.cancel()
+            history = await client.lrange(NOTES_KEY, 0, -1)
+    assert [entry.split(b" ", 1)[0] for entry in history] == [b"1", b"2"]
+    assert "1 events wait and are sent again (nothing is dropped)" in caplog.text
+    assert lost == []
+
+
 async def test_fencing_refuses_the_whole_batch_of_a_feed_that_lost_the_lock(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
