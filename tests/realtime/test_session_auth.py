@@ -14,7 +14,7 @@ import orjson
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from realtime import Config
 from realtime._auth import mint_token
@@ -22,6 +22,8 @@ from realtime._delivery import Delivery
 from realtime._hub import Hub
 from realtime._sessions import Sessions
 from realtime.ws import parse_request_head
+
+from .test_sessions import Peer as SessionPeer
 
 SECRET = "s" * 32
 #: Unix seconds at virtual time 0.
@@ -32,27 +34,14 @@ def token(sub: str = "alice", ttl: float = 60, **grants: Any) -> str:
     return mint_token(SECRET, sub=sub, now=EPOCH + trio.current_time(), ttl=ttl, **grants)
 
 
-@attrs.define
-class Peer:
-    stream: trio.abc.Stream
-    ws: WSConnection
-    events: list[Event] = attrs.Factory(list)
-
-    async def next_event(self) -> Event:
-        while not self.events:
-            data = await self.stream.receive_some(65536)
-            self.ws.receive_data(bytes(data) if data else None)
-            self.events.extend(self.ws.events())
-        return self.events.pop(0)
+class Peer(SessionPeer):
+    """The peer of test_sessions, stricter: the next event must be a text message."""
 
     async def next_message(self) -> dict[str, Any]:
         event = await self.next_event()
         assert isinstance(event, TextMessage), event
         message: dict[str, Any] = orjson.loads(event.data)
         return message
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.stream.send_all(self.ws.send(TextMessage(data=orjson.dumps(message).decode())))
 
     async def closed(self) -> tuple[int, list[dict[str, Any]]]:
         """The close code, and the messages before it."""

@@ -5,7 +5,7 @@ limit are judged in virtual time, so no machine is too slow for them."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from unittest.mock import ANY
@@ -60,7 +60,7 @@ class Peer:
                 return message
             assert not isinstance(event, CloseConnection), event
 
-    async def send(self, message: dict[str, object]) -> None:
+    async def send(self, message: Mapping[str, object]) -> None:
         await self.stream.send_all(self.ws.send(TextMessage(data=orjson.dumps(message).decode())))
 
 
